@@ -1,0 +1,95 @@
+"""bmhw checkpoints: one ``.pt`` file with a format version, the model config, weights and metadata.
+
+Layout (a plain dict of plain types and tensors, so ``torch.load(weights_only=True)`` reads it and
+nothing in the file is ever executed)::
+
+    {"format": "bmhw-checkpoint", "version": 1,
+     "config": {"arch": ..., "args": {...}, "layers": {name: neuron spec}},   # bmhw.models.describe
+     "state_dict": {...},
+     "metadata": {"method": ..., "accuracy": ..., "seed": ..., "bmhw_version": ..., ...}}
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bmhw import __version__
+from bmhw.errors import BmhwError
+from bmhw.models import build, describe
+
+FORMAT = "bmhw-checkpoint"
+VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    model: nn.Module
+    config: dict
+    metadata: dict = field(default_factory=dict)
+
+
+def save_checkpoint(path, model: nn.Module, **metadata) -> Path:
+    """Write ``model`` and ``metadata`` to ``path`` atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    meta = {"bmhw_version": __version__, **{k: v for k, v in metadata.items() if v is not None}}
+    payload = {"format": FORMAT, "version": VERSION, "config": describe(model),
+               "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+               "metadata": meta}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _read(path: Path):
+    if not path.is_file():
+        raise BmhwError(f"checkpoint {path} not found: give the path of a .pt file written by bmhw train or bmhw convert")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BmhwError(f"{path} is not a bmhw checkpoint: it holds Python objects that a safe load refuses "
+                        f"({first[:160]}); nothing in it was executed") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, AttributeError, KeyError) as err:
+        raise BmhwError(f"{path} is not a readable PyTorch file (truncated, corrupt or another format: "
+                        f"{type(err).__name__}); re-create it with bmhw train or bmhw convert") from None
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Load a bmhw checkpoint; anything else raises :class:`BmhwError` with a one-line reason."""
+    path = Path(path)
+    data = _read(path)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+            raise BmhwError(f"{path} is a bare state dict, not a bmhw checkpoint: it lacks the model config; "
+                            "save models with bmhw.checkpoint.save_checkpoint (or bmhw train / convert)")
+        raise BmhwError(f"{path} is a PyTorch file but not a bmhw checkpoint (no '{FORMAT}' format tag)")
+    version = data.get("version")
+    if not isinstance(version, int) or version > VERSION or version < 1:
+        raise BmhwError(f"{path} has checkpoint format version {version!r}; this bmhw {__version__} reads "
+                        f"version {VERSION}: upgrade bmhw")
+    config, state = data.get("config"), data.get("state_dict")
+    if not isinstance(config, dict) or not isinstance(state, dict):
+        raise BmhwError(f"{path} is a damaged bmhw checkpoint: its config or state dict is missing")
+    model = build(config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:200]
+        raise BmhwError(f"{path} is a damaged bmhw checkpoint: weights do not fit its config ({detail})") from None
+    model.eval()
+    return Checkpoint(model=model, config=config, metadata=dict(data.get("metadata") or {}))

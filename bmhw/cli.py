@@ -1,0 +1,96 @@
+"""The ``bmhw`` command line: ``bmhw train | convert | eval | demo``; ``bmhw COMMAND --help`` for each.
+
+User mistakes raise :class:`bmhw.errors.BmhwError`; ``main`` prints them as one line on stderr and
+exits with status 2, leaving no partial output files behind (writers are atomic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bmhw import __version__
+from bmhw.errors import BmhwError
+
+
+def _add_neuron_options(p: argparse.ArgumentParser, default_neuron: str | None) -> None:
+    p.add_argument("--neuron", choices=("classical", "bm4", "bm15"), default=default_neuron,
+                   help=f"neuron type of every weight layer (default: {default_neuron or 'from the checkpoint'})")
+    p.add_argument("--reduce", choices=("max", "lse", "smorph", "lmorph"), default="max",
+                   help="BM reduction: the exact max or a continuous approximation (default: max)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="temperature of lse / smorph / lmorph (default 1.0; larger is closer to the max)")
+    p.add_argument("--learn-alpha", action="store_true", help="train the temperature of each layer")
+
+
+def _add_data_option(p: argparse.ArgumentParser, required_for: str) -> None:
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help=f"dataset folder (MNIST IDX files or CIFAR-10 batches); {required_for}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bmhw", description="Bipolar morphological neural networks: training, "
+                                     "conversion and evaluation (hardware flows arrive in later releases).")
+    parser.add_argument("--version", action="version", version=f"bmhw {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("train", help="train a classical or BM network directly",
+                       description="Train a reference network with Adam and a one-cycle schedule, evaluate it on "
+                       "the test split and save a checkpoint.")
+    p.add_argument("--model", choices=("lenet", "resnet22"), default="lenet", help="reference network (default: lenet)")
+    _add_neuron_options(p, "classical")
+    _add_data_option(p, "required: the train split is read from it, the test split too if present")
+    p.add_argument("--epochs", type=int, default=6, help="passes over the training set (default: 6)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule (default: 3e-3)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--shift", type=int, default=0, help="augment by random translations of up to this many pixels")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--init", type=Path, default=None, metavar="CKPT",
+                   help="start from this checkpoint's weights (a classical one is converted to --neuron first)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="checkpoint to write (default: MODEL_NEURON.pt)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("convert", help="convert a classical checkpoint to BM layers",
+                       description="Replace every convolution and linear layer of a classical checkpoint by its BM "
+                       "counterpart (formula 2 for 4 branches, v = ln(w + dw) for 1.5 branches). With --data, a "
+                       "1.5-branch conversion also re-fits each layer's scale and bias on a calibration batch.")
+    p.add_argument("checkpoint", type=Path, help="classical bmhw checkpoint")
+    _add_neuron_options(p, "bm15")
+    _add_data_option(p, "optional: training images for the calibration re-fit (1.5 branches)")
+    p.add_argument("--calib-images", type=int, default=2000, help="calibration images for the re-fit (default: 2000)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="BM checkpoint to write")
+
+    p = sub.add_parser("eval", help="test accuracy of a checkpoint",
+                       description="Evaluate a checkpoint on a test split and print 'accuracy: NN.NN%%'.")
+    p.add_argument("checkpoint", type=Path, help="bmhw checkpoint (.pt)")
+    _add_data_option(p, "default: the built-in MNIST sample (500 test images)")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="which split (default: test)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+
+    p = sub.add_parser("demo", help="run the bundled example networks on the built-in MNIST sample",
+                       description="Evaluate the bundled classical and 1.5-branch BM LeNet checkpoints on the "
+                       "built-in MNIST sample and print a table.")
+    p.add_argument("--examples", type=Path, default=None, metavar="DIR",
+                   help="folder with lenet_classical_mnist.pt and lenet_bm15_mnist.pt (default: the bundled ones)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    # Imported here so that `bmhw --help` answers without loading torch.
+    from bmhw import commands
+
+    try:
+        return getattr(commands, f"cmd_{args.command}")(args) or 0
+    except BmhwError as err:
+        print(f"bmhw: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bmhw: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""What each ``bmhw`` command does; ``bmhw.cli`` parses the arguments and handles errors."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from bmhw.checkpoint import load_checkpoint, save_checkpoint
+from bmhw.data import load_dataset
+from bmhw.errors import BmhwError
+from bmhw.models import DATASETS, arch_name, create, describe, make_spec
+from bmhw.train import evaluate, to_tensor, train_classifier
+
+console = Console()
+
+
+def _dataset_of(model) -> str:
+    return DATASETS[arch_name(model)]
+
+
+def _limit(images, labels, limit):
+    if limit is not None:
+        if limit < 1:
+            raise BmhwError(f"--limit must be at least 1, got {limit}")
+        images, labels = images[:limit], labels[:limit]
+    return images, labels
+
+
+def _check_positive(**values):
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            raise BmhwError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def _is_classical(config: dict) -> bool:
+    return all(spec["neuron"] == "classical" for spec in config["layers"].values())
+
+
+def _convert(model, spec: dict):
+    from bmhw.nn import to_bm
+
+    return to_bm(model, branches=1.5 if spec["neuron"] == "bm15" else 4, reduce=spec.get("reduce", "max"),
+                 alpha=spec.get("alpha"), learn_alpha=spec.get("learn_alpha", False))
+
+
+def _summary(title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def cmd_train(args) -> int:
+    _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    spec = make_spec(args.neuron, args.reduce, args.alpha, args.learn_alpha)
+    if args.init is not None:
+        ckpt = load_checkpoint(args.init)
+        model = ckpt.model
+        if spec["neuron"] != "classical" and _is_classical(ckpt.config):
+            model = _convert(model, spec)
+        elif spec["neuron"] != "classical" and any(s != spec for s in describe(model)["layers"].values()):
+            raise BmhwError(f"--init {args.init} is already a BM network; leave out --neuron/--reduce/--alpha "
+                            "or start from a classical checkpoint")
+        if arch_name(model) != args.model:
+            raise BmhwError(f"--init {args.init} holds a {arch_name(model)}, not a {args.model}: pass --model "
+                            f"{arch_name(model)}")
+    else:
+        torch.manual_seed(args.seed)
+        model = create(args.model, spec["neuron"], spec.get("reduce", "max"), spec.get("alpha"),
+                       spec.get("learn_alpha", False))
+    dataset = _dataset_of(model)
+    if args.data is None:
+        raise BmhwError(f"bmhw train needs --data DIR with the {dataset} training files (the built-in sample has "
+                        "test images only)")
+    images, labels = _limit(*load_dataset(dataset, args.data, "train"), args.limit)
+    console.print(f"training {args.model} ({spec['neuron']}) on {len(images)} {dataset} images, "
+                  f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr:g}, seed {args.seed}")
+    result = train_classifier(model, images, labels, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                              seed=args.seed, shift=args.shift, quiet=args.quiet)
+    try:
+        test_images, test_labels = load_dataset(dataset, args.data, "test")
+        accuracy = evaluate(model, test_images, test_labels)
+    except BmhwError as err:
+        console.print(f"[yellow]no test split evaluated: {err}[/yellow]")
+        test_images, accuracy = [], None
+    out = args.output or Path(f"{args.model}_{spec['neuron']}.pt")
+    save_checkpoint(out, model, method="direct" if args.init is None else "direct (from --init)",
+                    accuracy=accuracy, test_images=len(test_images) or None, dataset=dataset, seed=args.seed,
+                    epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, shift=args.shift,
+                    train_images=len(images), train_seconds=round(result.seconds, 1),
+                    init=str(args.init) if args.init else None)
+    rows = [("train loss (last epoch)", f"{result.train_loss:.4f}"),
+            ("train accuracy (last epoch)", f"{result.train_accuracy:.2%}"),
+            ("test accuracy", "-" if accuracy is None else f"{accuracy:.2%} on {len(test_images)} images"),
+            ("wall time", f"{result.seconds:.1f} s"), ("checkpoint", str(out))]
+    _summary("bmhw train", rows)
+    return 0
+
+
+def cmd_convert(args) -> int:
+    spec = make_spec(args.neuron, args.reduce, args.alpha, args.learn_alpha)
+    if spec["neuron"] == "classical":
+        raise BmhwError("bmhw convert makes BM networks: choose --neuron bm15 or bm4")
+    ckpt = load_checkpoint(args.checkpoint)
+    if not _is_classical(ckpt.config):
+        raise BmhwError(f"{args.checkpoint} already has BM layers: convert a classical checkpoint")
+    teacher = ckpt.model
+    model = _convert(teacher, spec)
+    meta = {"method": f"convert ({spec['neuron']}, {spec['reduce']})", "source": str(args.checkpoint),
+            "dataset": ckpt.metadata.get("dataset")}
+    if args.data is not None and spec["neuron"] == "bm15":
+        from bmhw.calibrate import refit_bm15
+
+        _check_positive(calib_images=args.calib_images)
+        images, _ = load_dataset(_dataset_of(model), args.data, "train")
+        rng = np.random.default_rng(0)
+        pick = np.sort(rng.choice(len(images), size=min(args.calib_images, len(images)), replace=False))
+        refit_bm15(model, teacher, to_tensor(images[pick]),
+                   progress=lambda name, s: console.print(f"re-fit {name}: R^2 {s['r2']:.3f}, "
+                                                          f"median scale {s['scale_median']:.3g}"))
+        meta.update(method=meta["method"] + " + calibration re-fit", calib_images=len(pick))
+    elif args.data is not None:
+        console.print("[yellow]--data is used for the 1.5-branch re-fit only; converting without it[/yellow]")
+    save_checkpoint(args.output, model, **meta)
+    console.print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    ckpt = load_checkpoint(args.checkpoint)
+    dataset = _dataset_of(ckpt.model)
+    images, labels = _limit(*load_dataset(dataset, args.data, args.split), args.limit)
+    start = time.perf_counter()
+    accuracy = evaluate(ckpt.model, images, labels)
+    source = "the built-in MNIST sample" if args.data is None else str(args.data)
+    console.print(f"{args.checkpoint}: {len(images)} {args.split} images of {source}, "
+                  f"{time.perf_counter() - start:.1f} s")
+    print(f"accuracy: {accuracy * 100:.2f}%")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from bmhw.resources import examples_dir
+
+    folder = args.examples or examples_dir()
+    images, labels = load_dataset("mnist", None, "test")
+    table = Table(title=f"bmhw demo: example networks on the built-in MNIST sample ({len(images)} test images)")
+    for column in ("checkpoint", "layers", "how it was made", "accuracy"):
+        table.add_column(column)
+    for name in ("lenet_classical_mnist.pt", "lenet_bm15_mnist.pt"):
+        ckpt = load_checkpoint(Path(folder) / name)
+        kinds = sorted({s["neuron"] + ("" if s["neuron"] == "classical" else f"/{s['reduce']}")
+                        for s in ckpt.config["layers"].values()})
+        accuracy = evaluate(ckpt.model, images, labels)
+        table.add_row(name, ", ".join(kinds), str(ckpt.metadata.get("method", "?")), f"{accuracy:.2%}")
+    console.print(table)
+    return 0

@@ -1,0 +1,114 @@
+"""Layer-wise knowledge distillation into a 1.5-branch BM network (method.md section 3.4).
+
+The student is built one weight layer at a time. At step k the BM layers 1..k-1 are trained and
+frozen; layer k is converted from the teacher's (current) layer k, re-fitted on a calibration batch
+(``bmhw.calibrate``) and then trained. Its output runs on through the teacher's layers k+1..n, which
+keep training (giving ``output1``); the teacher's own path gives ``output2``::
+
+    L = beta * MSE(student stage k, teacher stage k) + CE(output1, y) + CE(output2, y)
+
+A stage is a weight layer and the operations after it (ReLU, pooling), so the MSE compares what the
+next layer sees. Our reading of "output2": the teacher's full forward pass on the same images, whose
+layers k+1..n are the ones shared with output1 (docs/training.md).
+
+The model must offer ``WEIGHT_LAYERS``, ``stage(name, h)`` and ``forward_range(h, start, stop)``
+(the LeNet does).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bmhw.calibrate import refit_layer
+from bmhw.nn import to_bm
+from bmhw.train import make_progress, random_shift, to_tensor
+
+
+@dataclass
+class LayerwiseConfig:
+    epochs_per_layer: float = 1.0
+    batch_size: int = 128
+    lr: float = 1e-3
+    beta: float = 1.0
+    calib_images: int = 2000
+    shift: int = 0
+    seed: int = 0
+    reduce: str = "max"
+    alpha: float | None = None
+
+
+@dataclass
+class LayerwiseResult:
+    student: nn.Module
+    teacher: nn.Module
+    log: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def layerwise_distill(teacher: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: LayerwiseConfig,
+                      quiet: bool = False, on_step=None) -> LayerwiseResult:
+    """Grow a 1.5-branch BM student from ``teacher`` (a copy is trained; the argument stays as it is)."""
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    teacher = copy.deepcopy(teacher).train()
+    student = copy.deepcopy(teacher)
+    names = list(teacher.WEIGHT_LAYERS)
+    labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    rng = np.random.default_rng(cfg.seed)
+    calib = to_tensor(images[np.sort(rng.choice(len(images), min(cfg.calib_images, len(images)), replace=False))])
+    steps = max(1, int(round(cfg.epochs_per_layer * len(images) / cfg.batch_size)))
+    log = []
+    with make_progress(disable=quiet) as progress:
+        for k, name in enumerate(names):
+            layer = to_bm(getattr(teacher, name), branches=1.5, reduce=cfg.reduce, alpha=cfg.alpha)
+            with torch.no_grad():
+                x_in = student.forward_range(calib, 0, k)
+                target = getattr(teacher, name)(teacher.forward_range(calib, 0, k))
+            fit = refit_layer(layer, x_in, target)
+            setattr(student, name, layer)
+            trainable = list(layer.parameters()) + [p for n in names[k + 1:] for p in getattr(teacher, n).parameters()]
+            opt = torch.optim.Adam(trainable, lr=cfg.lr)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
+            task = progress.add_task(f"layer {name}", total=steps, info="")
+            order = torch.randperm(len(images), generator=gen)
+            pos = 0
+            for _ in range(steps):
+                if pos + cfg.batch_size > len(order):
+                    order, pos = torch.randperm(len(images), generator=gen), 0
+                idx = order[pos:pos + cfg.batch_size].numpy()
+                pos += cfg.batch_size
+                x = random_shift(to_tensor(images[idx]), cfg.shift, gen)
+                y = labels_t[idx]
+                with torch.no_grad():
+                    h_s = student.forward_range(x, 0, k)
+                    h_t_in = teacher.forward_range(x, 0, k)
+                out_s = student.stage(name, h_s)
+                with torch.no_grad():
+                    out_t = teacher.stage(name, h_t_in)
+                loss_mse = F.mse_loss(out_s, out_t)
+                out1 = teacher.forward_range(out_s, k + 1)
+                out2 = teacher.forward_range(out_t, k + 1)
+                loss = cfg.beta * loss_mse + F.cross_entropy(out1, y) + F.cross_entropy(out2, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                progress.update(task, advance=1, info=f"mse {float(loss_mse):.4f} loss {float(loss):.4f}")
+            for p in layer.parameters():
+                p.requires_grad_(False)
+            entry = {"layer": name, "refit_r2": fit["r2"], "final_mse": float(loss_mse), "final_loss": float(loss)}
+            log.append(entry)
+            if on_step is not None:
+                on_step(entry, student)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    student.eval()
+    return LayerwiseResult(student=student, teacher=teacher.eval(), log=log, seconds=time.perf_counter() - start)

@@ -1,0 +1,77 @@
+"""Weight-layer factory shared by the reference models: one neuron spec in, the right layer out.
+
+A neuron spec is a small dict, the same one that checkpoints store per layer:
+``{"neuron": "classical" | "bm4" | "bm15", "reduce": "max" | "lse" | "smorph" | "lmorph",
+"alpha": float (approximations only), "learn_alpha": bool}``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from bmhw.errors import BmhwError
+from bmhw.nn import REDUCTIONS, BMConv2d, BMLinear
+from bmhw.nn.layers import _BMNeuron
+
+NEURONS = ("classical", "bm4", "bm15")
+
+
+def make_spec(neuron="classical", reduce="max", alpha=None, learn_alpha=False) -> dict:
+    """Validate and normalise a neuron spec."""
+    if neuron not in NEURONS:
+        raise BmhwError(f"unknown neuron {neuron!r}: choose one of {', '.join(NEURONS)}")
+    if neuron == "classical":
+        return {"neuron": "classical"}
+    if reduce not in REDUCTIONS:
+        raise BmhwError(f"unknown reduction {reduce!r}: choose one of {', '.join(REDUCTIONS)}")
+    spec = {"neuron": neuron, "reduce": reduce}
+    if reduce != "max":
+        spec["alpha"] = 1.0 if alpha is None else float(alpha)
+        spec["learn_alpha"] = bool(learn_alpha)
+    elif alpha is not None or learn_alpha:
+        raise BmhwError("--alpha / learn_alpha apply to lse, smorph and lmorph, not to the hard max")
+    return spec
+
+
+def spec_of(layer: nn.Module) -> dict:
+    """The neuron spec of an existing weight layer."""
+    if isinstance(layer, _BMNeuron):
+        return layer.neuron_spec()
+    return {"neuron": "classical"}
+
+
+def _bm_args(spec: dict) -> dict:
+    args = {"branches": 1.5 if spec["neuron"] == "bm15" else 4, "reduce": spec.get("reduce", "max")}
+    if args["reduce"] != "max":
+        args["alpha"] = spec.get("alpha", 1.0)
+        args["learn_alpha"] = spec.get("learn_alpha", False)
+    return args
+
+
+def linear(spec: dict, in_features: int, out_features: int, bias: bool = True) -> nn.Module:
+    if spec["neuron"] == "classical":
+        return nn.Linear(in_features, out_features, bias=bias)
+    return BMLinear(in_features, out_features, bias=bias, **_bm_args(spec))
+
+
+def conv(spec: dict, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+         bias: bool = True) -> nn.Module:
+    if spec["neuron"] == "classical":
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
+    return BMConv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias, **_bm_args(spec))
+
+
+class SpecMixin:
+    """Per-layer neuron specs for a model: a default for all weight layers, overridden by name."""
+
+    def _specs(self, neuron, reduce, alpha, learn_alpha, layers, names):
+        default = make_spec(neuron, reduce, alpha, learn_alpha)
+        layers = dict(layers or {})
+        unknown = sorted(set(layers) - set(names))
+        if unknown:
+            raise BmhwError(f"unknown layer name(s) {', '.join(unknown)}: this model has {', '.join(names)}")
+        return {name: make_spec(**layers[name]) if name in layers else default for name in names}
+
+    def weight_layers(self) -> dict[str, nn.Module]:
+        """The model's weight layers (convolutions and linear layers) by dotted name, in order."""
+        return {name: self.get_submodule(name) for name in self.WEIGHT_LAYERS}

@@ -1,0 +1,242 @@
+"""Bipolar morphological (BM) layers: ``BMLinear`` and ``BMConv2d``.
+
+Both compute, for each output ``o`` and each input patch ``x`` (fan-in K), one of two neurons
+(docs/neurons.md has the algebra and the choices of offsets):
+
+4 branches (Limonova et al. 2021), with ``x+ = max(x, 0)``, ``x- = max(-x, 0)``::
+
+    y = exp R(ln x+ + v+) - exp R(ln x+ + v-) - exp R(ln x- + v+) + exp R(ln x- + v-) + b
+
+1.5 branches (Zingerenko & Limonova 2023), with per-layer constants ``dx`` and ``dw`` (a power of two)::
+
+    y = exp R(ln(x + dx) + v) - dw * sum_k x_k - dx * sum_k exp(v_k) + b
+
+which equals ``sum_k w_k x_k + b`` with ``w = exp(v) - dw`` when ``R`` is the exact sum of products
+(LSE at alpha = 1). ``R`` is the hard max or a continuous approximation (``bmhw.nn.maxplus``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bmhw.nn.maxplus import REDUCTIONS, maxplus
+
+BRANCHES = (4, 1.5)
+
+# ln of an input that is zero (4 branches) and the log-weight of a weight that is zero ("-inf" in
+# formula 2). exp(-60) ~ 1e-26 is far below float32 resolution at any activation scale we meet, yet
+# finite, so sums stay free of NaN and gradients stay defined.
+LOG_ZERO = -60.0
+
+# Default input offset of the 1.5-branch neuron; inputs are expected to be >= 0 (post-ReLU or pixels).
+DEFAULT_DELTA_X = 2.0**-8
+
+
+def power_of_two_at_least(x: float) -> float:
+    """Smallest power of two >= x (x > 0): the per-layer weight offset dw."""
+    if not x > 0 or not math.isfinite(x):
+        raise ValueError(f"power_of_two_at_least needs a positive finite number, got {x}")
+    return 2.0 ** math.ceil(math.log2(x))
+
+
+def delta_w_for(weight: torch.Tensor, margin: float = 2.0**-6) -> float:
+    """The weight offset dw for a classical weight tensor: a power of two above max|w| (1 + margin),
+    so that every shifted weight w + dw is positive and its log finite."""
+    return power_of_two_at_least(float(weight.detach().abs().max()) * (1 + margin) or 1.0)
+
+
+def log_weights_15(weight: torch.Tensor, delta_w: float) -> torch.Tensor:
+    """v = ln(w + dw), the 1.5-branch log-weights of a classical weight tensor."""
+    shifted = weight.detach() + delta_w
+    if (shifted <= 0).any():
+        raise ValueError(f"delta_w={delta_w} does not make every weight positive (min w = {float(weight.min())})")
+    return shifted.log()
+
+
+def log_weights_4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Formula 2: v+ = ln w where w > 0, v- = ln|w| where w < 0, LOG_ZERO ("-inf") elsewhere."""
+    w = weight.detach()
+    floor = torch.full_like(w, LOG_ZERO)
+    v_pos = torch.where(w > 0, w.clamp_min(1e-30).log(), floor).clamp_min(LOG_ZERO)
+    v_neg = torch.where(w < 0, (-w).clamp_min(1e-30).log(), floor).clamp_min(LOG_ZERO)
+    return v_pos, v_neg
+
+
+class _BMNeuron(nn.Module):
+    """Parameters and the neuron formula shared by BMLinear and BMConv2d.
+
+    Subclasses hand ``neuron`` a 2-D tensor of input patches (N x K) and reshape its N x O result.
+    Log-weights keep the classical weight's shape (O x in x kh x kw for convolutions) so that
+    conversion in either direction is a plain element-wise map.
+    """
+
+    def _init_neuron(self, weight_shape, branches, reduce, alpha, learn_alpha, bias, delta_x, delta_w):
+        if branches not in BRANCHES:
+            raise ValueError(f"branches must be 4 or 1.5, got {branches!r}")
+        if reduce not in REDUCTIONS:
+            raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+        if reduce == "max" and (alpha is not None or learn_alpha):
+            raise ValueError("reduce='max' takes no alpha; choose 'lse', 'smorph' or 'lmorph' for a temperature")
+        self.branches = 1.5 if branches == 1.5 else 4
+        self.reduce = reduce
+        self.learn_alpha = bool(learn_alpha)
+
+        # Start from the classical default initialisation and convert it, so that a BM layer trained
+        # from scratch begins as the same function family as its classical twin.
+        ref = torch.empty(weight_shape)
+        nn.init.kaiming_uniform_(ref, a=math.sqrt(5))
+        fan_in = math.prod(weight_shape[1:])
+        if self.branches == 1.5:
+            dw = float(delta_w) if delta_w is not None else delta_w_for(ref)
+            self.register_buffer("delta_w", torch.tensor(dw))
+            self.register_buffer("delta_x", torch.tensor(float(delta_x)))
+            self.v = nn.Parameter(log_weights_15(ref, dw))
+        else:
+            v_pos, v_neg = log_weights_4(ref)
+            self.v_pos = nn.Parameter(v_pos)
+            self.v_neg = nn.Parameter(v_neg)
+        if bias:
+            bound = 1 / math.sqrt(fan_in)
+            self.bias = nn.Parameter(torch.empty(weight_shape[0]).uniform_(-bound, bound))
+        else:
+            self.register_parameter("bias", None)
+
+        if reduce == "max":
+            self.alpha = None
+        else:
+            value = torch.tensor(1.0 if alpha is None else float(alpha))
+            if not value > 0:
+                raise ValueError(f"alpha must be positive, got {alpha}")
+            if self.learn_alpha:
+                self.alpha = nn.Parameter(value)
+            else:
+                self.register_buffer("alpha", value)
+
+    @property
+    def out_count(self) -> int:
+        return (self.v if self.branches == 1.5 else self.v_pos).shape[0]
+
+    def _alpha(self):
+        # A learned temperature must stay positive; the clamp keeps a wild step from flipping it.
+        return None if self.alpha is None else self.alpha.clamp_min(1e-3)
+
+    def max_term(self, x: torch.Tensor) -> torch.Tensor:
+        """1.5 branches: exp R_k(ln(x_k + dx) + v_k), the term that stands for sum (x+dx)(w+dw); N x O."""
+        u = torch.log((x + self.delta_x).clamp_min(math.exp(LOG_ZERO)))
+        return torch.exp(maxplus(u, self.v.reshape(self.out_count, -1), self.reduce, self._alpha()))
+
+    def neuron(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the BM neuron to input patches ``x`` (N x K); returns N x O."""
+        alpha = self._alpha()
+        o = self.out_count
+        if self.branches == 1.5:
+            # sum_k w_k x_k = sum (x+dx)(w+dw) - dw sum x - dx sum (w + dw), with w + dw = exp(v)
+            y = (self.max_term(x) - self.delta_w * x.sum(1, keepdim=True)
+                 - self.delta_x * torch.exp(self.v.reshape(o, -1)).sum(1))
+        else:
+            v_both = torch.cat([self.v_pos.reshape(o, -1), self.v_neg.reshape(o, -1)])
+            floor = math.exp(LOG_ZERO)
+            m_pos = torch.exp(maxplus(torch.log(x.clamp_min(floor)), v_both, self.reduce, alpha))
+            m_neg = torch.exp(maxplus(torch.log((-x).clamp_min(floor)), v_both, self.reduce, alpha))
+            y = (m_pos[:, :o] - m_pos[:, o:]) - (m_neg[:, :o] - m_neg[:, o:])
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+    def classical_weight(self) -> torch.Tensor:
+        """The classical weight this layer stands for: exp(v) - dw, or exp(v+) - exp(v-)."""
+        if self.branches == 1.5:
+            return torch.exp(self.v) - self.delta_w
+        return torch.exp(self.v_pos) - torch.exp(self.v_neg)
+
+    def neuron_spec(self) -> dict:
+        """What kind of neuron this is, for checkpoints (see bmhw.models.build)."""
+        spec = {"neuron": "bm15" if self.branches == 1.5 else "bm4", "reduce": self.reduce}
+        if self.alpha is not None:
+            spec["alpha"] = float(self.alpha)
+            spec["learn_alpha"] = self.learn_alpha
+        return spec
+
+    def _neuron_repr(self) -> str:
+        text = f"branches={self.branches}, reduce={self.reduce!r}"
+        if self.alpha is not None:
+            text += f", alpha={float(self.alpha):.4g}" + (" (learned)" if self.learn_alpha else "")
+        if self.branches == 1.5:
+            text += f", delta_x={float(self.delta_x):g}, delta_w={float(self.delta_w):g}"
+        return text
+
+
+class BMLinear(_BMNeuron):
+    """Fully connected BM layer; a drop-in replacement for ``nn.Linear``."""
+
+    def __init__(self, in_features, out_features, branches=1.5, reduce="max", alpha=None, learn_alpha=False,
+                 bias=True, delta_x=DEFAULT_DELTA_X, delta_w=None):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self._init_neuron((out_features, in_features), branches, reduce, alpha, learn_alpha, bias, delta_x, delta_w)
+
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """Input rows (N x in_features), one per output row."""
+        return x.reshape(-1, self.in_features)
+
+    def rows(self, y: torch.Tensor) -> torch.Tensor:
+        """An output tensor as N x out_features rows, in the order of :meth:`patches`."""
+        return y.reshape(-1, self.out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.neuron(self.patches(x)).reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, {self._neuron_repr()}, bias={self.bias is not None}"
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+class BMConv2d(_BMNeuron):
+    """2-D convolutional BM layer (zero padding, no groups or dilation); replaces ``nn.Conv2d``.
+
+    Patches are unfolded (N*L x C*kh*kw) and go through the same neuron as ``BMLinear``; zero padding
+    is an input of 0, exactly as the hardware pads with activation code 0.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, branches=1.5, reduce="max",
+                 alpha=None, learn_alpha=False, bias=True, delta_x=DEFAULT_DELTA_X, delta_w=None):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.padding = _pair(padding)
+        shape = (out_channels, in_channels, *self.kernel_size)
+        self._init_neuron(shape, branches, reduce, alpha, learn_alpha, bias, delta_x, delta_w)
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        kh, kw = self.kernel_size
+        return ((h + 2 * self.padding[0] - kh) // self.stride[0] + 1,
+                (w + 2 * self.padding[1] - kw) // self.stride[1] + 1)
+
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """Input patches (B*Ho*Wo x C*kh*kw), batch-major, then output position in raster order."""
+        cols = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)  # B x K x L
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+    def rows(self, y: torch.Tensor) -> torch.Tensor:
+        """An output tensor (B x O x Ho x Wo) as B*Ho*Wo x O rows, in the order of :meth:`patches`."""
+        return y.permute(0, 2, 3, 1).reshape(-1, self.out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        ho, wo = self.output_size(x.shape[2], x.shape[3])
+        y = self.neuron(self.patches(x))  # B*L x O
+        return y.reshape(b, ho, wo, self.out_channels).permute(0, 3, 1, 2)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, {self._neuron_repr()}, bias={self.bias is not None}")

@@ -1,0 +1,1 @@
+"""Example checkpoints; see README.md here. Installed as ``bmhw.examples``."""

@@ -1,0 +1,1 @@
+"""Hand-written Vitis HLS support headers; see README.md here. Installed as ``bmhw.hls``."""
