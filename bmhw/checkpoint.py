@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,18 +39,23 @@ class Checkpoint:
 def save_checkpoint(path, model: nn.Module, **metadata) -> Path:
     """Write ``model`` and ``metadata`` to ``path`` atomically (a temporary file, then a rename)."""
     path = Path(path)
+    if path.is_dir():
+        raise BmhwError(f"output {path} is a folder: give a file name such as {path / 'model.pt'}")
     meta = {"bmhw_version": __version__, **{k: v for k, v in metadata.items() if v is not None}}
     payload = {"format": FORMAT, "version": VERSION, "config": describe(model),
                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                "metadata": meta}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         torch.save(payload, tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        raise BmhwError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
 
@@ -61,10 +66,14 @@ def _read(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise BmhwError(f"{path} is not a bmhw checkpoint: it holds Python objects that a safe load refuses "
-                        f"({first[:160]}); nothing in it was executed") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, AttributeError, KeyError) as err:
+        # torch's own message ends by suggesting weights_only=False: exactly what must not be done here.
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if found is None:
+            raise BmhwError(f"{path} is not a readable PyTorch file (corrupt or another format); re-create it "
+                            "with bmhw train or bmhw convert") from None
+        raise BmhwError(f"{path} is not a bmhw checkpoint: it holds Python objects such as {found.group(1)} "
+                        "that a safe load refuses; nothing in it was executed") from None
+    except Exception as err:  # noqa: BLE001 - garbage makes the unpickler raise almost anything
         raise BmhwError(f"{path} is not a readable PyTorch file (truncated, corrupt or another format: "
                         f"{type(err).__name__}); re-create it with bmhw train or bmhw convert") from None
 
@@ -79,7 +88,10 @@ def load_checkpoint(path) -> Checkpoint:
                             "save models with bmhw.checkpoint.save_checkpoint (or bmhw train / convert)")
         raise BmhwError(f"{path} is a PyTorch file but not a bmhw checkpoint (no '{FORMAT}' format tag)")
     version = data.get("version")
-    if not isinstance(version, int) or version > VERSION or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BmhwError(f"{path} is a damaged bmhw checkpoint: its format version {version!r} is not a positive "
+                        "integer")
+    if version > VERSION:
         raise BmhwError(f"{path} has checkpoint format version {version!r}; this bmhw {__version__} reads "
                         f"version {VERSION}: upgrade bmhw")
     config, state = data.get("config"), data.get("state_dict")

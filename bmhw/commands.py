@@ -65,7 +65,8 @@ def cmd_train(args) -> int:
         model = ckpt.model
         if spec["neuron"] != "classical" and _is_classical(ckpt.config):
             model = _convert(model, spec)
-        elif spec["neuron"] != "classical" and any(s != spec for s in describe(model)["layers"].values()):
+        elif spec["neuron"] != "classical" and any({k: v for k, v in s.items() if k != "bias"} != spec
+                                                   for s in describe(model)["layers"].values()):
             raise BmhwError(f"--init {args.init} is already a BM network; leave out --neuron/--reduce/--alpha "
                             "or start from a classical checkpoint")
         if arch_name(model) != args.model:

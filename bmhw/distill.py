@@ -11,7 +11,8 @@ A stage is a weight layer and the operations after it (ReLU, pooling), so the MS
 next layer sees. Our reading of "output2": the teacher's full forward pass on the same images, whose
 layers k+1..n are the ones shared with output1 (docs/training.md).
 
-The model must offer ``WEIGHT_LAYERS``, ``stage(name, h)`` and ``forward_range(h, start, stop)``
+The model must offer ``WEIGHT_LAYERS``, ``layer_input(name, h)``, ``stage(name, h)`` and
+``forward_range(h, start, stop)``
 (the LeNet does).
 """
 
@@ -70,8 +71,8 @@ def layerwise_distill(teacher: nn.Module, images: np.ndarray, labels: np.ndarray
         for k, name in enumerate(names):
             layer = to_bm(getattr(teacher, name), branches=1.5, reduce=cfg.reduce, alpha=cfg.alpha)
             with torch.no_grad():
-                x_in = student.forward_range(calib, 0, k)
-                target = getattr(teacher, name)(teacher.forward_range(calib, 0, k))
+                x_in = student.layer_input(name, student.forward_range(calib, 0, k))
+                target = getattr(teacher, name)(teacher.layer_input(name, teacher.forward_range(calib, 0, k)))
             fit = refit_layer(layer, x_in, target)
             setattr(student, name, layer)
             trainable = list(layer.parameters()) + [p for n in names[k + 1:] for p in getattr(teacher, n).parameters()]
@@ -101,10 +102,10 @@ def layerwise_distill(teacher: nn.Module, images: np.ndarray, labels: np.ndarray
                 loss.backward()
                 opt.step()
                 sched.step()
-                progress.update(task, advance=1, info=f"mse {float(loss_mse):.4f} loss {float(loss):.4f}")
+                progress.update(task, advance=1, info=f"mse {float(loss_mse.detach()):.4f} loss {float(loss.detach()):.4f}")
             for p in layer.parameters():
                 p.requires_grad_(False)
-            entry = {"layer": name, "refit_r2": fit["r2"], "final_mse": float(loss_mse), "final_loss": float(loss)}
+            entry = {"layer": name, "refit_r2": fit["r2"], "final_mse": float(loss_mse.detach()), "final_loss": float(loss.detach())}
             log.append(entry)
             if on_step is not None:
                 on_step(entry, student)
@@ -112,3 +113,60 @@ def layerwise_distill(teacher: nn.Module, images: np.ndarray, labels: np.ndarray
         p.requires_grad_(True)
     student.eval()
     return LayerwiseResult(student=student, teacher=teacher.eval(), log=log, seconds=time.perf_counter() - start)
+
+
+@dataclass
+class KDConfig:
+    epochs: float = 1.0
+    batch_size: int = 128
+    lr: float = 1e-3
+    beta: float = 1.0
+    alpha: float = 1.0
+    temperature: float = 4.0
+    shift: int = 0
+    seed: int = 0
+
+
+def knowledge_distill(student: nn.Module, teacher: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: KDConfig,
+                      quiet: bool = False) -> float:
+    """Whole-network distillation (method.md section 3.3), in place on ``student``; returns seconds.
+
+    ``L = beta * sum_stages MSE(student stage, teacher stage) + alpha * [CE_T(student, teacher) + CE(student, y)]``
+    where ``CE_T`` is the soft-target cross-entropy at temperature T (scaled by T^2, as Hinton et al.).
+    Stages as in :func:`layerwise_distill`; the teacher is frozen.
+    """
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    teacher = teacher.eval()
+    names = list(student.WEIGHT_LAYERS)
+    labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    steps = max(1, int(round(cfg.epochs * len(images) / cfg.batch_size)))
+    opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
+    student.train()
+    t2 = cfg.temperature ** 2
+    with make_progress(disable=quiet) as progress:
+        task = progress.add_task("distillation", total=steps, info="")
+        order, pos = torch.randperm(len(images), generator=gen), 0
+        for _ in range(steps):
+            if pos + cfg.batch_size > len(order):
+                order, pos = torch.randperm(len(images), generator=gen), 0
+            idx = order[pos:pos + cfg.batch_size].numpy()
+            pos += cfg.batch_size
+            x = random_shift(to_tensor(images[idx]), cfg.shift, gen)
+            y = labels_t[idx]
+            feats_s, feats_t = {}, {}
+            logits = student.forward_range(x, features=feats_s)
+            with torch.no_grad():
+                soft = teacher.forward_range(x, features=feats_t)
+            mse = sum(F.mse_loss(feats_s[n], feats_t[n]) for n in names)
+            soft_ce = -(F.softmax(soft / cfg.temperature, 1) * F.log_softmax(logits / cfg.temperature, 1)).sum(1).mean()
+            loss = cfg.beta * mse + cfg.alpha * (t2 * soft_ce + F.cross_entropy(logits, y))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            progress.update(task, advance=1, info=f"mse {float(mse.detach()):.4f} loss {float(loss.detach()):.4f}")
+    student.eval()
+    return time.perf_counter() - start

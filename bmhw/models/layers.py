@@ -16,8 +16,10 @@ from bmhw.nn.layers import _BMNeuron
 NEURONS = ("classical", "bm4", "bm15")
 
 
-def make_spec(neuron="classical", reduce="max", alpha=None, learn_alpha=False) -> dict:
-    """Validate and normalise a neuron spec."""
+def make_spec(neuron="classical", reduce="max", alpha=None, learn_alpha=False, bias=None) -> dict:
+    """Validate and normalise a neuron spec; ``bias`` (optional) overrides the model's choice."""
+    if bias is not None:
+        return {**make_spec(neuron, reduce, alpha, learn_alpha), "bias": bool(bias)}
     if neuron not in NEURONS:
         raise BmhwError(f"unknown neuron {neuron!r}: choose one of {', '.join(NEURONS)}")
     if neuron == "classical":
@@ -34,10 +36,9 @@ def make_spec(neuron="classical", reduce="max", alpha=None, learn_alpha=False) -
 
 
 def spec_of(layer: nn.Module) -> dict:
-    """The neuron spec of an existing weight layer."""
-    if isinstance(layer, _BMNeuron):
-        return layer.neuron_spec()
-    return {"neuron": "classical"}
+    """The neuron spec of an existing weight layer, with ``"bias"`` (a re-fit may add one)."""
+    spec = layer.neuron_spec() if isinstance(layer, _BMNeuron) else {"neuron": "classical"}
+    return {**spec, "bias": layer.bias is not None}
 
 
 def _bm_args(spec: dict) -> dict:
@@ -49,6 +50,7 @@ def _bm_args(spec: dict) -> dict:
 
 
 def linear(spec: dict, in_features: int, out_features: int, bias: bool = True) -> nn.Module:
+    bias = spec.get("bias", bias)
     if spec["neuron"] == "classical":
         return nn.Linear(in_features, out_features, bias=bias)
     return BMLinear(in_features, out_features, bias=bias, **_bm_args(spec))
@@ -56,6 +58,7 @@ def linear(spec: dict, in_features: int, out_features: int, bias: bool = True) -
 
 def conv(spec: dict, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
          bias: bool = True) -> nn.Module:
+    bias = spec.get("bias", bias)
     if spec["neuron"] == "classical":
         return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
     return BMConv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias, **_bm_args(spec))

@@ -38,11 +38,13 @@ class LeNet(SpecMixin, nn.Module):
         self.fc2 = linear(specs["fc2"], f1, f2)
         self.fc3 = linear(specs["fc3"], f2, num_classes)
 
+    def layer_input(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        """What weight layer ``name`` receives, given the previous stage's output."""
+        return h.flatten(1) if name == "fc1" else h
+
     def stage(self, name: str, h: torch.Tensor) -> torch.Tensor:
         """One weight layer and the operations that follow it up to the next weight layer."""
-        if name == "fc1":
-            h = h.flatten(1)
-        h = getattr(self, name)(h)
+        h = getattr(self, name)(self.layer_input(name, h))
         if name in ("conv1", "conv2"):
             return F.max_pool2d(F.relu(h), 2)
         return h if name == "fc3" else F.relu(h)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from bmhw.errors import BmhwError
+from bmhw.nn.maxplus import REDUCTIONS
 from bmhw.nn.layers import DEFAULT_DELTA_X, BMConv2d, BMLinear, _BMNeuron, delta_w_for, log_weights_4, log_weights_15
 
 
@@ -26,7 +27,7 @@ def _check_conv(conv: nn.Conv2d, name: str) -> None:
         problems.append(f"dilation={conv.dilation}")
     if conv.padding_mode != "zeros":
         problems.append(f"padding_mode={conv.padding_mode!r}")
-    if isinstance(conv.padding, str):
+    if isinstance(conv.padding, str) and conv.padding != "valid":  # 'valid' is padding 0
         problems.append(f"padding={conv.padding!r}")
     if problems:
         raise BmhwError(f"cannot convert {name or 'Conv2d'} to BM: {', '.join(problems)} is not supported "
@@ -43,7 +44,9 @@ def _convert_layer(layer: nn.Module, name: str, branches, reduce, alpha, learn_a
         new = BMLinear(layer.in_features, layer.out_features, **common)
     else:
         _check_conv(layer, name)
-        new = BMConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding, **common)
+        padding = 0 if layer.padding == "valid" else layer.padding
+        new = BMConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, padding, **common)
+    new = new.to(dtype=weight.dtype, device=weight.device)
     with torch.no_grad():
         if branches == 1.5:
             new.v.copy_(log_weights_15(weight, float(new.delta_w)))
@@ -53,7 +56,7 @@ def _convert_layer(layer: nn.Module, name: str, branches, reduce, alpha, learn_a
             new.v_neg.copy_(v_neg)
         if layer.bias is not None:
             new.bias.copy_(layer.bias.detach())
-    return new.to(dtype=weight.dtype, device=weight.device)
+    return new
 
 
 def _to_classical_layer(layer: _BMNeuron) -> nn.Module:
@@ -62,8 +65,10 @@ def _to_classical_layer(layer: _BMNeuron) -> nn.Module:
         new = nn.Linear(layer.in_features, layer.out_features, bias=bias)
     else:
         new = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding, bias=bias)
+    weight = layer.classical_weight().detach()
+    new = new.to(dtype=weight.dtype, device=weight.device)
     with torch.no_grad():
-        new.weight.copy_(layer.classical_weight())
+        new.weight.copy_(weight)
         if bias:
             new.bias.copy_(layer.bias)
     return new
@@ -89,6 +94,8 @@ def to_bm(layer_or_model: nn.Module, branches=1.5, reduce="max", alpha=None, lea
     """
     if branches not in (4, 1.5):
         raise BmhwError(f"branches must be 4 or 1.5, got {branches!r}")
+    if reduce not in REDUCTIONS:
+        raise BmhwError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
 
     def convert(module, name):
         if isinstance(module, (nn.Linear, nn.Conv2d)) and (layers is None or name in layers):

@@ -40,7 +40,9 @@ def power_of_two_at_least(x: float) -> float:
     """Smallest power of two >= x (x > 0): the per-layer weight offset dw."""
     if not x > 0 or not math.isfinite(x):
         raise ValueError(f"power_of_two_at_least needs a positive finite number, got {x}")
-    return 2.0 ** math.ceil(math.log2(x))
+    # Exact, unlike ceil(log2(x)), which rounds 2^k (1 + 2^-52) down to 2^k.
+    mantissa, exponent = math.frexp(x)  # x = mantissa * 2^exponent, 0.5 <= mantissa < 1
+    return math.ldexp(1.0, exponent - 1 if mantissa == 0.5 else exponent)
 
 
 def delta_w_for(weight: torch.Tensor, margin: float = 2.0**-6) -> float:
@@ -92,6 +94,9 @@ class _BMNeuron(nn.Module):
         fan_in = math.prod(weight_shape[1:])
         if self.branches == 1.5:
             dw = float(delta_w) if delta_w is not None else delta_w_for(ref)
+            if delta_w is not None:
+                # A given offset may be below the initial weights' range: shrink them to fit under it.
+                ref *= min(1.0, dw / (float(ref.abs().max()) * (1 + 2.0**-6)))
             self.register_buffer("delta_w", torch.tensor(dw))
             self.register_buffer("delta_x", torch.tensor(float(delta_x)))
             self.v = nn.Parameter(log_weights_15(ref, dw))
@@ -157,14 +162,14 @@ class _BMNeuron(nn.Module):
         """What kind of neuron this is, for checkpoints (see bmhw.models.build)."""
         spec = {"neuron": "bm15" if self.branches == 1.5 else "bm4", "reduce": self.reduce}
         if self.alpha is not None:
-            spec["alpha"] = float(self.alpha)
+            spec["alpha"] = float(self.alpha.detach())
             spec["learn_alpha"] = self.learn_alpha
         return spec
 
     def _neuron_repr(self) -> str:
         text = f"branches={self.branches}, reduce={self.reduce!r}"
         if self.alpha is not None:
-            text += f", alpha={float(self.alpha):.4g}" + (" (learned)" if self.learn_alpha else "")
+            text += f", alpha={float(self.alpha.detach()):.4g}" + (" (learned)" if self.learn_alpha else "")
         if self.branches == 1.5:
             text += f", delta_x={float(self.delta_x):g}, delta_w={float(self.delta_w):g}"
         return text

@@ -1,0 +1,67 @@
+"""Shared fixtures: a tiny synthetic MNIST-format dataset that a short training run learns.
+
+No test reads a real dataset (CI may not have one): every file is written here, in tmp folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bmhw.data import write_idx
+
+SYNTH_TRAIN = 512
+SYNTH_TEST = 256
+# Top-left corners of the bright 7x7 blob that marks each class (jittered by +-1 pixel, so it stays
+# inside the 28x28 image).
+CLASS_POSITIONS = [(2, 2), (2, 10), (2, 19), (10, 2), (10, 10), (10, 19), (19, 2), (19, 10), (19, 19),
+                   (6, 6)]
+
+
+def synthetic_mnist(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` 28x28 uint8 images and uint8 labels: class c is a bright blob at CLASS_POSITIONS[c],
+    jittered by up to one pixel, over uniform noise; labels cycle so every class is present."""
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        top, left = CLASS_POSITIONS[label]
+        dy, dx = rng.integers(-1, 2, size=2)
+        images[i, top + dy:top + dy + 7, left + dx:left + dx + 7] = rng.integers(200, 256, size=(7, 7))
+    return images, labels
+
+
+def write_synthetic_mnist(folder: Path, n_train: int = SYNTH_TRAIN, n_test: int = SYNTH_TEST) -> Path:
+    """Write all four gzipped MNIST IDX files of a synthetic dataset into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
+        images, labels = synthetic_mnist(n, seed)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synth_mnist(tmp_path_factory) -> Path:
+    """Folder with a learnable synthetic MNIST (512 train, 256 test images, gzipped IDX files).
+
+    Session-scoped and shared: tests must not write into it.
+    """
+    return write_synthetic_mnist(tmp_path_factory.mktemp("synth_mnist"))
+
+
+@pytest.fixture(scope="session")
+def mnist_writer():
+    """``write_synthetic_mnist(folder, n_train=512, n_test=256)``, for tests that need their own copy."""
+    return write_synthetic_mnist
+
+
+@pytest.fixture(scope="session")
+def synth_arrays(synth_mnist):
+    """The synthetic dataset as loaded by bmhw: {"train": (images, labels), "test": (...)}."""
+    from bmhw.data import load_mnist
+
+    return {split: load_mnist(synth_mnist, split) for split in ("train", "test")}

@@ -1,0 +1,351 @@
+"""Tests for the ``bmhw`` command line, on the synthetic MNIST of conftest.py (no real dataset)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bmhw.checkpoint import load_checkpoint
+from bmhw.cli import main
+from bmhw.models import lenet
+
+ACCURACY_LINE = re.compile(r"^accuracy: (\d+\.\d\d)%$", re.M)
+COMMANDS = ("train", "convert", "eval", "demo")
+BMHW_SCRIPT = Path(sys.executable).parent / "bmhw"
+# Small, fast and still well above chance on the synthetic data.
+FAST_TRAIN = ["--epochs", "2", "--batch-size", "32", "--lr", "1e-2", "--quiet"]
+
+
+def run_main(argv) -> tuple[int, str, str]:
+    """Run ``bmhw.cli.main`` in-process; return (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def ok(argv) -> str:
+    code, out, err = run_main(argv)
+    assert code == 0, f"bmhw {' '.join(map(str, argv))} exited {code}\nstdout:\n{out}\nstderr:\n{err}"
+    assert "Traceback" not in out + err
+    return out
+
+
+def accuracy_of(stdout: str) -> float:
+    """The percentage from the single 'accuracy: NN.NN%' line of ``bmhw eval``."""
+    lines = ACCURACY_LINE.findall(stdout)
+    assert len(lines) == 1, f"expected one accuracy line in:\n{stdout}"
+    return float(lines[0])
+
+
+def flat(text: str) -> str:
+    """Whitespace-normalised text (rich wraps long console lines)."""
+    return " ".join(text.split())
+
+
+def neuron_of(spec: dict) -> dict:
+    """A layer spec from a checkpoint config without its ``bias`` entry."""
+    return {k: v for k, v in spec.items() if k != "bias"}
+
+
+def assert_one_line_error(code: int, stderr: str) -> str:
+    assert code == 2, f"exit code {code}, stderr:\n{stderr}"
+    assert "Traceback" not in stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, f"stderr is not one line:\n{stderr}"
+    assert lines[0].startswith("bmhw: error: ")
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def small_mnist(workdir, mnist_writer) -> Path:
+    """64 train and 32 test images: for the (slow on CPU) BM runs, whose train command also evaluates."""
+    return mnist_writer(workdir / "small_mnist", n_train=64, n_test=32)
+
+
+@pytest.fixture(scope="module")
+def classical_ckpt(workdir, synth_mnist) -> Path:
+    """A classical LeNet trained by ``bmhw train`` on the synthetic data (shared, read-only)."""
+    path = workdir / "classical.pt"
+    ok(["train", "--data", synth_mnist, *FAST_TRAIN, "-o", path])
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# help and version
+
+
+def test_help_exits_zero_and_lists_commands():
+    code, out, err = run_main(["--help"])
+    assert code == 0 and err == ""
+    for command in COMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_help(command):
+    code, out, err = run_main([command, "--help"])
+    assert code == 0 and err == ""
+    assert out.startswith(f"usage: bmhw {command}")
+
+
+def test_version():
+    from bmhw import __version__
+
+    code, out, _ = run_main(["--version"])
+    assert code == 0 and out.strip() == f"bmhw {__version__}"
+
+
+def test_no_command_is_a_usage_error():
+    code, out, err = run_main([])
+    assert code == 2 and "usage: bmhw" in err and "Traceback" not in err
+
+
+def test_console_script(tmp_path):
+    """The installed ``bmhw`` entry point, in a real process, in a folder outside the repository."""
+    assert BMHW_SCRIPT.exists(), f"no console script at {BMHW_SCRIPT}: is bmhw installed in this venv?"
+    done = subprocess.run([str(BMHW_SCRIPT), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0 and "usage: bmhw" in done.stdout
+    for command in COMMANDS:
+        done = subprocess.run([str(BMHW_SCRIPT), command, "--help"], capture_output=True, text=True, cwd=tmp_path,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(np.random.default_rng(0).bytes(1000))
+    done = subprocess.run([str(BMHW_SCRIPT), "eval", str(bad)], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120)
+    line = assert_one_line_error(done.returncode, done.stderr)
+    assert "bad.pt" in line
+    assert sorted(os.listdir(tmp_path)) == ["bad.pt"]
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys\nfrom bmhw.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+# --------------------------------------------------------------------------------------------
+# train and eval
+
+
+def test_train_writes_a_checkpoint_that_eval_scores(classical_ckpt, synth_mnist):
+    ckpt = load_checkpoint(classical_ckpt)
+    assert all(neuron_of(spec) == {"neuron": "classical"} for spec in ckpt.config["layers"].values())
+    meta = ckpt.metadata
+    assert meta["dataset"] == "mnist" and meta["method"] == "direct"
+    assert meta["train_images"] == 512 and meta["test_images"] == 256
+    assert meta["seed"] == 0 and meta["epochs"] == 2 and "bmhw_version" in meta
+    out = ok(["eval", classical_ckpt, "--data", synth_mnist])
+    accuracy = accuracy_of(out)
+    assert accuracy > 50.0, f"synthetic classes should be learnable, got {accuracy}%"
+    assert f"{meta['accuracy'] * 100:.2f}" == f"{accuracy:.2f}"  # train evaluated the same test split
+    assert "256 test images" in flat(out)
+    # The same numbers in another run: evaluation is deterministic.
+    assert accuracy_of(ok(["eval", classical_ckpt, "--data", synth_mnist])) == accuracy
+
+
+def test_eval_train_split_and_limit(classical_ckpt, synth_mnist):
+    out = ok(["eval", classical_ckpt, "--data", synth_mnist, "--split", "train", "--limit", "100"])
+    assert "100 train images" in flat(out)
+    assert 0.0 <= accuracy_of(out) <= 100.0
+
+
+def test_eval_builtin_sample(classical_ckpt):
+    out = ok(["eval", classical_ckpt])
+    accuracy_of(out)
+    text = flat(out)
+    assert "500 test images" in text and "built-in MNIST sample" in text
+
+
+def test_train_is_reproducible(small_mnist, tmp_path):
+    argv = ["train", "--data", small_mnist, "--epochs", "1", "--batch-size", "16", "--shift", "2", "--quiet"]
+    ok(argv + ["-o", tmp_path / "a.pt"])
+    ok(argv + ["-o", tmp_path / "b.pt"])
+    ok(argv + ["--seed", "1", "-o", tmp_path / "c.pt"])
+    a, b, c = (load_checkpoint(tmp_path / f"{n}.pt").model.state_dict() for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_train_bm15_round_trip(small_mnist, tmp_path):
+    path = tmp_path / "bm15.pt"
+    out = ok(["train", "--data", small_mnist, "--neuron", "bm15", "--limit", "48", "--epochs", "1",
+              "--batch-size", "16", "--quiet", "-o", path])
+    assert "on 48 mnist images" in flat(out)
+    ckpt = load_checkpoint(path)
+    assert all(neuron_of(spec) == {"neuron": "bm15", "reduce": "max"} for spec in ckpt.config["layers"].values())
+    assert ckpt.metadata["train_images"] == 48 and ckpt.metadata["test_images"] == 32
+    out = ok(["eval", path, "--data", small_mnist])
+    assert f"{ckpt.metadata['accuracy'] * 100:.2f}" == f"{accuracy_of(out):.2f}"
+    assert sorted(os.listdir(tmp_path)) == ["bm15.pt"]
+
+
+def test_train_lse_options_reach_the_checkpoint(small_mnist, tmp_path):
+    path = tmp_path / "lse.pt"
+    ok(["train", "--data", small_mnist, "--neuron", "bm15", "--reduce", "lse", "--alpha", "8", "--learn-alpha",
+        "--limit", "32", "--epochs", "1", "--batch-size", "32", "--quiet", "-o", path])
+    specs = load_checkpoint(path).config["layers"]
+    assert all(s["neuron"] == "bm15" and s["reduce"] == "lse" and s["learn_alpha"] for s in specs.values())
+
+
+def test_train_default_output_name(small_mnist, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ok(["train", "--data", small_mnist, "--epochs", "1", "--quiet"])
+    assert sorted(os.listdir(tmp_path)) == ["lenet_classical.pt"]
+    load_checkpoint(tmp_path / "lenet_classical.pt")
+
+
+def test_train_without_test_split(tmp_path, mnist_writer):
+    data = mnist_writer(tmp_path / "data", n_train=64, n_test=8)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (data / name).unlink()
+    path = tmp_path / "m.pt"
+    out = ok(["train", "--data", data, "--epochs", "1", "--quiet", "-o", path])
+    assert "no test split evaluated" in flat(out)
+    meta = load_checkpoint(path).metadata
+    assert "accuracy" not in meta and "test_images" not in meta
+
+
+def test_train_from_init_checkpoint(classical_ckpt, small_mnist, tmp_path):
+    path = tmp_path / "finetuned.pt"
+    ok(["train", "--data", small_mnist, "--init", classical_ckpt, "--neuron", "bm15", "--limit", "32",
+        "--epochs", "1", "--batch-size", "32", "--quiet", "-o", path])
+    ckpt = load_checkpoint(path)
+    assert all(s["neuron"] == "bm15" for s in ckpt.config["layers"].values())
+    assert ckpt.metadata["init"] == str(classical_ckpt) and "from --init" in ckpt.metadata["method"]
+
+
+# --------------------------------------------------------------------------------------------
+# convert
+
+
+@pytest.mark.parametrize("neuron,calibrate", [("bm15", False), ("bm15", True), ("bm4", False)])
+def test_convert(classical_ckpt, small_mnist, tmp_path, neuron, calibrate):
+    path = tmp_path / "converted.pt"
+    argv = ["convert", classical_ckpt, "--neuron", neuron, "-o", path]
+    if calibrate:
+        argv += ["--data", small_mnist, "--calib-images", "40"]
+    out = ok(argv)
+    assert str(path.name) in out
+    ckpt = load_checkpoint(path)
+    assert all(neuron_of(spec) == {"neuron": neuron, "reduce": "max"} for spec in ckpt.config["layers"].values())
+    assert ckpt.metadata["source"] == str(classical_ckpt)
+    assert ckpt.metadata["dataset"] == "mnist"
+    assert ("calibration re-fit" in ckpt.metadata["method"]) == calibrate
+    if calibrate:
+        assert ckpt.metadata["calib_images"] == 40
+        assert "re-fit conv1" in out and "re-fit fc3" in out
+    eval_out = ok(["eval", path, "--data", small_mnist])
+    accuracy_of(eval_out)
+    assert sorted(os.listdir(tmp_path)) == ["converted.pt"]
+
+
+def test_convert_changes_only_what_it_should(classical_ckpt, tmp_path):
+    # The 4-branch conversion stands for the same weights: its classical weights are the teacher's.
+    path = tmp_path / "bm4.pt"
+    ok(["convert", classical_ckpt, "--neuron", "bm4", "-o", path])
+    teacher = load_checkpoint(classical_ckpt).model
+    student = load_checkpoint(path).model
+    for name, layer in student.weight_layers().items():
+        torch.testing.assert_close(layer.classical_weight(), teacher.weight_layers()[name].weight,
+                                   rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# errors: exit 2, one line on stderr, no traceback, no output file
+
+
+@pytest.fixture()
+def bad_files(tmp_path):
+    files = tmp_path / "in"
+    files.mkdir()
+    (files / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    torch.manual_seed(0)
+    torch.save(lenet().state_dict(), files / "bare.pt")
+    (files / "empty_dir").mkdir()
+    return files
+
+
+ERROR_CASES = {
+    "eval missing": ["eval", "{in}/missing.pt"],
+    "eval random bytes": ["eval", "{in}/random.pt"],
+    "eval bare state dict": ["eval", "{in}/bare.pt"],
+    "eval empty data folder": ["eval", "{ckpt}", "--data", "{in}/empty_dir"],
+    "eval missing data folder": ["eval", "{ckpt}", "--data", "{in}/nowhere"],
+    "eval builtin train split": ["eval", "{ckpt}", "--split", "train"],
+    "eval limit 0": ["eval", "{ckpt}", "--data", "{data}", "--limit", "0"],
+    "train without data": ["train", "--epochs", "1", "-o", "{out}"],
+    "train empty data folder": ["train", "--data", "{in}/empty_dir", "-o", "{out}"],
+    "train resnet22 on mnist": ["train", "--model", "resnet22", "--data", "{data}", "-o", "{out}"],
+    "train zero epochs": ["train", "--data", "{data}", "--epochs", "0", "-o", "{out}"],
+    "train missing init": ["train", "--data", "{data}", "--init", "{in}/missing.pt", "-o", "{out}"],
+    "train init random bytes": ["train", "--data", "{data}", "--init", "{in}/random.pt", "-o", "{out}"],
+    "train alpha with max": ["train", "--data", "{data}", "--neuron", "bm15", "--alpha", "2", "-o", "{out}"],
+    "convert missing": ["convert", "{in}/missing.pt", "-o", "{out}"],
+    "convert random bytes": ["convert", "{in}/random.pt", "-o", "{out}"],
+    "convert bare state dict": ["convert", "{in}/bare.pt", "-o", "{out}"],
+    "convert to classical": ["convert", "{ckpt}", "--neuron", "classical", "-o", "{out}"],
+    "convert empty calibration folder": ["convert", "{ckpt}", "--data", "{in}/empty_dir", "-o", "{out}"],
+    "convert zero calibration images": ["convert", "{ckpt}", "--data", "{data}", "--calib-images", "0",
+                                        "-o", "{out}"],
+}
+
+
+@pytest.mark.parametrize("case", ERROR_CASES)
+def test_user_errors(case, bad_files, classical_ckpt, synth_mnist, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    values = {"in": bad_files, "ckpt": classical_ckpt, "data": synth_mnist, "out": out_dir / "result.pt"}
+    argv = [arg.format(**values) for arg in ERROR_CASES[case]]
+    inputs_before = sorted(os.listdir(bad_files))
+    code, out, err = run_main(argv)
+    assert_one_line_error(code, err)
+    assert "Traceback" not in out
+    assert os.listdir(out_dir) == [], "a failed command left files behind"
+    assert sorted(os.listdir(bad_files)) == inputs_before
+
+
+def test_convert_of_a_bm_checkpoint_is_refused(classical_ckpt, tmp_path):
+    bm = tmp_path / "bm.pt"
+    ok(["convert", classical_ckpt, "-o", bm])
+    code, _, err = run_main(["convert", bm, "-o", tmp_path / "again.pt"])
+    assert "already has BM layers" in assert_one_line_error(code, err)
+    assert sorted(os.listdir(tmp_path)) == ["bm.pt"]
+
+
+def test_error_messages_name_the_problem(bad_files, classical_ckpt):
+    code, _, err = run_main(["eval", bad_files / "bare.pt"])
+    assert "bare state dict" in assert_one_line_error(code, err)
+    code, _, err = run_main(["train", "--epochs", "1"])
+    assert "--data" in assert_one_line_error(code, err)
+    code, _, err = run_main(["eval", classical_ckpt, "--data", bad_files / "empty_dir"])
+    assert "t10k-images-idx3-ubyte" in assert_one_line_error(code, err)
+
+
+def test_output_that_is_a_folder(classical_ckpt, tmp_path):
+    # Once a traceback (IsADirectoryError from os.replace).
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    code, _, err = run_main(["convert", classical_ckpt, "-o", folder])
+    assert "a_folder" in assert_one_line_error(code, err)
+    assert os.listdir(folder) == [] and sorted(os.listdir(tmp_path)) == ["a_folder"]

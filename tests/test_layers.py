@@ -1,0 +1,263 @@
+"""Tests for bmhw.nn.layers: BMLinear and BMConv2d against the neuron formulas, written out per element.
+
+Expected values come from explicit Python loops over rows, outputs and inputs (convolution patches
+too, padding and stride included), in float64 with the ``math`` module.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from bmhw.nn import LOG_ZERO, BMConv2d, BMLinear
+
+REDUCTIONS = ("max", "lse", "smorph", "lmorph")
+FLOOR = math.exp(LOG_ZERO)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test starts from the same global RNG state, so that results never depend on test order."""
+    torch.manual_seed(0)
+
+
+def ref_reduce(ts, reduce, a):
+    if reduce == "max":
+        return max(ts)
+    if reduce == "lse":
+        return math.log(sum(math.exp(a * t) for t in ts)) / a
+    if reduce == "smorph":
+        return sum(t * math.exp(a * t) for t in ts) / sum(math.exp(a * t) for t in ts)
+    p = [math.exp(t) for t in ts]
+    return math.log(sum(q ** (a + 1) for q in p) / sum(q**a for q in p))
+
+
+def ref_bm15(x, v, dx, dw, b, reduce, a):
+    """y = exp R(ln(x + dx) + v) - dw sum x - dx sum exp v + b, for one patch x and one output's v."""
+    m = ref_reduce([math.log(xk + dx) + vk for xk, vk in zip(x, v)], reduce, a)
+    return math.exp(m) - dw * sum(x) - dx * sum(math.exp(vk) for vk in v) + b
+
+
+def ref_bm4(x, vp, vn, b, reduce, a):
+    """Four branches over x+ = max(x, 0), x- = max(-x, 0); ln 0 is the floor LOG_ZERO."""
+    lp = [math.log(max(xk, 0.0, FLOOR)) for xk in x]
+    ln = [math.log(max(-xk, 0.0, FLOOR)) for xk in x]
+
+    def branch(lx, vv):
+        return math.exp(ref_reduce([l + w for l, w in zip(lx, vv)], reduce, a))
+
+    return branch(lp, vp) - branch(lp, vn) - branch(ln, vp) + branch(ln, vn) + b
+
+
+def ref_rows(layer, patches, reduce, a):
+    """Apply the reference neuron to a list of patches; returns rows x outputs (nested lists)."""
+    o = layer.out_count
+    b = layer.bias.tolist() if layer.bias is not None else [0.0] * o
+    if layer.branches == 1.5:
+        v = layer.v.detach().reshape(o, -1).tolist()
+        dx, dw = float(layer.delta_x), float(layer.delta_w)
+        return [[ref_bm15(p, v[j], dx, dw, b[j], reduce, a) for j in range(o)] for p in patches]
+    vp = layer.v_pos.detach().reshape(o, -1).tolist()
+    vn = layer.v_neg.detach().reshape(o, -1).tolist()
+    return [[ref_bm4(p, vp[j], vn[j], b[j], reduce, a) for j in range(o)] for p in patches]
+
+
+def randomise(layer, seed):
+    """Double precision, and log-weights spread so that every branch and every reduction matters."""
+    g = torch.Generator().manual_seed(seed)
+    layer.double()
+    with torch.no_grad():
+        if layer.branches == 1.5:
+            layer.v.copy_(torch.randn(layer.v.shape, generator=g, dtype=torch.float64) * 0.5)
+        else:
+            for p in (layer.v_pos, layer.v_neg):
+                p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.5 - 0.3)
+            layer.v_neg.view(-1)[::3] = LOG_ZERO  # some "zero" weights, as formula 2 produces
+        layer.bias.copy_(torch.randn(layer.bias.shape, generator=g, dtype=torch.float64))
+    return layer
+
+
+def sample_input(shape, branches, seed):
+    g = torch.Generator().manual_seed(seed)
+    if branches == 1.5:
+        return torch.rand(shape, generator=g, dtype=torch.float64) * 2  # x >= 0
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    x.view(-1)[::5] = 0.0  # exact zeros exercise the ln 0 floor
+    return x
+
+
+def conv_patches(x, kernel, stride, padding):
+    """Patches of x (B x C x H x W) in (b, oy, ox) raster order, each flattened as (c, ky, kx)."""
+    b_, c_, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    xs = x.tolist()
+    patches = []
+    for b in range(b_):
+        for oy in range(ho):
+            for ox in range(wo):
+                patch = []
+                for c in range(c_):
+                    for ky in range(kh):
+                        for kx in range(kw):
+                            iy, ix = oy * sh - ph + ky, ox * sw - pw + kx
+                            inside = 0 <= iy < h and 0 <= ix < w
+                            patch.append(xs[b][c][iy][ix] if inside else 0.0)
+                patches.append(patch)
+    return patches, ho, wo
+
+
+# --- values -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reduce", REDUCTIONS)
+@pytest.mark.parametrize("branches", [1.5, 4])
+def test_bmlinear_matches_neuron_formula(branches, reduce):
+    a = None if reduce == "max" else 2.0
+    layer = randomise(BMLinear(5, 3, branches=branches, reduce=reduce, alpha=a), seed=1)
+    x = sample_input((2, 2, 5), branches, seed=2)  # extra leading dims pass through
+    y = layer(x)
+    assert y.shape == (2, 2, 3)
+    expected = ref_rows(layer, x.reshape(-1, 5).tolist(), reduce, a)
+    assert torch.allclose(y.reshape(-1, 3), torch.tensor(expected, dtype=torch.float64), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("reduce", REDUCTIONS)
+@pytest.mark.parametrize("branches", [1.5, 4])
+def test_bmconv2d_matches_neuron_formula_with_padding_and_stride_2(branches, reduce):
+    a = None if reduce == "max" else 2.0
+    kernel, stride, padding = (3, 2), (2, 2), (1, 1)
+    layer = randomise(BMConv2d(2, 3, kernel, stride=stride, padding=padding, branches=branches, reduce=reduce,
+                               alpha=a), seed=3)
+    x = sample_input((2, 2, 5, 6), branches, seed=4)
+    y = layer(x)
+    patches, ho, wo = conv_patches(x, kernel, stride, padding)
+    assert y.shape == (2, 3, ho, wo)
+    rows = ref_rows(layer, patches, reduce, a)
+    expected = torch.tensor(rows, dtype=torch.float64).reshape(2, ho, wo, 3).permute(0, 3, 1, 2)
+    assert torch.allclose(y, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernel, stride, padding, hw", [
+    (3, 1, 0, (7, 7)), (3, 2, 1, (7, 8)), ((2, 3), (2, 1), (0, 2), (6, 5)), (5, 3, 2, (9, 11)), (1, 2, 0, (4, 5)),
+])
+def test_bmconv2d_output_shape_matches_nn_conv2d(kernel, stride, padding, hw):
+    x = torch.rand(2, 3, *hw)
+    ref = nn.Conv2d(3, 4, kernel, stride=stride, padding=padding)
+    bm = BMConv2d(3, 4, kernel, stride=stride, padding=padding)
+    assert bm(x).shape == ref(x).shape
+    assert bm.output_size(*hw) == tuple(ref(x).shape[2:])
+
+
+def test_layer_without_bias_matches_formula_with_b_zero():
+    layer = BMLinear(4, 2, bias=False).double()
+    assert layer.bias is None and "bias" not in dict(layer.named_parameters())
+    x = torch.rand(3, 4, dtype=torch.float64)
+    expected = ref_rows(layer, x.tolist(), "max", None)
+    assert torch.allclose(layer(x), torch.tensor(expected, dtype=torch.float64), rtol=1e-10, atol=1e-10)
+
+
+# --- argument validation ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(branches=3), "branches"),
+    (dict(branches=2), "branches"),
+    (dict(reduce="bogus"), "reduce"),
+    (dict(reduce="max", alpha=2.0), "alpha"),
+    (dict(reduce="max", learn_alpha=True), "alpha"),
+    (dict(reduce="lse", alpha=0.0), "alpha"),
+    (dict(reduce="lse", alpha=-1.0), "alpha"),
+])
+@pytest.mark.parametrize("cls", ["linear", "conv"])
+def test_invalid_arguments_raise_value_error(cls, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        if cls == "linear":
+            BMLinear(3, 2, **kwargs)
+        else:
+            BMConv2d(1, 2, 3, **kwargs)
+
+
+# --- gradients ----------------------------------------------------------------------------------------
+
+def test_hard_max_15_gradient_reaches_one_weight_per_output():
+    layer = randomise(BMLinear(6, 4, branches=1.5, reduce="max"), seed=5)
+    x = torch.rand(1, 6, dtype=torch.float64) + 0.1
+    layer(x).sum().backward()
+    v = layer.v.detach()
+    dx = float(layer.delta_x)
+    # Remove the analytic gradient of -dx * sum exp(v), which reaches every weight.
+    from_max = layer.v.grad + dx * torch.exp(v)
+    for o in range(4):
+        terms = [math.log(x[0, k].item() + dx) + v[o, k].item() for k in range(6)]
+        k_star = max(range(6), key=terms.__getitem__)
+        nonzero = [k for k in range(6) if abs(from_max[o, k].item()) > 1e-12]
+        assert nonzero == [k_star]
+        assert from_max[o, k_star].item() == pytest.approx(math.exp(terms[k_star]), rel=1e-12)
+
+
+def test_hard_max_4_gradient_reaches_one_weight_per_branch_per_output():
+    layer = randomise(BMLinear(8, 3, branches=4, reduce="max"), seed=6)
+    with torch.no_grad():  # ordinary (not LOG_ZERO) log-weights everywhere
+        layer.v_neg.copy_(torch.randn(3, 8, generator=torch.Generator().manual_seed(7), dtype=torch.float64) * 0.5)
+    x = torch.tensor([[0.5, -1.2, 2.0, -0.3, 1.1, -2.2, 0.7, -0.9]], dtype=torch.float64)
+    layer(x).sum().backward()
+    pos = [k for k in range(8) if x[0, k] > 0]
+    neg = [k for k in range(8) if x[0, k] < 0]
+    for param in (layer.v_pos, layer.v_neg):
+        w = param.detach()
+        for o in range(3):
+            # one arg-max among the positive inputs (branch with x+), one among the negative (x-)
+            best_pos = max(pos, key=lambda k: math.log(x[0, k].item()) + w[o, k].item())
+            best_neg = max(neg, key=lambda k: math.log(-x[0, k].item()) + w[o, k].item())
+            nonzero = [k for k in range(8) if param.grad[o, k] != 0]
+            assert nonzero == sorted([best_pos, best_neg])
+
+
+@pytest.mark.parametrize("branches", [1.5, 4])
+def test_lse_gradient_reaches_every_weight(branches):
+    layer = randomise(BMLinear(6, 4, branches=branches, reduce="lse", alpha=1.0), seed=8)
+    x = torch.tensor([[0.5, 1.5, 0.2, 2.0, 0.9, 1.1]], dtype=torch.float64)
+    if branches == 4:
+        x = x * torch.tensor([1, -1, 1, -1, 1, -1], dtype=torch.float64)
+    layer(x).sum().backward()
+    if branches == 1.5:
+        from_max = layer.v.grad + float(layer.delta_x) * torch.exp(layer.v.detach())
+        assert (from_max.abs() > 1e-6).all()
+    else:
+        assert (layer.v_pos.grad != 0).all() and (layer.v_neg.grad != 0).all()
+
+
+@pytest.mark.parametrize("cls", ["linear", "conv"])
+def test_learn_alpha_true_makes_alpha_a_parameter_with_gradient(cls):
+    layer = (BMLinear(4, 3, reduce="lse", alpha=3.0, learn_alpha=True) if cls == "linear"
+             else BMConv2d(2, 3, 3, padding=1, reduce="smorph", alpha=3.0, learn_alpha=True))
+    assert isinstance(layer.alpha, nn.Parameter)
+    assert "alpha" in dict(layer.named_parameters())
+    assert "alpha" in layer.state_dict() and float(layer.state_dict()["alpha"]) == 3.0
+    x = torch.rand(2, 4) if cls == "linear" else torch.rand(2, 2, 4, 4)
+    layer(x).pow(2).sum().backward()
+    assert layer.alpha.grad is not None and torch.isfinite(layer.alpha.grad) and layer.alpha.grad != 0
+
+
+@pytest.mark.parametrize("cls", ["linear", "conv"])
+def test_learn_alpha_false_keeps_alpha_a_buffer_in_state_dict(cls):
+    layer = (BMLinear(4, 3, reduce="lmorph", alpha=5.0) if cls == "linear"
+             else BMConv2d(2, 3, 3, reduce="lse", alpha=5.0))
+    assert not isinstance(layer.alpha, nn.Parameter)
+    assert "alpha" not in dict(layer.named_parameters())
+    assert "alpha" in dict(layer.named_buffers())
+    assert float(layer.state_dict()["alpha"]) == 5.0
+    x = torch.rand(2, 4) if cls == "linear" else torch.rand(2, 2, 4, 4)
+    layer(x).sum().backward()
+    assert layer.alpha.grad is None
+
+
+def test_hard_max_layer_has_no_alpha():
+    layer = BMLinear(4, 3, reduce="max")
+    assert layer.alpha is None and "alpha" not in layer.state_dict()
+
+
+def test_default_alpha_is_one_for_smooth_reductions():
+    assert float(BMLinear(4, 3, reduce="lse").alpha) == 1.0
