@@ -138,7 +138,7 @@ def test_failed_save_leaves_old_file_and_no_temp_files(tmp_path, monkeypatch):
     assert leftovers(tmp_path, ["m.pt"]) == []
     # And a failed first save leaves nothing at all.
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(BmhwError, match="cannot write checkpoint"):
         save_checkpoint(tmp_path / "new.pt", make_model())
     assert leftovers(tmp_path, ["m.pt"]) == []
 
