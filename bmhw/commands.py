@@ -124,8 +124,8 @@ def cmd_convert(args) -> int:
         rng = np.random.default_rng(0)
         pick = np.sort(rng.choice(len(images), size=min(args.calib_images, len(images)), replace=False))
         refit_bm15(model, teacher, to_tensor(images[pick]),
-                   progress=lambda name, s: console.print(f"re-fit {name}: R^2 {s['r2']:.3f}, "
-                                                          f"median scale {s['scale_median']:.3g}"))
+                   progress=lambda name, s: console.print(f"re-fit {name}: median R^2 {s['r2']:.3f}, "
+                                                          f"delta_w {s['delta_w']:g}"))
         meta.update(method=meta["method"] + " + calibration re-fit", calib_images=len(pick))
     elif args.data is not None:
         console.print("[yellow]--data is used for the 1.5-branch re-fit only; converting without it[/yellow]")

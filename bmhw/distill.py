@@ -73,7 +73,7 @@ def layerwise_distill(teacher: nn.Module, images: np.ndarray, labels: np.ndarray
             with torch.no_grad():
                 x_in = student.layer_input(name, student.forward_range(calib, 0, k))
                 target = getattr(teacher, name)(teacher.layer_input(name, teacher.forward_range(calib, 0, k)))
-            fit = refit_layer(layer, x_in, target)
+            fit = refit_layer(layer, x_in, target, getattr(teacher, name).weight)
             setattr(student, name, layer)
             trainable = list(layer.parameters()) + [p for n in names[k + 1:] for p in getattr(teacher, n).parameters()]
             opt = torch.optim.Adam(trainable, lr=cfg.lr)
