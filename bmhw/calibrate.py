@@ -16,9 +16,8 @@ write down in closed form, without leaving the neuron's form:
    ``c_o + dx * sum_k exp(v_ok)``.
 
 Layers are fitted in network order on the inputs that the already re-fitted student layers produce;
-the target is the teacher's own pre-activation on the teacher's own input. Measured on the example
-LeNet (examples/README.md), the median R^2 per layer is 0.26-0.47: a starting point for distillation,
-not a finished network.
+the target is the teacher's own pre-activation on the teacher's own input. It is a starting point for
+distillation, not a finished network (measured figures in docs/training.md).
 """
 
 from __future__ import annotations

@@ -29,6 +29,12 @@ FORMAT = "bmhw-checkpoint"
 VERSION = 1
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @dataclass
 class Checkpoint:
     model: nn.Module
@@ -50,6 +56,7 @@ def save_checkpoint(path, model: nn.Module, **metadata) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a checkpoint is an ordinary file
         torch.save(payload, tmp)
         os.replace(tmp, path)
     except OSError as err:

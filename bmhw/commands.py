@@ -153,13 +153,15 @@ def cmd_demo(args) -> int:
     folder = args.examples or examples_dir()
     images, labels = load_dataset("mnist", None, "test")
     table = Table(title=f"bmhw demo: example networks on the built-in MNIST sample ({len(images)} test images)")
-    for column in ("checkpoint", "layers", "how it was made", "accuracy"):
+    for column in ("checkpoint", "layers", "how it was made", "accuracy here", "recorded (full test set)"):
         table.add_column(column)
     for name in ("lenet_classical_mnist.pt", "lenet_bm15_mnist.pt"):
         ckpt = load_checkpoint(Path(folder) / name)
         kinds = sorted({s["neuron"] + ("" if s["neuron"] == "classical" else f"/{s['reduce']}")
                         for s in ckpt.config["layers"].values()})
         accuracy = evaluate(ckpt.model, images, labels)
-        table.add_row(name, ", ".join(kinds), str(ckpt.metadata.get("method", "?")), f"{accuracy:.2%}")
+        recorded = ckpt.metadata.get("accuracy")
+        table.add_row(name, ", ".join(kinds), str(ckpt.metadata.get("method", "?")), f"{accuracy:.2%}",
+                      "-" if recorded is None else f"{recorded:.2%}")
     console.print(table)
     return 0

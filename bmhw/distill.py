@@ -5,11 +5,12 @@ frozen; layer k is converted from the teacher's (current) layer k, re-fitted on 
 (``bmhw.calibrate``) and then trained. Its output runs on through the teacher's layers k+1..n, which
 keep training (giving ``output1``); the teacher's own path gives ``output2``::
 
-    L = beta * MSE(student stage k, teacher stage k) + CE(output1, y) + CE(output2, y)
+    L = beta * relMSE(student stage k, teacher stage k) + CE(output1, y) + CE(output2, y)
 
 A stage is a weight layer and the operations after it (ReLU, pooling), so the MSE compares what the
 next layer sees. Our reading of "output2": the teacher's full forward pass on the same images, whose
-layers k+1..n are the ones shared with output1 (docs/training.md).
+layers k+1..n are the ones shared with output1 (docs/training.md). ``relMSE`` is the MSE divided by the teacher stage's mean square, so
+that every layer's term is of order one (see :func:`relative_mse`).
 
 The model must offer ``WEIGHT_LAYERS``, ``layer_input(name, h)``, ``stage(name, h)`` and
 ``forward_range(h, start, stop)``
@@ -30,6 +31,22 @@ from torch import nn
 from bmhw.calibrate import refit_layer
 from bmhw.nn import to_bm
 from bmhw.train import make_progress, random_shift, to_tensor
+
+
+def _batches(n: int, batch_size: int, steps: int, gen: torch.Generator):
+    """``steps`` index batches of full size, reshuffling whenever a pass over the ``n`` images ends."""
+    order, pos = torch.randperm(n, generator=gen), 0
+    for _ in range(steps):
+        if pos + batch_size > n:
+            order, pos = torch.randperm(n, generator=gen), 0
+        yield order[pos:pos + batch_size].numpy()
+        pos += batch_size
+
+
+def relative_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """MSE divided by the teacher's mean square: scale-free, so that a layer with large activations
+    (the logits) does not drown the cross-entropy terms."""
+    return F.mse_loss(student, teacher) / teacher.pow(2).mean().clamp_min(1e-12)
 
 
 @dataclass
@@ -79,13 +96,7 @@ def layerwise_distill(teacher: nn.Module, images: np.ndarray, labels: np.ndarray
             opt = torch.optim.Adam(trainable, lr=cfg.lr)
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
             task = progress.add_task(f"layer {name}", total=steps, info="")
-            order = torch.randperm(len(images), generator=gen)
-            pos = 0
-            for _ in range(steps):
-                if pos + cfg.batch_size > len(order):
-                    order, pos = torch.randperm(len(images), generator=gen), 0
-                idx = order[pos:pos + cfg.batch_size].numpy()
-                pos += cfg.batch_size
+            for idx in _batches(len(images), cfg.batch_size, steps, gen):
                 x = random_shift(to_tensor(images[idx]), cfg.shift, gen)
                 y = labels_t[idx]
                 with torch.no_grad():
@@ -94,7 +105,7 @@ def layerwise_distill(teacher: nn.Module, images: np.ndarray, labels: np.ndarray
                 out_s = student.stage(name, h_s)
                 with torch.no_grad():
                     out_t = teacher.stage(name, h_t_in)
-                loss_mse = F.mse_loss(out_s, out_t)
+                loss_mse = relative_mse(out_s, out_t)
                 out1 = teacher.forward_range(out_s, k + 1)
                 out2 = teacher.forward_range(out_t, k + 1)
                 loss = cfg.beta * loss_mse + F.cross_entropy(out1, y) + F.cross_entropy(out2, y)
@@ -148,19 +159,14 @@ def knowledge_distill(student: nn.Module, teacher: nn.Module, images: np.ndarray
     t2 = cfg.temperature ** 2
     with make_progress(disable=quiet) as progress:
         task = progress.add_task("distillation", total=steps, info="")
-        order, pos = torch.randperm(len(images), generator=gen), 0
-        for _ in range(steps):
-            if pos + cfg.batch_size > len(order):
-                order, pos = torch.randperm(len(images), generator=gen), 0
-            idx = order[pos:pos + cfg.batch_size].numpy()
-            pos += cfg.batch_size
+        for idx in _batches(len(images), cfg.batch_size, steps, gen):
             x = random_shift(to_tensor(images[idx]), cfg.shift, gen)
             y = labels_t[idx]
             feats_s, feats_t = {}, {}
             logits = student.forward_range(x, features=feats_s)
             with torch.no_grad():
                 soft = teacher.forward_range(x, features=feats_t)
-            mse = sum(F.mse_loss(feats_s[n], feats_t[n]) for n in names)
+            mse = sum(relative_mse(feats_s[n], feats_t[n]) for n in names)
             soft_ce = -(F.softmax(soft / cfg.temperature, 1) * F.log_softmax(logits / cfg.temperature, 1)).sum(1).mean()
             loss = cfg.beta * mse + cfg.alpha * (t2 * soft_ce + F.cross_entropy(logits, y))
             opt.zero_grad(set_to_none=True)

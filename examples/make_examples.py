@@ -30,8 +30,8 @@ from bmhw.train import evaluate, train_classifier
 HERE = Path(__file__).resolve().parent
 
 CLASSICAL = {"epochs": 15, "batch_size": 128, "lr": 3e-3, "shift": 2, "seed": 0}
-LAYERWISE = LayerwiseConfig(epochs_per_layer=1.0, lr=1e-3, beta=1.0, calib_images=2000, shift=0, seed=0)
-FINETUNE = KDConfig(epochs=2.0, lr=3e-4, beta=1.0, alpha=1.0, temperature=4.0, shift=0, seed=0)
+LAYERWISE = LayerwiseConfig(epochs_per_layer=1.0, lr=1e-2, beta=1.0, calib_images=2000, shift=0, seed=0)
+FINETUNE = KDConfig(epochs=4.0, lr=1e-2, beta=0.1, alpha=1.0, temperature=4.0, shift=0, seed=0)
 
 
 def make_classical(data: Path, out: Path) -> None:
@@ -53,7 +53,7 @@ def make_bm15(data: Path, teacher_path: Path, out: Path) -> None:
     start = time.perf_counter()
 
     def on_step(entry, student):
-        print(f"  layer {entry['layer']}: re-fit R^2 {entry['refit_r2']:.3f}, final feature MSE {entry['final_mse']:.4f}")
+        print(f"  layer {entry['layer']}: re-fit R^2 {entry['refit_r2']:.3f}, final relative feature MSE {entry['final_mse']:.4f}")
 
     grown = layerwise_distill(teacher, images, labels, LAYERWISE, on_step=on_step)
     after_layerwise = evaluate(grown.student, test_images, test_labels)

@@ -328,3 +328,11 @@ def test_refitted_resnet_round_trips(tmp_path):
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(ckpt.model(x), student(x))
+
+
+def test_saved_checkpoint_has_ordinary_permissions(tmp_path):
+    # mkstemp makes 0600 files: a checkpoint must be readable like any file written with open().
+    path = save_checkpoint(tmp_path / "perm.pt", make_model(seed=0))
+    reference = tmp_path / "reference"
+    reference.write_bytes(b"")
+    assert (path.stat().st_mode & 0o777) == (reference.stat().st_mode & 0o777)

@@ -1,0 +1,40 @@
+"""The bundled example checkpoints: loadable, of the promised kind, and alive on real digits."""
+
+import pytest
+import torch
+
+from bmhw.checkpoint import load_checkpoint
+from bmhw.data import load_mnist_sample
+from bmhw.resources import examples_dir
+from bmhw.train import evaluate, to_tensor
+
+IMAGES, LABELS = load_mnist_sample()
+
+
+@pytest.mark.parametrize("name, neuron", [("lenet_classical_mnist.pt", "classical"), ("lenet_bm15_mnist.pt", "bm15")])
+def test_example_is_the_promised_network(name, neuron):
+    ckpt = load_checkpoint(examples_dir() / name)
+    assert ckpt.config["arch"] == "lenet"
+    for spec in ckpt.config["layers"].values():
+        assert spec["neuron"] == neuron
+        if neuron == "bm15":
+            assert spec["reduce"] == "max"  # the exact max: no approximation left
+    assert ckpt.metadata["dataset"] == "mnist" and 0 < ckpt.metadata["accuracy"] <= 1
+
+
+def test_classical_example_meets_its_bar_on_the_builtin_sample():
+    ckpt = load_checkpoint(examples_dir() / "lenet_classical_mnist.pt")
+    assert ckpt.metadata["accuracy"] >= 0.99  # measured on the full test set when it was made
+    assert evaluate(ckpt.model, IMAGES, LABELS) >= 0.97
+
+
+def test_bm15_example_is_alive():
+    # Every layer's output must vary across inputs, or the later hardware checks would be vacuous.
+    ckpt = load_checkpoint(examples_dir() / "lenet_bm15_mnist.pt")
+    feats = {}
+    with torch.no_grad():
+        ckpt.model.forward_range(to_tensor(IMAGES), features=feats)
+    for name, value in feats.items():
+        per_unit_std = value.flatten(1).std(0)
+        assert float((per_unit_std > 0).float().mean()) > 0.2, f"{name}: almost every unit is constant"
+    assert evaluate(ckpt.model, IMAGES, LABELS) > 0.2  # far above chance (0.1)
