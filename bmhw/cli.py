@@ -62,9 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-images", type=int, default=2000, help="calibration images for the re-fit (default: 2000)")
     p.add_argument("-o", "--output", type=Path, required=True, help="BM checkpoint to write")
 
-    p = sub.add_parser("eval", help="test accuracy of a checkpoint",
-                       description="Evaluate a checkpoint on a test split and print 'accuracy: NN.NN%%'.")
-    p.add_argument("checkpoint", type=Path, help="bmhw checkpoint (.pt)")
+    p = sub.add_parser("quantize", help="quantize a 1.5-branch BM checkpoint to the integer IR (.bmq)",
+                       description="Calibrate activation scales, tabulate ln / exp / log-weights / biases and infer "
+                       "every bit width (docs/datapath.md); write the .bmq file that every backend reads.")
+    p.add_argument("checkpoint", type=Path, help="1.5-branch BM checkpoint with the exact max (.pt)")
+    p.add_argument("--act-bits", type=int, default=8, help="bits of hidden activation codes (default: 8)")
+    p.add_argument("--log-frac-bits", type=int, default=8, help="fraction bits F of the log domain (default: 8)")
+    p.add_argument("--exp-frac-bits", type=int, default=16, help="fraction bits P of the exp table (default: 16)")
+    p.add_argument("--guard-bits", type=int, default=8,
+                   help="accumulator bits below an output code's step (default: 8)")
+    _add_data_option(p, "training images for calibration (default: the built-in MNIST sample, test images)")
+    p.add_argument("--calib-images", type=int, default=2000, help="calibration images (default: 2000)")
+    p.add_argument("-o", "--output", type=Path, required=True, help=".bmq file to write")
+
+    p = sub.add_parser("eval", help="test accuracy of a checkpoint or a quantized network",
+                       description="Evaluate a checkpoint (.pt, float) or a quantized network (.bmq, by the integer "
+                       "golden model) on a test split and print 'accuracy: NN.NN%%'.")
+    p.add_argument("checkpoint", type=Path, help="bmhw checkpoint (.pt) or quantized network (.bmq)")
     _add_data_option(p, "default: the built-in MNIST sample (500 test images)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which split (default: test)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")

@@ -134,7 +134,48 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_quantize(args) -> int:
+    from bmhw.ir import save_bmq
+    from bmhw.quant import QuantOptions, quantize
+
+    opts = QuantOptions(args.act_bits, args.log_frac_bits, args.exp_frac_bits, args.guard_bits)
+    opts.check()
+    _check_positive(calib_images=args.calib_images)
+    ckpt = load_checkpoint(args.checkpoint)
+    dataset = _dataset_of(ckpt.model)
+    if args.data is None:
+        images, _ = load_dataset(dataset, None, "test")
+        console.print("[yellow]calibrating on the built-in MNIST sample (test images); pass --data DIR to "
+                      "calibrate on training images[/yellow]")
+        source = "built-in MNIST sample"
+    else:
+        images, _ = load_dataset(dataset, args.data, "train")
+        source = f"{dataset} train split"
+    rng = np.random.default_rng(0)
+    pick = np.sort(rng.choice(len(images), size=min(args.calib_images, len(images)), replace=False))
+    net = quantize(ckpt.model, images[pick], **vars(opts),
+                   meta={"source": Path(args.checkpoint).name, "calibration": source})
+    save_bmq(net, args.output)
+    table = Table(title=f"bmhw quantize: {args.output}")
+    for column in ("layer", "op", "out shape", "output scale", "G", "PE sum T", "accumulator Y"):
+        table.add_column(column)
+    for layer in net.layers:
+        row = [layer["name"], layer["op"], "x".join(map(str, layer["out_shape"]))]
+        if "widths" in layer:
+            row += [f"2^{layer['out_scale_exp']}", str(layer["G"]), f"{layer['widths']['T']} bits",
+                    f"{layer['widths']['Y']} bits"]
+        table.add_row(*row)
+    console.print(table)
+    return 0
+
+
+def _is_bmq(path: Path) -> bool:
+    return path.suffix == ".bmq"
+
+
 def cmd_eval(args) -> int:
+    if _is_bmq(Path(args.checkpoint)):
+        return _eval_bmq(args)
     ckpt = load_checkpoint(args.checkpoint)
     dataset = _dataset_of(ckpt.model)
     images, labels = _limit(*load_dataset(dataset, args.data, args.split), args.limit)
@@ -142,6 +183,23 @@ def cmd_eval(args) -> int:
     accuracy = evaluate(ckpt.model, images, labels)
     source = "the built-in MNIST sample" if args.data is None else str(args.data)
     console.print(f"{args.checkpoint}: {len(images)} {args.split} images of {source}, "
+                  f"{time.perf_counter() - start:.1f} s")
+    print(f"accuracy: {accuracy * 100:.2f}%")
+    return 0
+
+
+def _eval_bmq(args) -> int:
+    from bmhw import golden
+    from bmhw.ir import load_bmq
+
+    net = load_bmq(args.checkpoint)
+    if tuple(net.input_shape) != (1, 28, 28):
+        raise BmhwError(f"{args.checkpoint} takes inputs of shape {tuple(net.input_shape)}; bmhw eval feeds MNIST")
+    images, labels = _limit(*load_dataset("mnist", args.data, args.split), args.limit)
+    start = time.perf_counter()
+    accuracy = float((golden.predict(net, images) == labels).mean())
+    source = "the built-in MNIST sample" if args.data is None else str(args.data)
+    console.print(f"{args.checkpoint} (integer golden model): {len(images)} {args.split} images of {source}, "
                   f"{time.perf_counter() - start:.1f} s")
     print(f"accuracy: {accuracy * 100:.2f}%")
     return 0

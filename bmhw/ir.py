@@ -1,0 +1,136 @@
+"""The quantized network: the one intermediate representation that every backend reads.
+
+A ``.bmq`` file is a zip archive (readable without bmhw; see docs/datapath.md, "The .bmq file") holding
+``model.json`` (format tag, version, input description, the list of layers with every constant, scale
+and width) and one ``.npy`` file per integer table. Writing is deterministic: the same network gives
+byte-identical files. This module imports NumPy only, never torch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bmhw.errors import BmhwError
+
+FORMAT = "bmhw-bmq"
+VERSION = 1
+BM_OPS = ("bm_conv2d", "bm_linear")
+OPS = BM_OPS + ("maxpool2d", "flatten")
+# Tables each BM layer carries, by the name used in docs/datapath.md.
+BM_TABLES = ("ln_lut", "log_weights", "exp_lut", "bias")
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass
+class QuantizedNet:
+    """``layers``: list of dicts (op, name, shapes, constants, widths); ``arrays``: "layer/table" -> int64."""
+
+    input_shape: tuple
+    input_scale: tuple  # (numerator, denominator) of the input code's scale, e.g. (1, 255)
+    layers: list
+    arrays: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def table(self, layer: dict, name: str) -> np.ndarray:
+        return self.arrays[f"{layer['name']}/{name}"]
+
+    def bm_layers(self) -> list:
+        return [layer for layer in self.layers if layer["op"] in BM_OPS]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.layers[-1]["out_shape"][0])
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array, dtype=np.int64), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _document(net: QuantizedNet) -> dict:
+    return {"format": FORMAT, "version": VERSION, "input": {"shape": list(net.input_shape),
+            "scale": list(net.input_scale)}, "layers": net.layers, "meta": net.meta}
+
+
+def dumps(net: QuantizedNet) -> bytes:
+    """The ``.bmq`` bytes of ``net`` (deterministic: sorted keys, fixed timestamps, sorted entries)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        entries = {"model.json": json.dumps(_document(net), indent=1, sort_keys=True).encode() + b"\n"}
+        entries.update({f"{name}.npy": _npy_bytes(array) for name, array in net.arrays.items()})
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, entries[name])
+    return buffer.getvalue()
+
+
+def save_bmq(net: QuantizedNet, path) -> Path:
+    """Write ``net`` to ``path`` atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    if path.is_dir():
+        raise BmhwError(f"output {path} is a folder: give a file name such as {path / 'model.bmq'}")
+    data = dumps(net)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as err:
+        raise BmhwError(f"cannot write {path}: {err.strerror or err}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _damaged(path, what: str) -> BmhwError:
+    return BmhwError(f"{path} is not a valid .bmq file ({what}); re-create it with bmhw quantize")
+
+
+def load_bmq(path) -> QuantizedNet:
+    """Read a ``.bmq`` file; a missing, truncated, corrupt or unknown-version file is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise BmhwError(f"{path} not found: give a .bmq file written by bmhw quantize")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            doc = json.loads(archive.read("model.json"))
+            names = [n for n in archive.namelist() if n.endswith(".npy")]
+            arrays = {n[:-4]: np.load(io.BytesIO(archive.read(n)), allow_pickle=False) for n in names}
+    except (zipfile.BadZipFile, KeyError, EOFError, OSError, ValueError, UnicodeDecodeError) as err:
+        raise _damaged(path, f"truncated or corrupt: {type(err).__name__}") from None
+    except Exception as err:  # noqa: BLE001 - zlib and numpy raise various errors on damaged data
+        raise _damaged(path, f"truncated or corrupt: {type(err).__name__}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise _damaged(path, f"no '{FORMAT}' format tag")
+    version = doc.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise _damaged(path, f"format version {version!r} is not a positive integer")
+    if version > VERSION:
+        raise BmhwError(f"{path} has .bmq format version {version}; this bmhw reads version {VERSION}: upgrade bmhw")
+    try:
+        net = QuantizedNet(input_shape=tuple(doc["input"]["shape"]), input_scale=tuple(doc["input"]["scale"]),
+                           layers=list(doc["layers"]), arrays=arrays, meta=dict(doc.get("meta") or {}))
+        for layer in net.layers:
+            if layer["op"] not in OPS:
+                raise _damaged(path, f"unknown operation {layer['op']!r} in layer {layer.get('name')!r}")
+            if layer["op"] in BM_OPS:
+                for table in BM_TABLES:
+                    net.table(layer, table)
+    except (KeyError, TypeError) as err:
+        raise _damaged(path, f"missing entry {err}") from None
+    return net

@@ -1,0 +1,192 @@
+"""From a trained 1.5-branch BM network (PyTorch) to the integer IR of docs/datapath.md.
+
+The only place where the float model meets the integer datapath: it calibrates the activation scales
+on a batch of images, tabulates ln, exp, log-weights and biases, and derives every width
+(``bmhw.widths``). Everything downstream reads the ``QuantizedNet`` it returns.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+
+import numpy as np
+import torch
+from torch import nn
+
+from bmhw import __version__
+from bmhw.errors import BmhwError
+from bmhw.intmath import rnd
+from bmhw.ir import QuantizedNet
+from bmhw.models import LeNet
+from bmhw.nn import BMConv2d, BMLinear
+from bmhw.nn.layers import _BMNeuron
+from bmhw.train import to_tensor
+from bmhw.widths import infer_widths
+
+INPUT_SCALE = Fraction(1, 255)  # image bytes, as in training (bmhw.train.to_tensor)
+CORRECTION_SHIFT = 16  # H of docs/datapath.md
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    act_bits: int = 8
+    log_frac_bits: int = 8
+    exp_frac_bits: int = 16
+    guard_bits: int = 8
+
+    def check(self) -> None:
+        for name, value, lo, hi in (("act-bits", self.act_bits, 2, 16), ("log-frac-bits", self.log_frac_bits, 0, 20),
+                                    ("exp-frac-bits", self.exp_frac_bits, 1, 60), ("guard-bits", self.guard_bits, 0, 40)):
+            if not lo <= value <= hi:
+                raise BmhwError(f"--{name} must be between {lo} and {hi}, got {value}")
+
+
+def layer_sequence(model: nn.Module) -> list[nn.Module]:
+    """The model as a flat list of modules in execution order."""
+    if isinstance(model, LeNet):
+        pool = nn.MaxPool2d(2)
+        return [model.conv1, nn.ReLU(), pool, model.conv2, nn.ReLU(), pool, nn.Flatten(),
+                model.fc1, nn.ReLU(), model.fc2, nn.ReLU(), model.fc3]
+    if isinstance(model, nn.Sequential):
+        return list(model)
+    raise BmhwError(f"cannot quantize a {type(model).__name__}: this version quantizes the LeNet and nn.Sequential "
+                    "networks of 1.5-branch BM layers (see docs/datapath.md, 'Limits')")
+
+
+def _check_sequence(mods: list[nn.Module], names: list[str]) -> None:
+    weight_idx = [i for i, m in enumerate(mods) if isinstance(m, (_BMNeuron, nn.Linear, nn.Conv2d))]
+    if not weight_idx:
+        raise BmhwError("the network has no weight layer to quantize")
+    for i, (mod, name) in enumerate(zip(mods, names)):
+        if isinstance(mod, (nn.Linear, nn.Conv2d)):
+            raise BmhwError(f"layer {name} is a classical {type(mod).__name__}: convert the network to 1.5-branch BM "
+                            "first (bmhw convert --neuron bm15)")
+        if isinstance(mod, _BMNeuron):
+            if mod.branches != 1.5 or mod.reduce != "max":
+                raise BmhwError(f"layer {name} is a {mod.branches}-branch BM layer with reduce={mod.reduce!r}: the "
+                                "integer datapath implements 1.5 branches with the exact max only")
+            last = i == weight_idx[-1]
+            follows_relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
+            if not last and not follows_relu:
+                raise BmhwError(f"layer {name} is not followed by a ReLU: every BM layer but the last needs one")
+            if last and i != len(mods) - 1:
+                raise BmhwError(f"layer {name}, the logits layer, must be the last module")
+        elif isinstance(mod, nn.MaxPool2d):
+            k, s = mod.kernel_size, mod.stride
+            if not (isinstance(k, int) and s in (k, None) and mod.padding == 0 and mod.dilation == 1
+                    and not mod.ceil_mode):
+                raise BmhwError(f"layer {name}: only max pooling with stride = kernel, no padding is supported")
+        elif not isinstance(mod, (nn.ReLU, nn.Flatten)):
+            raise BmhwError(f"layer {name} ({type(mod).__name__}) is not supported by the integer datapath "
+                            "(BM conv / linear, ReLU, MaxPool2d, Flatten)")
+
+
+def _scale_exponent(amax: float, top: int) -> int:
+    """Smallest integer e with 2^e * top >= amax (exactly; 0 for a dead tensor)."""
+    if not amax > 0:
+        return 0
+    target = Fraction(amax) / top
+    e = math.frexp(float(target))[1]  # 2^(e-1) <= target < 2^e, up to float rounding: then adjust
+    while Fraction(2) ** (e - 1) >= target:
+        e -= 1
+    while Fraction(2) ** e < target:
+        e += 1
+    return e
+
+
+def _pow2(e: int) -> Fraction:
+    return Fraction(2) ** e
+
+
+def _bm_tables(mod: _BMNeuron, s_in: Fraction, q_in: int, opts: QuantOptions, g: int) -> tuple[dict, int]:
+    f, p = opts.log_frac_bits, opts.exp_frac_bits
+    dx = float(mod.delta_x)
+    v = mod.v.detach().double().reshape(mod.out_count, -1).numpy()
+    s_float = float(s_in)
+    ln_lut = np.array([rnd(2**f * math.log2(s_float * q + dx)) for q in range(q_in + 1)], dtype=np.int64)
+    log_weights = np.floor(2.0**f * v / math.log(2) + 0.5).astype(np.int64)
+    exp_lut = np.array([rnd(2**p * 2 ** (r / 2**f)) for r in range(2**f)], dtype=np.int64)
+    b = mod.bias.detach().double().numpy() if mod.bias is not None else np.zeros(mod.out_count)
+    bias = np.floor(2.0**g * (b - dx * np.exp(v).sum(axis=1)) + 0.5).astype(np.int64)
+    csum = rnd(Fraction(float(mod.delta_w)) * s_in * _pow2(g + CORRECTION_SHIFT))
+    return {"ln_lut": ln_lut, "log_weights": log_weights, "exp_lut": exp_lut, "bias": bias}, csum
+
+
+@torch.no_grad()
+def quantize(model: nn.Module, calib_images: np.ndarray, act_bits=8, log_frac_bits=8, exp_frac_bits=16,
+             guard_bits=8, meta: dict | None = None) -> QuantizedNet:
+    """Quantize a 1.5-branch BM network; ``calib_images``: uint8 images (N, C, H, W) for the scales."""
+    opts = QuantOptions(act_bits, log_frac_bits, exp_frac_bits, guard_bits)
+    opts.check()
+    calib_images = np.asarray(calib_images)
+    if calib_images.ndim != 4 or len(calib_images) == 0:
+        raise BmhwError(f"calibration needs a non-empty batch of images (N, C, H, W), got shape {calib_images.shape}")
+    model = model.eval()
+    mods = layer_sequence(model)
+    names = _layer_names(model, mods)
+    _check_sequence(mods, names)
+
+    top = (1 << act_bits) - 1
+    s_in, q_in = INPUT_SCALE, 255
+    h = to_tensor(calib_images).double()
+    mods = [_double(m) for m in mods]
+    layers, arrays = [], {}
+    shape = list(calib_images.shape[1:])
+    for i, (mod, name) in enumerate(zip(mods, names)):
+        out = mod(h)
+        out_shape = list(out.shape[1:])
+        if isinstance(mod, _BMNeuron):
+            relu = i + 1 < len(mods)
+            amax = float((out.clamp_min(0) if relu else out.abs()).max())
+            e_out = _scale_exponent(amax, top if relu else (1 << (act_bits - 1)) - 1)
+            g = guard_bits - e_out
+            tables, csum = _bm_tables(mod, s_in, q_in, opts, g)
+            layer = {"op": "bm_conv2d" if isinstance(mod, BMConv2d) else "bm_linear", "name": name,
+                     "in_shape": shape, "out_shape": out_shape, "fan_in": int(tables["log_weights"].shape[1]),
+                     "out_count": mod.out_count, "F": log_frac_bits, "P": exp_frac_bits, "G": g,
+                     "H": CORRECTION_SHIFT, "csum": csum, "relu": relu, "in_max": q_in,
+                     "out_max": top if relu else None, "in_scale": [s_in.numerator, s_in.denominator],
+                     "out_scale_exp": e_out, "delta_w": float(mod.delta_w), "delta_x": float(mod.delta_x)}
+            if isinstance(mod, BMConv2d):
+                layer.update(kernel=list(mod.kernel_size), stride=list(mod.stride), padding=list(mod.padding))
+            layer["ranges"], layer["widths"] = infer_widths(layer, tables)
+            arrays.update({f"{name}/{t}": a for t, a in tables.items()})
+            layers.append(layer)
+            s_in, q_in = _pow2(e_out), top
+        elif isinstance(mod, nn.MaxPool2d):
+            layers.append({"op": "maxpool2d", "name": name, "in_shape": shape, "out_shape": out_shape,
+                           "kernel": int(mod.kernel_size), "stride": int(mod.kernel_size)})
+        elif isinstance(mod, nn.Flatten):
+            layers.append({"op": "flatten", "name": name, "in_shape": shape, "out_shape": out_shape})
+        h, shape = out, out_shape
+    info = {"bmhw_version": __version__, "options": asdict(opts), "calib_images": int(len(calib_images)),
+            **(meta or {})}
+    return QuantizedNet(input_shape=tuple(calib_images.shape[1:]), input_scale=(1, 255), layers=layers,
+                        arrays=arrays, meta=info)
+
+
+def _double(mod: nn.Module) -> nn.Module:
+    # Calibration runs in float64 on a copy, so the model passed in keeps its dtype.
+    import copy
+
+    return copy.deepcopy(mod).double()
+
+
+def _layer_names(model: nn.Module, mods: list[nn.Module]) -> list[str]:
+    """Weight layers keep their model names; pooling and flatten get pool1, pool2, ..., flatten."""
+    weights = (_BMNeuron, nn.Linear, nn.Conv2d)
+    by_id = {id(m): n for n, m in model.named_modules() if isinstance(m, weights)}
+    names, pools = [], 0
+    for i, mod in enumerate(mods):
+        if isinstance(mod, weights):
+            names.append(by_id.get(id(mod), f"layer{i}"))
+        elif isinstance(mod, nn.MaxPool2d):
+            pools += 1
+            names.append(f"pool{pools}")
+        elif isinstance(mod, nn.Flatten):
+            names.append("flatten")
+        else:
+            names.append(f"{type(mod).__name__.lower()}{i}")
+    return names

@@ -1,0 +1,44 @@
+"""Bit widths of every signal of a BM layer, derived in exact integer arithmetic from its tables and
+code ranges (docs/datapath.md, "Widths"). NumPy only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bmhw.errors import BmhwError
+from bmhw.intmath import round_shift, width
+
+# The golden model computes in 64-bit integers; keep one bit of headroom for intermediate sums.
+MAX_WIDTH = 62
+
+
+def signal_ranges(layer: dict, tables: dict) -> dict:
+    """``signal -> (lo, hi)`` for one BM layer; ``tables``: ln_lut, log_weights, exp_lut, bias."""
+    ln, w, exp, b = (np.asarray(tables[k]) for k in ("ln_lut", "log_weights", "exp_lut", "bias"))
+    f, p, g, h, csum = (int(layer[k]) for k in ("F", "P", "G", "H", "csum"))
+    k, q_in = int(layer["fan_in"]), int(layer["in_max"])
+    r = {"q_in": (0, q_in), "LN": (int(ln.min()), int(ln.max())), "W": (int(w.min()), int(w.max())),
+         "EXP": (int(exp.min()), int(exp.max())), "B": (int(b.min()), int(b.max()))}
+    r["T"] = r["M"] = (r["LN"][0] + r["W"][0], r["LN"][1] + r["W"][1])
+    r["I"] = (r["M"][0] >> f, r["M"][1] >> f)
+    r["r"] = (0, (1 << f) - 1)
+    r["E"] = (round_shift(r["EXP"][0], p - r["I"][0] - g), round_shift(r["EXP"][1], p - r["I"][1] - g))
+    r["S"] = (0, k * q_in)
+    r["S_CSUM"] = (min(0, k * q_in * csum), max(0, k * q_in * csum))
+    r["C"] = (round_shift(r["S_CSUM"][0], h), round_shift(r["S_CSUM"][1], h))
+    r["Y"] = (r["E"][0] - r["C"][1] + r["B"][0], r["E"][1] - r["C"][0] + r["B"][1])
+    r["q_out"] = (0, int(layer["out_max"])) if layer["relu"] else r["Y"]
+    return r
+
+
+def infer_widths(layer: dict, tables: dict) -> tuple[dict, dict]:
+    """Ranges and widths of every signal; a signal that needs more than MAX_WIDTH bits is an error."""
+    ranges = signal_ranges(layer, tables)
+    widths = {name: width(lo, hi) for name, (lo, hi) in ranges.items()}
+    for name, bits in widths.items():
+        if bits > MAX_WIDTH:
+            lo, hi = ranges[name]
+            raise BmhwError(f"layer {layer['name']}: signal {name} needs {bits} bits (range [{lo}, {hi}]), more than "
+                            f"the {MAX_WIDTH} the datapath allows; lower --exp-frac-bits, --log-frac-bits or "
+                            "--guard-bits")
+    return {n: [int(lo), int(hi)] for n, (lo, hi) in ranges.items()}, widths
