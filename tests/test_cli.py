@@ -19,7 +19,7 @@ from bmhw.cli import main
 from bmhw.models import lenet
 
 ACCURACY_LINE = re.compile(r"^accuracy: (\d+\.\d\d)%$", re.M)
-COMMANDS = ("train", "convert", "eval", "demo")
+COMMANDS = ("train", "convert", "quantize", "eval", "demo")
 BMHW_SCRIPT = Path(sys.executable).parent / "bmhw"
 # Small, fast and still well above chance on the synthetic data.
 FAST_TRAIN = ["--epochs", "2", "--batch-size", "32", "--lr", "1e-2", "--quiet"]
@@ -349,3 +349,42 @@ def test_output_that_is_a_folder(classical_ckpt, tmp_path):
     code, _, err = run_main(["convert", classical_ckpt, "-o", folder])
     assert "a_folder" in assert_one_line_error(code, err)
     assert os.listdir(folder) == [] and sorted(os.listdir(tmp_path)) == ["a_folder"]
+
+
+# --- quantize and eval of .bmq files ----------------------------------------------------------------
+
+def test_quantize_then_eval_bmq(classical_ckpt, synth_mnist, tmp_path):
+    bm15 = tmp_path / "bm15.pt"
+    ok(["convert", classical_ckpt, "--neuron", "bm15", "-o", bm15])
+    bmq = tmp_path / "model.bmq"
+    ok(["quantize", bm15, "--data", synth_mnist, "--calib-images", "64", "-o", bmq])
+    first = bmq.read_bytes()
+    ok(["quantize", bm15, "--data", synth_mnist, "--calib-images", "64", "-o", bmq])
+    assert bmq.read_bytes() == first  # deterministic
+    out = ok(["eval", bmq, "--data", synth_mnist])
+    assert 0 <= accuracy_of(out) <= 100
+    assert "500 test images" in flat(ok(["eval", bmq]))
+
+
+@pytest.mark.parametrize("argv_tail, fragment", [
+    (["--act-bits", "1"], "--act-bits must be between"),
+    (["--exp-frac-bits", "60", "--guard-bits", "40"], "needs"),
+])
+def test_quantize_errors(classical_ckpt, tmp_path, argv_tail, fragment):
+    bm15 = tmp_path / "bm15.pt"
+    ok(["convert", classical_ckpt, "--neuron", "bm15", "-o", bm15])
+    code, _, err = run_main(["quantize", bm15, "-o", tmp_path / "m.bmq", *argv_tail])
+    assert fragment in assert_one_line_error(code, err)
+    assert not (tmp_path / "m.bmq").exists()
+
+
+def test_quantize_refuses_a_classical_checkpoint(classical_ckpt, tmp_path):
+    code, _, err = run_main(["quantize", classical_ckpt, "-o", tmp_path / "m.bmq"])
+    assert "convert the network to 1.5-branch BM" in assert_one_line_error(code, err)
+
+
+def test_eval_of_a_damaged_bmq(tmp_path):
+    bad = tmp_path / "bad.bmq"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    code, _, err = run_main(["eval", bad])
+    assert "not a valid .bmq file" in assert_one_line_error(code, err)

@@ -1,0 +1,513 @@
+"""The NumPy golden model against a scalar re-implementation written from docs/datapath.md alone.
+
+``ref_load`` / ``ref_forward`` below are the second implementation that docs/datapath.md promises:
+they read a ``.bmq`` file with ``zipfile``, ``json`` and ``numpy.load`` only (nothing from bmhw, so the
+format is proven readable without it) and compute one image at a time with Python integers, in plain
+loops over outputs and patch elements, following the numbered steps of "The 1.5-branch BM layer".
+``ref_ranges`` recomputes every signal's range and width from the tables per the "Widths" section.
+
+The tests compare, layer by layer and bit for bit, the golden model (``bmhw.golden.forward``) with
+this reference on random small networks (hypothesis: shapes, seeds, precisions, inputs including the
+extreme codes) and on the example MNIST LeNet with images of the built-in sample.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+# ---------------------------------------------------------------------------------------------------
+# The reference: docs/datapath.md, transcribed. No bmhw import, no NumPy arithmetic.
+# ---------------------------------------------------------------------------------------------------
+
+SIGNALS = ("q_in", "LN", "W", "T", "M", "I", "r", "EXP", "E", "S", "S_CSUM", "C", "B", "Y", "q_out")
+BM_TABLES = ("ln_lut", "log_weights", "exp_lut", "bias")
+
+
+def floor_div(a: int, n: int) -> int:
+    """floor_div(a, 2^n): floor division by 2^n (an arithmetic right shift)."""
+    assert n >= 0
+    return a // (1 << n)
+
+
+def round_shift(a: int, n: int) -> int:
+    """n > 0: floor_div(a + 2^(n-1), 2^n); n = 0: a; n < 0: a * 2^(-n)."""
+    if n > 0:
+        return floor_div(a + (1 << (n - 1)), n)
+    if n == 0:
+        return a
+    return a * (1 << (-n))
+
+
+def clamp(a: int, lo: int, hi: int) -> int:
+    return min(max(a, lo), hi)
+
+
+def width(lo: int, hi: int) -> int:
+    """The smallest width holding [lo, hi]: unsigned if lo >= 0, else two's complement."""
+    if lo >= 0:
+        n = 1
+        while not hi < (1 << n):
+            n += 1
+        return n
+    n = 1
+    while not (-(1 << (n - 1)) <= lo and hi < (1 << (n - 1))):
+        n += 1
+    return n
+
+
+def ref_load(path) -> tuple[dict, dict]:
+    """Read a .bmq file: (model.json as a dict, {"LAYER/TABLE": nested lists of Python ints})."""
+    with zipfile.ZipFile(path) as archive:
+        model = json.loads(archive.read("model.json").decode("utf-8"))
+        tables = {}
+        for name in archive.namelist():
+            if name.endswith(".npy"):
+                array = np.load(io.BytesIO(archive.read(name)), allow_pickle=False)
+                assert array.dtype == np.int64, f"{name}: dtype {array.dtype}, the spec says int64"
+                tables[name[: -len(".npy")]] = array.tolist()
+    assert model["format"] == "bmhw-bmq" and model["version"] == 1
+    return model, tables
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _bm_tables(layer: dict, tables: dict) -> dict:
+    name, K, O = layer["name"], layer["fan_in"], layer["out_count"]
+    t = {key: tables[f"{name}/{key}"] for key in BM_TABLES}
+    assert len(t["ln_lut"]) == layer["in_max"] + 1, f"{name}: ln_lut length"
+    assert len(t["log_weights"]) == O and all(len(row) == K for row in t["log_weights"]), f"{name}: log_weights"
+    assert len(t["exp_lut"]) == 1 << layer["F"], f"{name}: exp_lut length"
+    assert len(t["bias"]) == O, f"{name}: bias length"
+    return t
+
+
+def _bm_patch(layer: dict, t: dict, patch: list) -> list:
+    """Steps 1-5 of the spec for one input patch q_1..q_K: the O outputs."""
+    F, P, G, H = layer["F"], layer["P"], layer["G"], layer["H"]
+    CSUM, Qin = layer["csum"], layer["in_max"]
+    LN, Wt, EXP, B = t["ln_lut"], t["log_weights"], t["exp_lut"], t["bias"]
+    for q in patch:
+        assert 0 <= q <= Qin, f"{layer['name']}: input code {q} outside [0, {Qin}]"
+    # 3. input sum and correction, shared by all outputs of the patch
+    S = 0
+    for q in patch:
+        S += q
+    C = round_shift(S * CSUM, H)
+    outputs = []
+    for o in range(layer["out_count"]):
+        # 1. add-max
+        M = None
+        for k in range(layer["fan_in"]):
+            T = LN[patch[k]] + Wt[o][k]
+            if M is None or T > M:
+                M = T
+        # 2. exp
+        I = floor_div(M, F)
+        r = M - I * (1 << F)
+        assert 0 <= r < (1 << F)
+        E = round_shift(EXP[r], P - I - G)
+        # 4. accumulate
+        Y = E - C + B[o]
+        # 5. output
+        if layer["relu"]:
+            outputs.append(clamp(round_shift(Y, G + layer["out_scale_exp"]), 0, layer["out_max"]))
+        else:
+            outputs.append(Y)
+    return outputs
+
+
+def _bm_conv2d(layer: dict, t: dict, x: list) -> list:
+    C, H, W = layer["in_shape"]
+    O, Ho, Wo = layer["out_shape"]
+    kh, kw = layer["kernel"]
+    sh, sw = layer["stride"]
+    ph, pw = layer["padding"]
+    assert Ho == (H + 2 * ph - kh) // sh + 1 and Wo == (W + 2 * pw - kw) // sw + 1, layer["name"]
+    assert layer["fan_in"] == C * kh * kw and layer["out_count"] == O, layer["name"]
+    out = [0] * (O * Ho * Wo)
+    for oy in range(Ho):
+        for ox in range(Wo):
+            patch = []
+            for c in range(C):
+                for ky in range(kh):
+                    for kx in range(kw):
+                        iy, ix = oy * sh - ph + ky, ox * sw - pw + kx
+                        inside = 0 <= iy < H and 0 <= ix < W
+                        patch.append(x[(c * H + iy) * W + ix] if inside else 0)  # padding reads code 0
+            values = _bm_patch(layer, t, patch)
+            for o in range(O):
+                out[(o * Ho + oy) * Wo + ox] = values[o]
+    return out
+
+
+def _maxpool2d(layer: dict, x: list) -> list:
+    C, H, W = layer["in_shape"]
+    k, s = layer["kernel"], layer["stride"]
+    assert k == s, "the spec's pooling has stride k"
+    Co, Ho, Wo = layer["out_shape"]
+    assert Co == C and Ho == (H - k) // k + 1 and Wo == (W - k) // k + 1, layer["name"]
+    out = []
+    for c in range(C):
+        for oy in range(Ho):
+            for ox in range(Wo):
+                best = None
+                for dy in range(k):
+                    for dx in range(k):
+                        value = x[(c * H + oy * s + dy) * W + ox * s + dx]
+                        if best is None or value > best:
+                            best = value
+                out.append(best)
+    return out
+
+
+def ref_forward(model: dict, tables: dict, image) -> dict:
+    """One image (nested lists or array, (C, H, W) of codes) through the network: {layer name: (flat list
+    of Python ints, out_shape)} for every layer, in execution order."""
+    shape = model["input"]["shape"]
+    x = [int(v) for v in np.asarray(image).reshape(-1).tolist()]
+    assert len(x) == _prod(shape)
+    results = {}
+    for layer in model["layers"]:
+        op = layer["op"]
+        assert len(x) == _prod(layer["in_shape"]), f"{layer['name']}: input size"
+        if op == "bm_conv2d":
+            x = _bm_conv2d(layer, _bm_tables(layer, tables), x)
+        elif op == "bm_linear":
+            assert layer["fan_in"] == len(x), layer["name"]
+            x = _bm_patch(layer, _bm_tables(layer, tables), x)
+        elif op == "maxpool2d":
+            x = _maxpool2d(layer, x)
+        elif op == "flatten":
+            x = list(x)  # (C, H, W) is already flat in C, H, W order
+        else:
+            raise AssertionError(f"unknown op {op!r}")
+        assert len(x) == _prod(layer["out_shape"]), f"{layer['name']}: output size"
+        results[layer["name"]] = (x, tuple(layer["out_shape"]))
+    return results
+
+
+def ref_ranges(layer: dict, tables: dict) -> dict:
+    """Every signal's [lo, hi] for one BM layer, from the tables and code ranges ("Widths")."""
+    t = _bm_tables(layer, tables)
+    F, P, G, H = layer["F"], layer["P"], layer["G"], layer["H"]
+    K, Qin, CSUM = layer["fan_in"], layer["in_max"], layer["csum"]
+    w_flat = [w for row in t["log_weights"] for w in row]
+    R = {"q_in": [0, Qin]}
+    R["LN"] = [min(t["ln_lut"]), max(t["ln_lut"])]
+    R["W"] = [min(w_flat), max(w_flat)]
+    R["EXP"] = [min(t["exp_lut"]), max(t["exp_lut"])]
+    R["B"] = [min(t["bias"]), max(t["bias"])]
+    R["T"] = [R["LN"][0] + R["W"][0], R["LN"][1] + R["W"][1]]
+    R["M"] = list(R["T"])
+    R["I"] = [floor_div(R["M"][0], F), floor_div(R["M"][1], F)]
+    R["r"] = [0, (1 << F) - 1]
+    R["E"] = [round_shift(R["EXP"][0], P - R["I"][0] - G), round_shift(R["EXP"][1], P - R["I"][1] - G)]
+    R["S"] = [0, K * Qin]
+    R["S_CSUM"] = [0, K * Qin * CSUM]
+    R["C"] = [0, round_shift(K * Qin * CSUM, H)]
+    R["Y"] = [R["E"][0] - R["C"][1] + R["B"][0], R["E"][1] + R["B"][1]]
+    R["q_out"] = [0, layer["out_max"]] if layer["relu"] else list(R["Y"])
+    return R
+
+
+# ---------------------------------------------------------------------------------------------------
+# Comparison helpers
+# ---------------------------------------------------------------------------------------------------
+
+
+def first_mismatch(a: np.ndarray, b: np.ndarray):
+    diff = np.argwhere(a != b)
+    return tuple(int(i) for i in diff[0]) if len(diff) else None
+
+
+def compare_layers(model: dict, tables: dict, golden_all: dict, codes: np.ndarray, label: str = "") -> None:
+    """Golden (return_all) against the reference, image by image, layer by layer."""
+    for n in range(codes.shape[0]):
+        ref = ref_forward(model, tables, codes[n])
+        for layer in model["layers"]:
+            name = layer["name"]
+            assert name in golden_all, f"{label}golden forward(return_all=True) lacks layer {name!r}"
+            got = np.asarray(golden_all[name])
+            values, shape = ref[name]
+            assert got.dtype == np.int64, f"{label}layer {name}: golden dtype {got.dtype}, expected int64"
+            assert got.shape == (codes.shape[0], *shape), (
+                f"{label}layer {name}: golden shape {got.shape}, expected {(codes.shape[0], *shape)}")
+            want = np.array(values, dtype=object).reshape(shape)
+            have = got[n].astype(object)
+            if not np.array_equal(have, want):
+                idx = first_mismatch(have, want)
+                raise AssertionError(
+                    f"{label}layer {name} ({layer['op']}), image {n}: first mismatch at index {idx}: "
+                    f"golden {have[idx]} != reference {want[idx]} "
+                    f"({int((have != want).sum())} of {want.size} values differ)")
+
+
+def check_ranges(model: dict, tables: dict, net, label: str = "") -> None:
+    """IR ranges/widths (in the file and on the in-memory net) against the spec's derivation."""
+    for layer in model["layers"]:
+        if layer["op"] not in ("bm_conv2d", "bm_linear"):
+            continue
+        name = layer["name"]
+        want = ref_ranges(layer, tables)
+        assert set(layer["ranges"]) == set(SIGNALS), f"{label}layer {name}: range signals {sorted(layer['ranges'])}"
+        assert set(layer["widths"]) == set(SIGNALS), f"{label}layer {name}: width signals {sorted(layer['widths'])}"
+        for signal in SIGNALS:
+            lo, hi = want[signal]
+            assert lo <= hi, f"{label}layer {name}: reference range of {signal} is empty [{lo}, {hi}]"
+            assert list(layer["ranges"][signal]) == [lo, hi], (
+                f"{label}layer {name}, signal {signal}: IR range {layer['ranges'][signal]}, spec gives [{lo}, {hi}]")
+            assert layer["widths"][signal] == width(lo, hi), (
+                f"{label}layer {name}, signal {signal}: IR width {layer['widths'][signal]}, spec gives "
+                f"{width(lo, hi)} for [{lo}, {hi}]")
+            assert width(lo, hi) <= 62, f"{label}layer {name}, signal {signal}: {width(lo, hi)} bits > 62"
+    # The in-memory QuantizedNet says the same as its file.
+    for mem, disk in zip(net.layers, model["layers"]):
+        assert json.loads(json.dumps(mem, default=_plain)) == disk, f"{label}layer {disk['name']}: in-memory IR differs from the file"
+
+
+def _plain(value):
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def check_outputs_in_range(model: dict, golden_all: dict, label: str = "") -> None:
+    """Every layer's outputs lie in the code range (hidden) or the Y range (logits)."""
+    for layer in model["layers"]:
+        got = np.asarray(golden_all[layer["name"]])
+        if layer["op"] in ("bm_conv2d", "bm_linear"):
+            lo, hi = layer["ranges"]["q_out"]
+        else:
+            lo, hi = 0, None
+        assert got.size == 0 or got.min() >= lo, f"{label}layer {layer['name']}: output {got.min()} < {lo}"
+        if hi is not None:
+            assert got.size == 0 or got.max() <= hi, f"{label}layer {layer['name']}: output {got.max()} > {hi}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Random networks
+# ---------------------------------------------------------------------------------------------------
+
+
+def build_sequential(spec: dict) -> nn.Sequential:
+    """A Sequential of BM layers from a spec: {"seed", "in": (C, H, W), "convs": [(out, k, stride, pad,
+    pool)], "linears": [outs]}; ReLU after every weight layer but the last, pool after the ReLU."""
+    torch.manual_seed(spec["seed"])
+    from bmhw.nn import BMConv2d, BMLinear
+
+    c, h, w = spec["in"]
+    modules = []
+    n_weight = len(spec["convs"]) + len(spec["linears"])
+    index = 0
+    for out, k, stride, pad, pool in spec["convs"]:
+        modules.append(BMConv2d(c, out, k, stride=stride, padding=pad))
+        index += 1
+        if index < n_weight:
+            modules.append(nn.ReLU())
+        c, h, w = out, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        if pool:
+            modules.append(nn.MaxPool2d(pool))
+            h, w = h // pool, w // pool
+    modules.append(nn.Flatten())
+    features = c * h * w
+    for out in spec["linears"]:
+        modules.append(BMLinear(features, out))
+        index += 1
+        if index < n_weight:
+            modules.append(nn.ReLU())
+        features = out
+    return nn.Sequential(*modules).eval()
+
+
+@st.composite
+def net_specs(draw):
+    spec = {"seed": draw(st.integers(0, 2**31 - 1))}
+    c, h, w = draw(st.integers(1, 2)), draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    spec["in"] = (c, h, w)
+    convs = []
+    for _ in range(draw(st.integers(0, 2))):
+        pad = draw(st.integers(0, 1))
+        k = draw(st.integers(1, min(3, h + 2 * pad, w + 2 * pad)))
+        stride = draw(st.integers(1, 2))
+        out = draw(st.integers(1, 3))
+        h, w = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        pool = 0
+        if min(h, w) >= 2 and draw(st.booleans()):
+            pool = draw(st.integers(2, min(3, h, w)))
+            h, w = h // pool, w // pool
+        convs.append((out, k, stride, pad, pool))
+    spec["convs"] = convs
+    spec["linears"] = draw(st.lists(st.integers(1, 4), min_size=1, max_size=3))
+    spec["act_bits"] = draw(st.integers(4, 8))
+    spec["log_frac_bits"] = draw(st.integers(4, 10))
+    spec["exp_frac_bits"] = draw(st.sampled_from([16, 16, 16, 10, 12, 20, 24]))
+    spec["guard_bits"] = draw(st.sampled_from([8, 8, 8, 2, 4, 12]))
+    spec["calib_max"] = draw(st.sampled_from([255, 255, 128, 40, 3]))  # dim calibration: saturation later
+    spec["input_seed"] = draw(st.integers(0, 2**31 - 1))
+    return spec
+
+
+EDGE_SPECS = [
+    # 1x1 spatial, one input channel, 1x1 kernel: fan-in 1 everywhere, one output channel, one logit
+    {"seed": 1, "in": (1, 1, 1), "convs": [(1, 1, 1, 0, 0)], "linears": [1], "act_bits": 4, "log_frac_bits": 4,
+     "calib_max": 255, "input_seed": 0},
+    # stride 2 with padding, a max-pool, flatten, two linears
+    {"seed": 2, "in": (2, 6, 5), "convs": [(3, 3, 2, 1, 0), (2, 1, 1, 1, 2)], "linears": [4, 3], "act_bits": 8,
+     "log_frac_bits": 10, "calib_max": 255, "input_seed": 1},
+    # padding larger than the image reach: whole padded patches read code 0
+    {"seed": 3, "in": (1, 2, 2), "convs": [(2, 1, 2, 1, 0)], "linears": [1, 2], "act_bits": 6,
+     "log_frac_bits": 7, "calib_max": 3, "input_seed": 2},
+]
+
+
+def quantize_spec(spec: dict, folder: Path):
+    from bmhw.ir import save_bmq
+    from bmhw.quant import quantize
+
+    model = build_sequential(spec)
+    rng = np.random.default_rng(spec["input_seed"])
+    calib = rng.integers(0, spec["calib_max"] + 1, size=(8, *spec["in"]), dtype=np.int64).astype(np.uint8)
+    net = quantize(model, calib, act_bits=spec["act_bits"], log_frac_bits=spec["log_frac_bits"],
+                   exp_frac_bits=spec.get("exp_frac_bits", 16), guard_bits=spec.get("guard_bits", 8))
+    path = folder / "net.bmq"
+    save_bmq(net, path)
+    codes = np.stack([rng.integers(0, 256, size=spec["in"]),
+                      rng.integers(0, 256, size=spec["in"]),
+                      np.zeros(spec["in"], dtype=np.int64),
+                      np.full(spec["in"], 255, dtype=np.int64)]).astype(np.int64)
+    return model, net, path, codes
+
+
+def _run_spec(spec: dict) -> None:
+    from bmhw import golden
+
+    label = f"spec {spec}: "
+    with tempfile.TemporaryDirectory() as tmp:
+        _, net, path, codes = quantize_spec(spec, Path(tmp))
+        model, tables = ref_load(path)
+    golden_all = golden.forward(net, codes, return_all=True)
+    compare_layers(model, tables, golden_all, codes, label)
+    check_ranges(model, tables, net, label)
+    check_outputs_in_range(model, golden_all, label)
+    logits = golden.forward(net, codes)
+    last = model["layers"][-1]["name"]
+    assert np.array_equal(np.asarray(logits), np.asarray(golden_all[last])), f"{label}logits != last layer output"
+
+
+@pytest.mark.parametrize("spec", EDGE_SPECS, ids=["fanin1-1x1", "stride2-pad-pool", "all-padding"])
+def test_edge_networks_match_reference(spec):
+    _run_spec(spec)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=net_specs())
+def test_random_networks_match_reference(spec):
+    _run_spec(spec)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The example MNIST LeNet
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mnist_lenet(tmp_path_factory):
+    from bmhw.checkpoint import load_checkpoint
+    from bmhw.data import load_mnist_sample
+    from bmhw.ir import save_bmq
+    from bmhw.quant import quantize
+    from bmhw.resources import examples_dir
+
+    images, _ = load_mnist_sample()
+    model = load_checkpoint(examples_dir() / "lenet_bm15_mnist.pt").model
+    net = quantize(model, images[:200])
+    path = tmp_path_factory.mktemp("lenet") / "lenet.bmq"
+    save_bmq(net, path)
+    return net, path, images
+
+
+def test_mnist_lenet_matches_reference(mnist_lenet):
+    from bmhw import golden
+
+    net, path, images = mnist_lenet
+    model, tables = ref_load(path)
+    codes = np.concatenate([images[[0, 250]], images[499:500]]).astype(np.int64)  # 2 calibration images, 1 not
+    golden_all = golden.forward(net, codes, return_all=True)
+    compare_layers(model, tables, golden_all, codes, "lenet: ")
+    check_ranges(model, tables, net, "lenet: ")
+    check_outputs_in_range(model, golden_all, "lenet: ")
+    ops = [layer["op"] for layer in model["layers"]]
+    assert ops.count("bm_conv2d") == 2 and ops.count("bm_linear") == 3, ops
+    assert model["input"]["shape"] == [1, 28, 28] and model["input"]["scale"] == [1, 255]
+
+
+def test_mnist_lenet_extreme_images(mnist_lenet):
+    from bmhw import golden
+
+    net, path, _ = mnist_lenet
+    model, tables = ref_load(path)
+    codes = np.stack([np.zeros((1, 28, 28), np.int64), np.full((1, 28, 28), 255, np.int64)])
+    compare_layers(model, tables, golden.forward(net, codes, return_all=True), codes, "lenet extremes: ")
+
+
+def test_width_of_a_single_negative_power_of_two():
+    """A one-weight layer whose log-weight is exactly -32 (F = 4): W's range is [-32, -32], which the
+    spec's rule ("the smallest n with -2^(n-1) <= lo and hi < 2^(n-1)") fits in 6 bits."""
+    from bmhw.nn import BMLinear
+
+    torch.manual_seed(0)
+    layer = BMLinear(1, 1)
+    with torch.no_grad():
+        layer.v.fill_(-2 * math.log(2))  # 2^4 * v / ln 2 = -32
+    model = nn.Sequential(nn.Flatten(), layer).eval()
+    from bmhw.ir import save_bmq
+    from bmhw.quant import quantize
+
+    net = quantize(model, np.full((4, 1, 1, 1), 200, np.uint8), log_frac_bits=4)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_bmq(net, Path(tmp) / "one.bmq")
+        model_json, tables = ref_load(Path(tmp) / "one.bmq")
+    bm = [layer for layer in model_json["layers"] if layer["op"] == "bm_linear"][0]
+    assert tables[f"{bm['name']}/log_weights"] == [[-32]]
+    assert bm["ranges"]["W"] == [-32, -32]
+    assert width(-32, -32) == 6
+    check_ranges(model_json, tables, net)
+
+
+def test_comparison_names_layer_and_index():
+    """A single changed value in the golden outputs is caught, with the layer and index in the message."""
+    from bmhw import golden
+
+    spec = EDGE_SPECS[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        _, net, path, codes = quantize_spec(spec, Path(tmp))
+        model, tables = ref_load(path)
+    golden_all = {name: np.array(values) for name, values in golden.forward(net, codes, return_all=True).items()}
+    name = model["layers"][0]["name"]
+    golden_all[name][1, 2, 0, 1] += 1
+    with pytest.raises(AssertionError, match=rf"layer {name} .*image 1: first mismatch at index \(2, 0, 1\)"):
+        compare_layers(model, tables, golden_all, codes)
+
+
+def test_reference_helpers():
+    """round_shift and width exactly as the spec defines them, on hand-checked values."""
+    assert [round_shift(a, 1) for a in (-3, -2, -1, 0, 1, 2, 3)] == [-1, -1, 0, 0, 1, 1, 2]  # halves go up
+    assert round_shift(5, 0) == 5 and round_shift(-5, -3) == -40 and round_shift(6, 2) == 2
+    assert floor_div(-1, 4) == -1 and floor_div(-16, 4) == -1 and floor_div(15, 4) == 0
+    assert width(0, 0) == 1 and width(0, 1) == 1 and width(0, 2) == 2 and width(0, 255) == 8
+    assert width(-1, 0) == 1 and width(-128, 127) == 8 and width(-129, 0) == 9 and width(-1, 128) == 9
