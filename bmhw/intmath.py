@@ -41,4 +41,4 @@ def width(lo: int, hi: int) -> int:
         raise ValueError(f"empty range [{lo}, {hi}]")
     if lo >= 0:
         return max(1, hi.bit_length())
-    return max((-lo - 1).bit_length(), hi.bit_length()) + 1
+    return max((-lo - 1).bit_length(), hi.bit_length() if hi >= 0 else 0) + 1

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -400,8 +400,16 @@ def _run_spec(spec: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _, net, path, codes = quantize_spec(spec, Path(tmp))
         model, tables = ref_load(path)
+        from bmhw.ir import dumps, load_bmq
+
+        assert dumps(net) == path.read_bytes(), f"{label}dumps(net) differs from the saved file"
+        loaded = load_bmq(path)
     golden_all = golden.forward(net, codes, return_all=True)
     compare_layers(model, tables, golden_all, codes, label)
+    reloaded = golden.forward(loaded, codes, return_all=True)
+    for name in golden_all:
+        assert np.array_equal(np.asarray(reloaded[name]), np.asarray(golden_all[name])), (
+            f"{label}layer {name}: golden on load_bmq(file) differs from golden on the in-memory net")
     check_ranges(model, tables, net, label)
     check_outputs_in_range(model, golden_all, label)
     logits = golden.forward(net, codes)
@@ -414,7 +422,7 @@ def test_edge_networks_match_reference(spec):
     _run_spec(spec)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=net_specs())
 def test_random_networks_match_reference(spec):
     _run_spec(spec)
@@ -510,4 +518,5 @@ def test_reference_helpers():
     assert round_shift(5, 0) == 5 and round_shift(-5, -3) == -40 and round_shift(6, 2) == 2
     assert floor_div(-1, 4) == -1 and floor_div(-16, 4) == -1 and floor_div(15, 4) == 0
     assert width(0, 0) == 1 and width(0, 1) == 1 and width(0, 2) == 2 and width(0, 255) == 8
+    assert width(-1, -1) == 1 and width(-32, -32) == 6 and width(-33, -32) == 7
     assert width(-1, 0) == 1 and width(-128, 127) == 8 and width(-129, 0) == 9 and width(-1, 128) == 9

@@ -27,7 +27,7 @@ def test_rnd_rounds_halves_up():
     assert rnd(Fraction(-3, 2)) == -1 and rnd(Fraction(5, 2)) == 3
 
 
-@pytest.mark.parametrize("lo, hi, bits", [(0, 0, 1), (0, 1, 1), (0, 255, 8), (0, 256, 9), (-1, 0, 1), (-128, 127, 8),
+@pytest.mark.parametrize("lo, hi, bits", [(0, 0, 1), (0, 1, 1), (0, 255, 8), (0, 256, 9), (-1, 0, 1), (-128, 127, 8), (-32, -32, 6), (-1, -1, 1),
                                           (-129, 0, 9), (-1, 128, 9), (5, 7, 3)])
 def test_width(lo, hi, bits):
     assert width(lo, hi) == bits

@@ -248,7 +248,7 @@ def test_fixed_random_model_tables(spec):
     _check_spec(spec)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=net_specs())
 def test_random_model_tables(spec):
     _check_spec(spec)
