@@ -22,7 +22,7 @@ from bmhw import golden
 from bmhw.checkpoint import load_checkpoint
 from bmhw.data import load_dataset
 from bmhw.quant import quantize
-from bmhw.train import evaluate
+from bmhw.train import predict
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,23 +45,27 @@ def main() -> None:
     calib = train_images[np.sort(rng.choice(len(train_images), args.calib_images, replace=False))]
 
     start = time.perf_counter()
-    float_acc = evaluate(model, images, labels)
+    float_pred = predict(model, images)
     float_seconds = time.perf_counter() - start
+    float_acc = float((float_pred == labels).mean())
     console.print(f"float model: {float_acc:.2%} on {len(labels)} test images, {len(labels) / float_seconds:,.0f} images/s "
                   f"(PyTorch, {torch.get_num_threads()} threads)")
 
     table = Table(title=f"integer golden model vs float ({float_acc:.2%}), {args.checkpoint.name}")
-    for column in ("act bits", "log frac bits F", "accuracy", "vs float (points)", "golden images/s"):
+    for column in ("act bits", "log frac bits F", "accuracy", "vs float (points)", "same class as float",
+                   "golden images/s"):
         table.add_column(column, justify="right")
     results = {}
     for act_bits in args.act_bits:
         for f in args.log_frac_bits:
             net = quantize(model, calib, act_bits=act_bits, log_frac_bits=f)
             start = time.perf_counter()
-            acc = float((golden.predict(net, images) == labels).mean())
+            pred = golden.predict(net, images)
             speed = len(labels) / (time.perf_counter() - start)
+            acc = float((pred == labels).mean())
             results[act_bits, f] = acc
-            table.add_row(str(act_bits), str(f), f"{acc:.2%}", f"{(acc - float_acc) * 100:+.2f}", f"{speed:,.0f}")
+            table.add_row(str(act_bits), str(f), f"{acc:.2%}", f"{(acc - float_acc) * 100:+.2f}",
+                          f"{(pred == float_pred).mean():.2%}", f"{speed:,.0f}")
     console.print(table)
 
     if args.plot is not None:

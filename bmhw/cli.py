@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "every bit width (docs/datapath.md); write the .bmq file that every backend reads.")
     p.add_argument("checkpoint", type=Path, help="1.5-branch BM checkpoint with the exact max (.pt)")
     p.add_argument("--act-bits", type=int, default=8, help="bits of hidden activation codes (default: 8)")
-    p.add_argument("--log-frac-bits", type=int, default=8, help="fraction bits F of the log domain (default: 8)")
+    p.add_argument("--log-frac-bits", type=int, default=10, help="fraction bits F of the log domain (default: 10)")
     p.add_argument("--exp-frac-bits", type=int, default=16, help="fraction bits P of the exp table (default: 16)")
     p.add_argument("--guard-bits", type=int, default=8,
                    help="accumulator bits below an output code's step (default: 8)")
@@ -84,10 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
 
     p = sub.add_parser("demo", help="run the bundled example networks on the built-in MNIST sample",
-                       description="Evaluate the bundled classical and 1.5-branch BM LeNet checkpoints on the "
-                       "built-in MNIST sample and print a table.")
+                       description="Evaluate the bundled classical and 1.5-branch BM LeNet checkpoints, and the "
+                       "quantized BM LeNet with the integer golden model, on the built-in MNIST sample; print a table.")
     p.add_argument("--examples", type=Path, default=None, metavar="DIR",
-                   help="folder with lenet_classical_mnist.pt and lenet_bm15_mnist.pt (default: the bundled ones)")
+                   help="folder with lenet_classical_mnist.pt, lenet_bm15_mnist.pt and lenet_bm15_mnist.bmq "
+                   "(default: the bundled ones)")
     return parser
 
 

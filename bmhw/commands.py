@@ -206,20 +206,27 @@ def _eval_bmq(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from bmhw import golden
+    from bmhw.ir import load_bmq
     from bmhw.resources import examples_dir
 
-    folder = args.examples or examples_dir()
+    folder = Path(args.examples or examples_dir())
     images, labels = load_dataset("mnist", None, "test")
-    table = Table(title=f"bmhw demo: example networks on the built-in MNIST sample ({len(images)} test images)")
-    for column in ("checkpoint", "layers", "how it was made", "accuracy here", "recorded (full test set)"):
-        table.add_column(column)
+    table = Table(title=f"bmhw demo: the example networks on the built-in MNIST sample ({len(images)} test images)")
+    table.add_column("network", no_wrap=True)
+    table.add_column("neurons")
+    table.add_column("accuracy here", justify="right")
+    table.add_column("recorded on the full test set", justify="right")
     for name in ("lenet_classical_mnist.pt", "lenet_bm15_mnist.pt"):
-        ckpt = load_checkpoint(Path(folder) / name)
-        kinds = sorted({s["neuron"] + ("" if s["neuron"] == "classical" else f"/{s['reduce']}")
+        ckpt = load_checkpoint(folder / name)
+        kinds = sorted({s["neuron"] + ("" if s["neuron"] == "classical" else f", {s['reduce']}")
                         for s in ckpt.config["layers"].values()})
-        accuracy = evaluate(ckpt.model, images, labels)
         recorded = ckpt.metadata.get("accuracy")
-        table.add_row(name, ", ".join(kinds), str(ckpt.metadata.get("method", "?")), f"{accuracy:.2%}",
+        table.add_row(name, "; ".join(kinds), f"{evaluate(ckpt.model, images, labels):.2%}",
                       "-" if recorded is None else f"{recorded:.2%}")
+    net = load_bmq(folder / "lenet_bm15_mnist.bmq")
+    bits = net.bm_layers()[0]["widths"]["q_out"]
+    accuracy = float((golden.predict(net, images) == labels).mean())
+    table.add_row("lenet_bm15_mnist.bmq", f"integer golden model, {bits}-bit codes", f"{accuracy:.2%}", "-")
     console.print(table)
     return 0

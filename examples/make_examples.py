@@ -1,6 +1,6 @@
 """Re-create the example checkpoints of this folder from the full MNIST (see README.md here).
 
-    python examples/make_examples.py --data ../shared/data/mnist            # both
+    python examples/make_examples.py --data ../shared/data/mnist            # all three
     python examples/make_examples.py --data ../shared/data/mnist --only bm15
 
 1. ``lenet_classical_mnist.pt``: the classical LeNet, trained directly (``bmhw train`` with the same
@@ -9,6 +9,8 @@
    one by layer-wise knowledge distillation with a per-channel re-fit at each step
    (``bmhw.distill.layerwise_distill``), then fine-tuned as a whole by distillation from the classical
    network (``bmhw.distill.knowledge_distill``).
+3. ``lenet_bm15_mnist.bmq``: that network quantized with the default options (8-bit activations),
+   calibrated on 2,000 training images (``bmhw quantize ... --data`` gives the same file).
 
 Prints accuracies and wall times; every figure in README.md comes from a run of this script.
 """
@@ -19,6 +21,7 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bmhw.checkpoint import load_checkpoint, save_checkpoint
@@ -70,17 +73,34 @@ def make_bm15(data: Path, teacher_path: Path, out: Path) -> None:
     print(f"bm15 (exact max): test accuracy {accuracy:.2%}, {seconds:.0f} s in all -> {out}")
 
 
+def make_bmq(data: Path, checkpoint: Path, out: Path) -> None:
+    from bmhw import golden
+    from bmhw.ir import save_bmq
+    from bmhw.quant import quantize
+
+    images, _ = load_dataset("mnist", data, "train")
+    test_images, test_labels = load_dataset("mnist", data, "test")
+    pick = np.sort(np.random.default_rng(0).choice(len(images), size=2000, replace=False))
+    net = quantize(load_checkpoint(checkpoint).model, images[pick],
+                   meta={"source": checkpoint.name, "calibration": "mnist train split"})
+    save_bmq(net, out)
+    accuracy = float((golden.predict(net, test_images) == test_labels).mean())
+    print(f"quantized (integer golden model): test accuracy {accuracy:.2%} -> {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data" / "mnist")
     parser.add_argument("--out", type=Path, default=HERE)
-    parser.add_argument("--only", choices=("classical", "bm15"), default=None)
+    parser.add_argument("--only", choices=("classical", "bm15", "bmq"), default=None)
     args = parser.parse_args()
     classical = args.out / "lenet_classical_mnist.pt"
     if args.only in (None, "classical"):
         make_classical(args.data, classical)
     if args.only in (None, "bm15"):
         make_bm15(args.data, classical, args.out / "lenet_bm15_mnist.pt")
+    if args.only in (None, "bm15", "bmq"):
+        make_bmq(args.data, args.out / "lenet_bm15_mnist.pt", args.out / "lenet_bm15_mnist.bmq")
 
 
 if __name__ == "__main__":

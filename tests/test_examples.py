@@ -38,3 +38,18 @@ def test_bm15_example_is_alive():
         per_unit_std = value.flatten(1).std(0)
         assert float((per_unit_std > 0).float().mean()) > 0.2, f"{name}: almost every unit is constant"
     assert evaluate(ckpt.model, IMAGES, LABELS) > 0.2  # far above chance (0.1)
+
+
+def test_quantized_example_matches_its_checkpoint_and_is_alive():
+    from bmhw import golden
+    from bmhw.ir import load_bmq
+
+    net = load_bmq(examples_dir() / "lenet_bm15_mnist.bmq")
+    ckpt = load_checkpoint(examples_dir() / "lenet_bm15_mnist.pt")
+    assert [layer["name"] for layer in net.bm_layers()] == list(ckpt.model.WEIGHT_LAYERS)
+    for layer in net.bm_layers():
+        assert layer["delta_w"] == float(ckpt.model.get_submodule(layer["name"]).delta_w)
+    outs = golden.forward(net, IMAGES, return_all=True)
+    for name, value in outs.items():
+        assert value.reshape(len(IMAGES), -1).std(axis=0).max() > 0, f"{name}: constant output"
+    assert (golden.predict(net, IMAGES) == LABELS).mean() > 0.2

@@ -32,7 +32,7 @@ CORRECTION_SHIFT = 16  # H of docs/datapath.md
 @dataclass(frozen=True)
 class QuantOptions:
     act_bits: int = 8
-    log_frac_bits: int = 8
+    log_frac_bits: int = 10
     exp_frac_bits: int = 16
     guard_bits: int = 8
 
@@ -115,7 +115,7 @@ def _bm_tables(mod: _BMNeuron, s_in: Fraction, q_in: int, opts: QuantOptions, g:
 
 
 @torch.no_grad()
-def quantize(model: nn.Module, calib_images: np.ndarray, act_bits=8, log_frac_bits=8, exp_frac_bits=16,
+def quantize(model: nn.Module, calib_images: np.ndarray, act_bits=8, log_frac_bits=10, exp_frac_bits=16,
              guard_bits=8, meta: dict | None = None) -> QuantizedNet:
     """Quantize a 1.5-branch BM network; ``calib_images``: uint8 images (N, C, H, W) for the scales."""
     opts = QuantOptions(act_bits, log_frac_bits, exp_frac_bits, guard_bits)
