@@ -11,10 +11,8 @@ nothing in the file is ever executed)::
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,17 +20,12 @@ import torch
 from torch import nn
 
 from bmhw import __version__
+from bmhw.atomic import write_atomically
 from bmhw.errors import BmhwError
 from bmhw.models import build, describe
 
 FORMAT = "bmhw-checkpoint"
 VERSION = 1
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 @dataclass
@@ -44,27 +37,11 @@ class Checkpoint:
 
 def save_checkpoint(path, model: nn.Module, **metadata) -> Path:
     """Write ``model`` and ``metadata`` to ``path`` atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    if path.is_dir():
-        raise BmhwError(f"output {path} is a folder: give a file name such as {path / 'model.pt'}")
     meta = {"bmhw_version": __version__, **{k: v for k, v in metadata.items() if v is not None}}
     payload = {"format": FORMAT, "version": VERSION, "config": describe(model),
                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                "metadata": meta}
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a checkpoint is an ordinary file
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise BmhwError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomically(path, lambda tmp: torch.save(payload, tmp), "checkpoint", "model.pt")
 
 
 def _read(path: Path):

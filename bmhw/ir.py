@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from bmhw.atomic import write_atomically
 from bmhw.errors import BmhwError
 
 FORMAT = "bmhw-bmq"
@@ -77,24 +76,8 @@ def dumps(net: QuantizedNet) -> bytes:
 
 def save_bmq(net: QuantizedNet, path) -> Path:
     """Write ``net`` to ``path`` atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    if path.is_dir():
-        raise BmhwError(f"output {path} is a folder: give a file name such as {path / 'model.bmq'}")
     data = dumps(net)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as err:
-        raise BmhwError(f"cannot write {path}: {err.strerror or err}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomically(path, lambda tmp: Path(tmp).write_bytes(data), "quantized network", "model.bmq")
 
 
 def _damaged(path, what: str) -> BmhwError:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from bmhw.data import write_idx
 
@@ -65,3 +67,33 @@ def synth_arrays(synth_mnist):
     from bmhw.data import load_mnist
 
     return {split: load_mnist(synth_mnist, split) for split in ("train", "test")}
+
+
+def build_sequential(spec: dict) -> nn.Sequential:
+    """A Sequential of BM layers from a spec: {"seed", "in": (C, H, W), "convs": [(out, k, stride, pad,
+    pool)], "linears": [outs]}; ReLU after every weight layer but the last, pool after the ReLU."""
+    torch.manual_seed(spec["seed"])
+    from bmhw.nn import BMConv2d, BMLinear
+
+    c, h, w = spec["in"]
+    modules = []
+    n_weight = len(spec["convs"]) + len(spec["linears"])
+    index = 0
+    for out, k, stride, pad, pool in spec["convs"]:
+        modules.append(BMConv2d(c, out, k, stride=stride, padding=pad))
+        index += 1
+        if index < n_weight:
+            modules.append(nn.ReLU())
+        c, h, w = out, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        if pool:
+            modules.append(nn.MaxPool2d(pool))
+            h, w = h // pool, w // pool
+    modules.append(nn.Flatten())
+    features = c * h * w
+    for out in spec["linears"]:
+        modules.append(BMLinear(features, out))
+        index += 1
+        if index < n_weight:
+            modules.append(nn.ReLU())
+        features = out
+    return nn.Sequential(*modules).eval()

@@ -26,6 +26,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
+from conftest import build_sequential
 
 # ---------------------------------------------------------------------------------------------------
 # The reference: docs/datapath.md, transcribed. No bmhw import, no NumPy arithmetic.
@@ -304,34 +305,6 @@ def check_outputs_in_range(model: dict, golden_all: dict, label: str = "") -> No
 # ---------------------------------------------------------------------------------------------------
 
 
-def build_sequential(spec: dict) -> nn.Sequential:
-    """A Sequential of BM layers from a spec: {"seed", "in": (C, H, W), "convs": [(out, k, stride, pad,
-    pool)], "linears": [outs]}; ReLU after every weight layer but the last, pool after the ReLU."""
-    torch.manual_seed(spec["seed"])
-    from bmhw.nn import BMConv2d, BMLinear
-
-    c, h, w = spec["in"]
-    modules = []
-    n_weight = len(spec["convs"]) + len(spec["linears"])
-    index = 0
-    for out, k, stride, pad, pool in spec["convs"]:
-        modules.append(BMConv2d(c, out, k, stride=stride, padding=pad))
-        index += 1
-        if index < n_weight:
-            modules.append(nn.ReLU())
-        c, h, w = out, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-        if pool:
-            modules.append(nn.MaxPool2d(pool))
-            h, w = h // pool, w // pool
-    modules.append(nn.Flatten())
-    features = c * h * w
-    for out in spec["linears"]:
-        modules.append(BMLinear(features, out))
-        index += 1
-        if index < n_weight:
-            modules.append(nn.ReLU())
-        features = out
-    return nn.Sequential(*modules).eval()
 
 
 @st.composite
