@@ -13,14 +13,13 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
 from bmhw import golden
 from bmhw.checkpoint import load_checkpoint
-from bmhw.data import load_dataset
+from bmhw.data import calibration_sample, load_dataset
 from bmhw.quant import quantize
 from bmhw.train import predict
 
@@ -41,8 +40,7 @@ def main() -> None:
     model = load_checkpoint(args.checkpoint).model
     train_images, _ = load_dataset("mnist", args.data, "train")
     images, labels = load_dataset("mnist", args.data, "test")
-    rng = np.random.default_rng(0)
-    calib = train_images[np.sort(rng.choice(len(train_images), args.calib_images, replace=False))]
+    calib = calibration_sample(train_images, args.calib_images)
 
     start = time.perf_counter()
     float_pred = predict(model, images)

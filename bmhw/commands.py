@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
 from bmhw.checkpoint import load_checkpoint, save_checkpoint
-from bmhw.data import load_dataset
+from bmhw.data import calibration_sample, load_dataset
 from bmhw.errors import BmhwError
 from bmhw.models import DATASETS, arch_name, create, describe, make_spec
 from bmhw.train import evaluate, to_tensor, train_classifier
@@ -121,12 +120,11 @@ def cmd_convert(args) -> int:
 
         _check_positive(calib_images=args.calib_images)
         images, _ = load_dataset(_dataset_of(model), args.data, "train")
-        rng = np.random.default_rng(0)
-        pick = np.sort(rng.choice(len(images), size=min(args.calib_images, len(images)), replace=False))
-        refit_bm15(model, teacher, to_tensor(images[pick]),
+        calib = calibration_sample(images, args.calib_images)
+        refit_bm15(model, teacher, to_tensor(calib),
                    progress=lambda name, s: console.print(f"re-fit {name}: median R^2 {s['r2']:.3f}, "
                                                           f"delta_w {s['delta_w']:g}"))
-        meta.update(method=meta["method"] + " + calibration re-fit", calib_images=len(pick))
+        meta.update(method=meta["method"] + " + calibration re-fit", calib_images=len(calib))
     elif args.data is not None:
         console.print("[yellow]--data is used for the 1.5-branch re-fit only; converting without it[/yellow]")
     save_checkpoint(args.output, model, **meta)
@@ -151,9 +149,7 @@ def cmd_quantize(args) -> int:
     else:
         images, _ = load_dataset(dataset, args.data, "train")
         source = f"{dataset} train split"
-    rng = np.random.default_rng(0)
-    pick = np.sort(rng.choice(len(images), size=min(args.calib_images, len(images)), replace=False))
-    net = quantize(ckpt.model, images[pick], **vars(opts),
+    net = quantize(ckpt.model, calibration_sample(images, args.calib_images), **vars(opts),
                    meta={"source": Path(args.checkpoint).name, "calibration": source})
     save_bmq(net, args.output)
     table = Table(title=f"bmhw quantize: {args.output}")

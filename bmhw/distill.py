@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bmhw.calibrate import refit_layer
+from bmhw.data import calibration_sample
 from bmhw.nn import to_bm
 from bmhw.train import make_progress, random_shift, to_tensor
 
@@ -80,8 +81,7 @@ def layerwise_distill(teacher: nn.Module, images: np.ndarray, labels: np.ndarray
     student = copy.deepcopy(teacher)
     names = list(teacher.WEIGHT_LAYERS)
     labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    rng = np.random.default_rng(cfg.seed)
-    calib = to_tensor(images[np.sort(rng.choice(len(images), min(cfg.calib_images, len(images)), replace=False))])
+    calib = to_tensor(calibration_sample(images, cfg.calib_images, cfg.seed))
     steps = max(1, int(round(cfg.epochs_per_layer * len(images) / cfg.batch_size)))
     log = []
     with make_progress(disable=quiet) as progress:

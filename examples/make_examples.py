@@ -21,11 +21,10 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from bmhw.checkpoint import load_checkpoint, save_checkpoint
-from bmhw.data import load_dataset
+from bmhw.data import calibration_sample, load_dataset
 from bmhw.distill import KDConfig, LayerwiseConfig, knowledge_distill, layerwise_distill
 from bmhw.models import lenet
 from bmhw.train import evaluate, train_classifier
@@ -80,8 +79,7 @@ def make_bmq(data: Path, checkpoint: Path, out: Path) -> None:
 
     images, _ = load_dataset("mnist", data, "train")
     test_images, test_labels = load_dataset("mnist", data, "test")
-    pick = np.sort(np.random.default_rng(0).choice(len(images), size=2000, replace=False))
-    net = quantize(load_checkpoint(checkpoint).model, images[pick],
+    net = quantize(load_checkpoint(checkpoint).model, calibration_sample(images, 2000),
                    meta={"source": checkpoint.name, "calibration": "mnist train split"})
     save_bmq(net, out)
     accuracy = float((golden.predict(net, test_images) == test_labels).mean())

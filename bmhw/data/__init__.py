@@ -20,6 +20,13 @@ DATASETS = ("mnist", "cifar10")
 SPLITS = ("train", "test")
 
 
+def calibration_sample(images: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """``count`` images drawn without replacement (all if fewer), in their original order: the
+    calibration batch of re-fits and quantization, the same for the same images and seed."""
+    rng = np.random.default_rng(seed)
+    return images[np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))]
+
+
 def load_dataset(
     name: str, root: str | os.PathLike | None = None, split: str = "test"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -51,6 +58,7 @@ __all__ = [
     "SPLITS",
     "SAMPLE_SIZE",
     "builtin_mnist_dir",
+    "calibration_sample",
     "encode_idx",
     "load_cifar10",
     "load_dataset",

@@ -20,7 +20,7 @@ from bmhw.errors import BmhwError
 from bmhw.intmath import rnd
 from bmhw.ir import QuantizedNet
 from bmhw.models import LeNet
-from bmhw.nn import BMConv2d, BMLinear
+from bmhw.nn import BMConv2d
 from bmhw.nn.layers import _BMNeuron
 from bmhw.train import to_tensor
 from bmhw.widths import infer_widths
