@@ -131,3 +131,17 @@ def test_converted_classical_lenet_quantizes():
     torch.manual_seed(1)
     net = quantize(to_bm(lenet("classical"), branches=1.5), random_images(16, shape=(1, 28, 28)))
     assert net.num_classes == 10 and math.isfinite(sum(layer["G"] for layer in net.bm_layers()))
+
+
+def test_scale_comes_from_what_the_next_layer_sees_after_pooling():
+    # A 3x3 output pooled by 2 drops its last row and column: their values must not set the scale.
+    conv = BMConv2d(1, 1, 1)
+    with torch.no_grad():
+        conv.v.fill_(math.log(2 * float(conv.delta_w)))  # y = dw * x: increasing in the pixel
+        conv.bias.zero_()
+    model = nn.Sequential(conv, nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), BMLinear(1, 2)).eval()
+    images = np.full((4, 1, 3, 3), 20, dtype=np.uint8)
+    images[:, 0, 2, 2] = 255  # the brightest pixel sits in the cropped corner
+    net = quantize(model, images, act_bits=4, log_frac_bits=4)
+    peak, e = float(conv.delta_w) * 20 / 255, net.layers[0]["out_scale_exp"]
+    assert 2.0**e * 15 >= peak > 2.0 ** (e - 1) * 15

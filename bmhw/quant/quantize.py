@@ -130,16 +130,24 @@ def quantize(model: nn.Module, calib_images: np.ndarray, act_bits=8, log_frac_bi
 
     top = (1 << act_bits) - 1
     s_in, q_in = INPUT_SCALE, 255
-    h = to_tensor(calib_images).double()
     mods = [_double(m) for m in mods]
+    outs, h = [], to_tensor(calib_images).double()
+    for mod in mods:
+        h = mod(h)
+        outs.append(h)
+    bm_idx = [i for i, m in enumerate(mods) if isinstance(m, _BMNeuron)]
     layers, arrays = [], {}
     shape = list(calib_images.shape[1:])
     for i, (mod, name) in enumerate(zip(mods, names)):
-        out = mod(h)
-        out_shape = list(out.shape[1:])
+        out_shape = list(outs[i].shape[1:])
         if isinstance(mod, _BMNeuron):
-            relu = i + 1 < len(mods)
-            amax = float((out.clamp_min(0) if relu else out.abs()).max())
+            relu = i != bm_idx[-1]
+            if relu:
+                # What the next weight layer sees: after the ReLU and any pooling (docs/datapath.md).
+                stage_end = next(j for j in bm_idx if j > i) - 1
+                amax = float(outs[stage_end].max())
+            else:
+                amax = float(outs[i].abs().max())
             e_out = _scale_exponent(amax, top if relu else (1 << (act_bits - 1)) - 1)
             g = guard_bits - e_out
             tables, csum = _bm_tables(mod, s_in, q_in, opts, g)
@@ -160,7 +168,7 @@ def quantize(model: nn.Module, calib_images: np.ndarray, act_bits=8, log_frac_bi
                            "kernel": int(mod.kernel_size), "stride": int(mod.kernel_size)})
         elif isinstance(mod, nn.Flatten):
             layers.append({"op": "flatten", "name": name, "in_shape": shape, "out_shape": out_shape})
-        h, shape = out, out_shape
+        shape = out_shape
     info = {"bmhw_version": __version__, "options": asdict(opts), "calib_images": int(len(calib_images)),
             **(meta or {})}
     return QuantizedNet(input_shape=tuple(calib_images.shape[1:]), input_scale=(1, 255), layers=layers,
