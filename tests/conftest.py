@@ -5,14 +5,21 @@ No test reads a real dataset (CI may not have one): every file is written here, 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 from torch import nn
 
 from bmhw.data import write_idx
+
+# CI replays the same examples every run (reproducible verdicts); local runs keep exploring.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 SYNTH_TRAIN = 512
 SYNTH_TEST = 256
