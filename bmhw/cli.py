@@ -1,4 +1,5 @@
-"""The ``bmhw`` command line: ``bmhw train | convert | eval | demo``; ``bmhw COMMAND --help`` for each.
+"""The ``bmhw`` command line: ``bmhw train | convert | quantize | eval | export | csim | demo``;
+``bmhw COMMAND --help`` for each.
 
 User mistakes raise :class:`bmhw.errors.BmhwError`; ``main`` prints them as one line on stderr and
 exits with status 2, leaving no partial output files behind (writers are atomic).
@@ -29,9 +30,19 @@ def _add_data_option(p: argparse.ArgumentParser, required_for: str) -> None:
                    help=f"dataset folder (MNIST IDX files or CIFAR-10 batches); {required_for}")
 
 
+def _add_quant_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--act-bits", type=int, default=8, help="bits of hidden activation codes (default: 8)")
+    p.add_argument("--log-frac-bits", type=int, default=10, help="fraction bits F of the log domain (default: 10)")
+    p.add_argument("--exp-frac-bits", type=int, default=16, help="fraction bits P of the exp table (default: 16)")
+    p.add_argument("--guard-bits", type=int, default=8,
+                   help="accumulator bits below an output code's step (default: 8)")
+    _add_data_option(p, "training images for calibration (default: the built-in MNIST sample, test images)")
+    p.add_argument("--calib-images", type=int, default=2000, help="calibration images (default: 2000)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bmhw", description="Bipolar morphological neural networks: training, "
-                                     "conversion and evaluation (hardware flows arrive in later releases).")
+                                     "conversion, quantization, evaluation and Vitis HLS generation with C-simulation.")
     parser.add_argument("--version", action="version", version=f"bmhw {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -66,13 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Calibrate activation scales, tabulate ln / exp / log-weights / biases and infer "
                        "every bit width (docs/datapath.md); write the .bmq file that every backend reads.")
     p.add_argument("checkpoint", type=Path, help="1.5-branch BM checkpoint with the exact max (.pt)")
-    p.add_argument("--act-bits", type=int, default=8, help="bits of hidden activation codes (default: 8)")
-    p.add_argument("--log-frac-bits", type=int, default=10, help="fraction bits F of the log domain (default: 10)")
-    p.add_argument("--exp-frac-bits", type=int, default=16, help="fraction bits P of the exp table (default: 16)")
-    p.add_argument("--guard-bits", type=int, default=8,
-                   help="accumulator bits below an output code's step (default: 8)")
-    _add_data_option(p, "training images for calibration (default: the built-in MNIST sample, test images)")
-    p.add_argument("--calib-images", type=int, default=2000, help="calibration images (default: 2000)")
+    _add_quant_options(p)
     p.add_argument("-o", "--output", type=Path, required=True, help=".bmq file to write")
 
     p = sub.add_parser("eval", help="test accuracy of a checkpoint or a quantized network",
@@ -82,6 +87,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_option(p, "default: the built-in MNIST sample (500 test images)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which split (default: test)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+
+    p = sub.add_parser("export", help="generate a Vitis HLS C++ project from a quantized network",
+                       description="Write a Vitis HLS project (kernels, per-layer config, ROM tables, top function "
+                       "with AXI-Stream ports, C testbench, run_hls.tcl, README) that computes the integer datapath "
+                       "bit for bit. A .pt checkpoint is quantized first, with the options of bmhw quantize.")
+    p.add_argument("model", type=Path, help="quantized network (.bmq) or 1.5-branch BM checkpoint (.pt)")
+    p.add_argument("--target", choices=("hls",), default="hls", help="what to generate (default: hls)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="project folder to write")
+    p.add_argument("--part", default="xcu250-figd2104-2L-e", help="FPGA part for run_hls.tcl "
+                   "(default: xcu250-figd2104-2L-e)")
+    p.add_argument("--clock", type=float, default=5.0, metavar="NS", help="clock period in ns (default: 5)")
+    _add_quant_options(p)
+
+    p = sub.add_parser("csim", help="C-simulate a generated HLS project against the golden model",
+                       description="Write golden-model vectors (inputs and every layer's output) into the project, "
+                       "compile it with g++ against the ap_int headers of the hls4ml package and run its testbench. "
+                       "Exits non-zero on any mismatch.")
+    p.add_argument("project", type=Path, help="folder written by bmhw export --target hls")
+    p.add_argument("--images", type=int, default=None, metavar="N", help="check the first N test images "
+                   "(default: all of them)")
+    _add_data_option(p, "MNIST test images (default: the built-in MNIST sample, 500 images)")
 
     p = sub.add_parser("demo", help="run the bundled example networks on the built-in MNIST sample",
                        description="Evaluate the bundled classical and 1.5-branch BM LeNet checkpoints, and the "

@@ -132,8 +132,8 @@ def cmd_convert(args) -> int:
     return 0
 
 
-def cmd_quantize(args) -> int:
-    from bmhw.ir import save_bmq
+def _quantize(args):
+    """Quantize the checkpoint ``args.checkpoint`` with the options of bmhw quantize."""
     from bmhw.quant import QuantOptions, quantize
 
     opts = QuantOptions(args.act_bits, args.log_frac_bits, args.exp_frac_bits, args.guard_bits)
@@ -149,8 +149,14 @@ def cmd_quantize(args) -> int:
     else:
         images, _ = load_dataset(dataset, args.data, "train")
         source = f"{dataset} train split"
-    net = quantize(ckpt.model, calibration_sample(images, args.calib_images), **vars(opts),
-                   meta={"source": Path(args.checkpoint).name, "calibration": source})
+    return quantize(ckpt.model, calibration_sample(images, args.calib_images), **vars(opts),
+                    meta={"source": Path(args.checkpoint).name, "calibration": source})
+
+
+def cmd_quantize(args) -> int:
+    from bmhw.ir import save_bmq
+
+    net = _quantize(args)
     save_bmq(net, args.output)
     table = Table(title=f"bmhw quantize: {args.output}")
     for column in ("layer", "op", "out shape", "output scale", "G", "PE sum T", "accumulator Y"):
@@ -198,6 +204,59 @@ def _eval_bmq(args) -> int:
     console.print(f"{args.checkpoint} (integer golden model): {len(images)} {args.split} images of {source}, "
                   f"{time.perf_counter() - start:.1f} s")
     print(f"accuracy: {accuracy * 100:.2f}%")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from bmhw.backends import hls
+    from bmhw.ir import load_bmq
+
+    start = time.perf_counter()
+    if _is_bmq(Path(args.model)):
+        net = load_bmq(args.model)
+    elif Path(args.model).suffix == ".pt":
+        args.checkpoint = args.model
+        net = _quantize(args)
+    else:
+        raise BmhwError(f"{args.model}: give a quantized network (.bmq) or a BM checkpoint (.pt)")
+    if not args.clock > 0:
+        raise BmhwError(f"--clock must be a positive period in ns, got {args.clock}")
+    hls.export(net, args.output, part=args.part, clock_ns=args.clock)
+    table = Table(title=f"bmhw export --target hls: {args.output}")
+    for column in ("layer", "op", "out shape", "PE sum T", "accumulator Y"):
+        table.add_column(column)
+    for layer in net.layers:
+        widths = layer.get("widths")
+        table.add_row(layer["name"], layer["op"], "x".join(map(str, layer["out_shape"])),
+                      f"{widths['T']} bits" if widths else "", f"{widths['Y']} bits" if widths else "")
+    console.print(table)
+    console.print(f"wrote {args.output} in {time.perf_counter() - start:.1f} s; check it with: bmhw csim {args.output}")
+    return 0
+
+
+def cmd_csim(args) -> int:
+    from bmhw.backends import csim
+
+    _check_positive(images=args.images)
+    net = csim.load_project(args.project)
+    if tuple(net.input_shape) != (1, 28, 28):
+        raise BmhwError(f"{args.project} takes inputs of shape {tuple(net.input_shape)}; bmhw csim feeds MNIST")
+    images, _ = load_dataset("mnist", args.data, "test")
+    if args.images is not None:
+        images = images[:args.images]
+    start = time.perf_counter()
+    csim.write_vectors(args.project, images)
+    binary = csim.build(args.project)
+    result = csim.run(args.project, binary)
+    seconds = time.perf_counter() - start
+    for line in result.output.splitlines():
+        if line.startswith(("MISMATCH", "bmhw_tb:")):
+            console.print(line, markup=False, highlight=False)
+    source = "the built-in MNIST sample" if args.data is None else str(args.data)
+    if not result.passed:
+        raise BmhwError(f"C-simulation of {args.project} disagrees with the golden model: {result.mismatches} "
+                        f"mismatches in {result.images} images of {source} (testbench exit {result.returncode})")
+    print(f"csim: {result.images} images, 0 mismatches, bit-exact against the golden model ({seconds:.1f} s)")
     return 0
 
 

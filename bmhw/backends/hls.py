@@ -1,0 +1,242 @@
+"""The Vitis HLS backend: a quantized network (.bmq IR) -> a C++ project checked by C-simulation.
+
+Python prepares a flat per-layer context (names, shapes, constants, one ap_int type per signal from the
+IR's proven ranges, table rows as text); the Jinja2 templates under ``templates/hls/`` only loop over it;
+the kernels themselves are hand-written in ``hls/bmhw_layers.h``. The export is deterministic (the same
+IR gives byte-identical files) and atomic (built in a temporary folder renamed into place at the end).
+NumPy only, never torch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from bmhw import ir
+from bmhw.errors import BmhwError
+from bmhw.resources import hls_dir, templates_dir
+# The kernels do their rounding shifts in 64-bit integers, like the golden model.
+from bmhw.widths import MAX_WIDTH
+
+KERNELS_HEADER = "bmhw_layers.h"
+SIGNALS = ("q_in", "LN", "W", "T", "M", "I", "r", "EXP", "E", "S", "S_CSUM", "C", "B", "Y", "q_out")
+VALUES_PER_LINE = 16
+DEFAULT_PART = "xcu250-figd2104-2L-e"
+DEFAULT_CLOCK_NS = 5.0
+# Image bytes: the network input codes are in [0, 255] (docs/datapath.md, "Activations").
+INPUT_TYPE = "ap_uint<8>"
+
+
+def ap_type(lo: int, hi: int, bits: int) -> str:
+    """The ap_int type of a signal with range [lo, hi] and proven width ``bits``."""
+    return f"ap_int<{bits}>" if lo < 0 else f"ap_uint<{bits}>"
+
+
+def rom_type(lo: int, hi: int) -> str:
+    """The smallest standard C integer type holding [lo, hi]: ROM tables are stored in these (g++ takes
+    minutes over large ap_int array initializers); the kernels convert each entry to its ap_int type."""
+    for bits in (8, 16, 32, 64):
+        if lo >= 0 and hi < 2 ** bits:
+            return f"uint{bits}_t"
+        if -(2 ** (bits - 1)) <= lo and hi < 2 ** (bits - 1):
+            return f"int{bits}_t"
+    raise BmhwError(f"range [{lo}, {hi}] does not fit in 64 bits")
+
+
+def c_literal(value: int) -> str:
+    value = int(value)
+    return str(value) if -(2 ** 31) < value < 2 ** 31 else f"{value}LL"
+
+
+def _rows(values: np.ndarray) -> list[str]:
+    """A 1-D table as lines of comma-separated C literals (the last without a trailing comma)."""
+    text = [c_literal(v) for v in np.asarray(values).ravel().tolist()]
+    lines = [", ".join(text[i:i + VALUES_PER_LINE]) for i in range(0, len(text), VALUES_PER_LINE)]
+    return [line + ("," if n < len(lines) - 1 else "") for n, line in enumerate(lines)]
+
+
+def _bm_types(layer: dict) -> dict:
+    ranges, widths = layer["ranges"], layer["widths"]
+    for signal in SIGNALS:
+        if widths[signal] > MAX_WIDTH:
+            raise BmhwError(f"layer {layer['name']}: signal {signal} needs {widths[signal]} bits; the HLS kernels "
+                            f"support at most {MAX_WIDTH}: re-quantize with fewer --exp-frac-bits or --guard-bits")
+    types = {s: ap_type(*ranges[s], widths[s]) for s in SIGNALS}
+    acc_bits = max(widths[s] for s in ("E", "C", "B", "Y")) + 2
+    types["acc"] = f"ap_int<{acc_bits}>"
+    return types
+
+
+def _size(shape) -> int:
+    return int(np.prod(shape))
+
+
+def c_names(net: ir.QuantizedNet) -> list[str]:
+    """A distinct C identifier per layer, in order (IR names such as "0" or "fc.1" are not identifiers)."""
+    names = []
+    for layer in net.layers:
+        name = re.sub(r"\W", "_", str(layer["name"]))
+        if not re.match(r"[A-Za-z]", name):
+            name = f"layer_{name}"
+        base, n = name, 1
+        while name in names:
+            n += 1
+            name = f"{base}_{n}"
+        names.append(name)
+    return names
+
+
+def _bm_context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str) -> dict:
+    types = _bm_types(layer)
+    if types["q_in"] != in_type:
+        raise BmhwError(f"layer {name}: its input codes are {in_type} but the IR gives q_in {types['q_in']}; "
+                        "the .bmq file is inconsistent: re-create it with bmhw quantize")
+    ln, w, exp, bias = (net.table(layer, t) for t in ir.BM_TABLES)
+    conv = layer["op"] == "bm_conv2d"
+    in_shape = list(layer["in_shape"]) if conv else [1, 1, _size(layer["in_shape"])]
+    out_shape = list(layer["out_shape"]) if conv else [int(layer["out_count"]), 1, 1]
+    kh, kw = layer["kernel"] if conv else (1, 1)
+    sh, sw = layer["stride"] if conv else (1, 1)
+    ph, pw = layer["padding"] if conv else (0, 0)
+    constants = [("IN_C", in_shape[0]), ("IN_H", in_shape[1]), ("IN_W", in_shape[2]), ("O", layer["out_count"]),
+                 ("OUT_H", out_shape[1]), ("OUT_W", out_shape[2]), ("K", layer["fan_in"]), ("KH", kh), ("KW", kw),
+                 ("SH", sh), ("SW", sw), ("PH", ph), ("PW", pw), ("LN_SIZE", len(ln)), ("EXP_SIZE", len(exp)),
+                 ("F", layer["F"]), ("P", layer["P"]), ("G", layer["G"]), ("H", layer["H"]),
+                 ("OUT_SHIFT", int(layer["G"]) + int(layer["out_scale_exp"])),
+                 ("OUT_MAX", layer["out_max"] if layer["relu"] else 0)]
+    out_type = types["q_out"] if layer["relu"] else types["Y"]
+    typedefs = [(f"{s.lower()}_t", types[s]) for s in SIGNALS if s != "q_out"]
+    typedefs += [("acc_t", types["acc"]), ("out_t", out_type)]
+    typedefs += [(f"{s.lower()}_rom_t", rom_type(*layer["ranges"][s])) for s in ("LN", "W", "EXP", "B")]
+    return {
+        "name": name, "op": layer["op"], "kernel": "bm_conv2d" if conv else "bm_linear", "bm": True,
+        "typedefs": typedefs, "int_constants": [(k, int(v)) for k, v in constants],
+        "csum": c_literal(layer["csum"]), "relu": "true" if layer["relu"] else "false",
+        "out_type": out_type, "out_size": _size(layer["out_shape"]),
+        "table_args": f", {name}_ln_lut, {name}_w, {name}_exp_lut, {name}_bias",
+        "tables": [
+            {"decl": f"{name}_config::ln_rom_t {name}_ln_lut[{len(ln)}]", "rows": _rows(ln), "matrix": []},
+            {"decl": f"{name}_config::w_rom_t {name}_w[{w.shape[0]}][{w.shape[1]}]",
+             "rows": [], "matrix": [{"rows": _rows(row), "last": o == w.shape[0] - 1} for o, row in enumerate(w)]},
+            {"decl": f"{name}_config::exp_rom_t {name}_exp_lut[{len(exp)}]", "rows": _rows(exp), "matrix": []},
+            {"decl": f"{name}_config::b_rom_t {name}_bias[{len(bias)}]", "rows": _rows(bias), "matrix": []},
+        ],
+        "summary": f"{layer['op']} {'x'.join(map(str, layer['in_shape']))} -> {'x'.join(map(str, layer['out_shape']))}"
+                   f", K={layer['fan_in']}, PE sum T {layer['widths']['T']} bits, Y {layer['widths']['Y']} bits",
+    }
+
+
+def _plain_context(layer: dict, in_type: str, name: str) -> dict:
+    op = layer["op"]
+    if op == "maxpool2d":
+        c, h, w = layer["in_shape"]
+        _, oh, ow = layer["out_shape"]
+        if int(layer["stride"]) != int(layer["kernel"]):
+            raise BmhwError(f"layer {layer['name']}: max pooling with stride {layer['stride']} != kernel "
+                            f"{layer['kernel']} is not supported by the HLS kernels")
+        constants = [("C", c), ("IN_H", h), ("IN_W", w), ("OUT_H", oh), ("OUT_W", ow), ("KERNEL", layer["kernel"])]
+    else:
+        constants = [("SIZE", _size(layer["in_shape"]))]
+    return {"name": name, "op": op, "kernel": op, "bm": False, "typedefs": [("data_t", in_type), ("out_t", in_type)],
+            "int_constants": [(k, int(v)) for k, v in constants], "out_type": in_type,
+            "out_size": _size(layer["out_shape"]), "table_args": "", "tables": [],
+            "summary": f"{op} {'x'.join(map(str, layer['in_shape']))} -> {'x'.join(map(str, layer['out_shape']))}"}
+
+
+def build_context(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: float = DEFAULT_CLOCK_NS) -> dict:
+    """The whole template context: a flat list of layers, each with its config values and tables."""
+    if not net.layers:
+        raise BmhwError("the network has no layers: nothing to export")
+    layers, buffer_type, previous = [], INPUT_TYPE, "input"
+    for layer, name in zip(net.layers, c_names(net)):
+        if layer["op"] in ir.BM_OPS:
+            ctx = _bm_context(net, layer, buffer_type, name)
+        elif layer["op"] in ("maxpool2d", "flatten"):
+            ctx = _plain_context(layer, buffer_type, name)
+        else:
+            raise BmhwError(f"layer {layer['name']}: the HLS backend has no kernel for operation {layer['op']!r}")
+        ctx["in_buf"], ctx["out_buf"] = previous, f"{name}_out"
+        layers.append(ctx)
+        buffer_type, previous = ctx["out_type"], ctx["out_buf"]
+    last = net.layers[-1]
+    if last["op"] not in ir.BM_OPS or last["relu"]:
+        raise BmhwError("the last layer must be the logits BM layer (no ReLU); re-create the .bmq with bmhw quantize")
+    return {"layers": layers, "input_size": _size(net.input_shape), "input_type": INPUT_TYPE,
+            "input_shape": "x".join(map(str, net.input_shape)), "result_type": layers[-1]["out_type"],
+            "result_size": layers[-1]["out_size"], "result_layer": layers[-1]["name"],
+            "part": part, "clock_ns": f"{clock_ns:g}", "source": str(net.meta.get("source", "unknown"))}
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir() / "hls")), autoescape=False,
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
+                              lstrip_blocks=True)
+
+
+def render(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: float = DEFAULT_CLOCK_NS) -> dict:
+    """Every file of the project: relative path -> bytes."""
+    context = build_context(net, part, clock_ns)
+    env = _environment()
+    files = {
+        "firmware/parameters.h": env.get_template("parameters.h.j2").render(context),
+        "firmware/bmhw_net.h": env.get_template("bmhw_net.h.j2").render(context),
+        "firmware/bmhw_net.cpp": env.get_template("bmhw_net.cpp.j2").render(context),
+        "tb/bmhw_tb.cpp": env.get_template("bmhw_tb.cpp.j2").render(context),
+        "run_hls.tcl": env.get_template("run_hls.tcl.j2").render(context),
+        "README.md": env.get_template("README.md.j2").render(context),
+    }
+    weights = env.get_template("weights.h.j2")
+    for layer in context["layers"]:
+        if layer["bm"]:
+            files[f"firmware/weights/{layer['name']}.h"] = weights.render(context, layer=layer)
+    out = {path: text.encode() for path, text in files.items()}
+    out[f"firmware/{KERNELS_HEADER}"] = (hls_dir() / KERNELS_HEADER).read_bytes()
+    out["model.bmq"] = ir.dumps(net)
+    return out
+
+
+def export(net: ir.QuantizedNet, out_dir, part: str = DEFAULT_PART, clock_ns: float = DEFAULT_CLOCK_NS) -> Path:
+    """Write the project to ``out_dir`` atomically: built beside it, then renamed into place (an existing
+    project folder is replaced only once the new one is complete)."""
+    files = render(net, part, clock_ns)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BmhwError(f"output {out_dir} exists and is not a folder: give a folder name such as build/hls")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "model.bmq").is_file():
+        raise BmhwError(f"output {out_dir} is a non-empty folder that is not a bmhw HLS project: choose another -o")
+    tmp = old = None
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+        os.chmod(tmp, 0o777 & ~_umask())
+        for rel, data in sorted(files.items()):
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".old"))
+            os.replace(out_dir, old / "project")
+        os.replace(tmp, out_dir)
+        tmp = None
+    except OSError as err:
+        if old is not None and (old / "project").exists() and not out_dir.exists():
+            os.replace(old / "project", out_dir)  # put the previous project back
+        raise BmhwError(f"cannot write HLS project {out_dir}: {err.strerror or err}") from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,145 @@
+// bmhw_layers.h: hand-written Vitis HLS kernels of the bmhw integer datapath (docs/datapath.md).
+//
+// Every generated project includes this header unchanged. Each kernel is templated on a per-layer
+// config struct (generated into parameters.h) that carries the shapes, the constants and one ap_int
+// type per signal of the datapath, sized from the widths proven in the .bmq IR. Activations are flat
+// arrays in PyTorch's (C, H, W) order.
+#ifndef BMHW_LAYERS_H_
+#define BMHW_LAYERS_H_
+
+#include "ap_int.h"
+
+namespace bmhw {
+
+// round_shift(a, n) of docs/datapath.md: n > 0 divides by 2^n rounding halves up, n <= 0 multiplies
+// by 2^-n. Right shifts beyond 62 act as 62 (values stay below 2^61), as in the golden model.
+inline long long round_shift(long long a, int n) {
+    if (n > 0) {
+        if (n > 62) n = 62;
+        return (a + (1LL << (n - 1))) >> n;
+    }
+    return a * (1LL << (-n));
+}
+
+// The add-max PE and what follows it for one output: T_k = LN[q_k] + W[o, k], M = max_k T_k, then the
+// exp table and the shift (steps 1-2), and Y = E - C + B[o] (step 4). ln_x holds LN[q_k] of the patch.
+template <class CFG>
+typename CFG::y_t bm_neuron(const typename CFG::ln_t ln_x[CFG::K], const typename CFG::w_rom_t w[CFG::K],
+                            const typename CFG::exp_rom_t exp_lut[CFG::EXP_SIZE], typename CFG::c_t c,
+                            typename CFG::b_t b) {
+    typename CFG::m_t m = ln_x[0] + typename CFG::w_t(w[0]);
+addmax:
+    for (int k = 1; k < CFG::K; k++) {
+#pragma HLS PIPELINE II = 1
+        typename CFG::t_t t = ln_x[k] + typename CFG::w_t(w[k]);
+        if (t > m) m = t;
+    }
+    long long m64 = m.to_int64();
+    typename CFG::i_t i = m64 >> CFG::F;                   // floor_div(M, 2^F)
+    typename CFG::r_t r = m64 & ((1LL << CFG::F) - 1);     // M - I * 2^F, in [0, 2^F - 1]
+    typename CFG::e_t e = round_shift((long long)exp_lut[r], CFG::P - CFG::G - i.to_int());
+    typename CFG::acc_t y = typename CFG::acc_t(e) - typename CFG::acc_t(c) + typename CFG::acc_t(b);
+    return typename CFG::y_t(y);
+}
+
+// Step 5: requantize a hidden layer's Y to a code (ReLU and saturation), or pass the logits through.
+template <class CFG>
+typename CFG::out_t bm_output(typename CFG::y_t y) {
+    if (!CFG::RELU) return typename CFG::out_t(y);
+    long long q = round_shift(y.to_int64(), CFG::OUT_SHIFT);
+    if (q < 0) q = 0;
+    if (q > CFG::OUT_MAX) q = CFG::OUT_MAX;
+    return typename CFG::out_t(q);
+}
+
+// One patch (already gathered as codes x_k): LN lookups, the input sum S, the correction C (step 3,
+// one constant product shared by all outputs) and every output channel o of that patch.
+template <class CFG>
+void bm_patch(const typename CFG::q_in_t x[CFG::K], const typename CFG::ln_rom_t ln_lut[CFG::LN_SIZE],
+              const typename CFG::w_rom_t w[CFG::O][CFG::K], const typename CFG::exp_rom_t exp_lut[CFG::EXP_SIZE],
+              const typename CFG::b_rom_t bias[CFG::O], typename CFG::out_t out[], int position, int stride) {
+    typename CFG::ln_t ln_x[CFG::K];
+    typename CFG::s_t s = 0;
+lookup:
+    for (int k = 0; k < CFG::K; k++) {
+#pragma HLS PIPELINE II = 1
+        ln_x[k] = ln_lut[x[k]];  // ROM entries are stored as plain C integers
+        s += x[k];
+    }
+    typename CFG::s_csum_t product = typename CFG::s_csum_t(s) * typename CFG::s_csum_t(CFG::CSUM);
+    typename CFG::c_t c = round_shift(product.to_int64(), CFG::H);
+outputs:
+    for (int o = 0; o < CFG::O; o++) {
+        out[o * stride + position] = bm_output<CFG>(bm_neuron<CFG>(ln_x, w[o], exp_lut, c, typename CFG::b_t(bias[o])));
+    }
+}
+
+// 1.5-branch BM convolution: patches in raster order, the K axis ordered channel, kernel row, kernel
+// column, zero padding read as code 0.
+template <class CFG>
+void bm_conv2d(const typename CFG::q_in_t in[CFG::IN_C * CFG::IN_H * CFG::IN_W],
+               typename CFG::out_t out[CFG::O * CFG::OUT_H * CFG::OUT_W],
+               const typename CFG::ln_rom_t ln_lut[CFG::LN_SIZE], const typename CFG::w_rom_t w[CFG::O][CFG::K],
+               const typename CFG::exp_rom_t exp_lut[CFG::EXP_SIZE], const typename CFG::b_rom_t bias[CFG::O]) {
+    typename CFG::q_in_t x[CFG::K];
+rows:
+    for (int oh = 0; oh < CFG::OUT_H; oh++) {
+    cols:
+        for (int ow = 0; ow < CFG::OUT_W; ow++) {
+        gather:
+            for (int k = 0; k < CFG::K; k++) {
+#pragma HLS PIPELINE II = 1
+                int ch = k / (CFG::KH * CFG::KW), kh = (k / CFG::KW) % CFG::KH, kw = k % CFG::KW;
+                int ih = oh * CFG::SH + kh - CFG::PH, iw = ow * CFG::SW + kw - CFG::PW;
+                bool inside = ih >= 0 && ih < CFG::IN_H && iw >= 0 && iw < CFG::IN_W;
+                x[k] = inside ? in[(ch * CFG::IN_H + ih) * CFG::IN_W + iw] : typename CFG::q_in_t(0);
+            }
+            bm_patch<CFG>(x, ln_lut, w, exp_lut, bias, out, oh * CFG::OUT_W + ow, CFG::OUT_H * CFG::OUT_W);
+        }
+    }
+}
+
+// 1.5-branch BM fully connected layer: the whole input is the one patch.
+template <class CFG>
+void bm_linear(const typename CFG::q_in_t in[CFG::K], typename CFG::out_t out[CFG::O],
+               const typename CFG::ln_rom_t ln_lut[CFG::LN_SIZE], const typename CFG::w_rom_t w[CFG::O][CFG::K],
+               const typename CFG::exp_rom_t exp_lut[CFG::EXP_SIZE], const typename CFG::b_rom_t bias[CFG::O]) {
+    bm_patch<CFG>(in, ln_lut, w, exp_lut, bias, out, 0, 1);
+}
+
+// k x k max pooling with stride k, no padding (the codes keep their scale).
+template <class CFG>
+void maxpool2d(const typename CFG::data_t in[CFG::C * CFG::IN_H * CFG::IN_W],
+               typename CFG::data_t out[CFG::C * CFG::OUT_H * CFG::OUT_W]) {
+channels:
+    for (int c = 0; c < CFG::C; c++) {
+        for (int oh = 0; oh < CFG::OUT_H; oh++) {
+            for (int ow = 0; ow < CFG::OUT_W; ow++) {
+#pragma HLS PIPELINE II = 1
+                typename CFG::data_t m = in[(c * CFG::IN_H + oh * CFG::KERNEL) * CFG::IN_W + ow * CFG::KERNEL];
+                for (int i = 0; i < CFG::KERNEL; i++) {
+                    for (int j = 0; j < CFG::KERNEL; j++) {
+                        typename CFG::data_t v = in[(c * CFG::IN_H + oh * CFG::KERNEL + i) * CFG::IN_W +
+                                                    ow * CFG::KERNEL + j];
+                        if (v > m) m = v;
+                    }
+                }
+                out[(c * CFG::OUT_H + oh) * CFG::OUT_W + ow] = m;
+            }
+        }
+    }
+}
+
+// Flatten: (C, H, W) is already the flat order; a copy keeps one buffer per layer.
+template <class CFG>
+void flatten(const typename CFG::data_t in[CFG::SIZE], typename CFG::data_t out[CFG::SIZE]) {
+copy:
+    for (int n = 0; n < CFG::SIZE; n++) {
+#pragma HLS PIPELINE II = 1
+        out[n] = in[n];
+    }
+}
+
+}  // namespace bmhw
+
+#endif  // BMHW_LAYERS_H_

@@ -1,0 +1,180 @@
+"""The Vitis HLS backend (bmhw.backends.hls) and its C-simulation (bmhw.backends.csim): bit-exact against
+the golden model, deterministic, atomic, and a testbench that can fail. Needs g++ and hls4ml's headers."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from bmhw import golden
+from bmhw.backends import csim, hls
+from bmhw.data import load_dataset
+from bmhw.errors import BmhwError
+from bmhw.ir import load_bmq
+from bmhw.resources import examples_dir
+from test_cli import run_main
+from test_quant import random_images, random_net
+
+IMAGES = 20
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return load_bmq(examples_dir() / "lenet_bm15_mnist.bmq")
+
+
+@pytest.fixture(scope="module")
+def lenet_project(lenet, tmp_path_factory):
+    """The example LeNet exported, its vectors for IMAGES sample images written, compiled and run once."""
+    project = hls.export(lenet, tmp_path_factory.mktemp("hls") / "lenet")
+    images = load_dataset("mnist", None, "test")[0][:IMAGES]
+    csim.write_vectors(project, images)
+    binary = csim.build(project)
+    return project, binary, images, csim.run(project, binary)
+
+
+def files_of(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_export_writes_a_complete_project(lenet_project):
+    project = lenet_project[0]
+    for rel in ("firmware/bmhw_net.cpp", "firmware/bmhw_net.h", "firmware/parameters.h", "firmware/bmhw_layers.h",
+                "firmware/weights/conv1.h", "firmware/weights/fc3.h", "tb/bmhw_tb.cpp", "run_hls.tcl", "README.md",
+                "model.bmq"):
+        assert (project / rel).is_file(), rel
+    params = (project / "firmware/parameters.h").read_text()
+    assert "typedef ap_int<16> t_t;" in params and "typedef ap_int<21> result_t;" in params
+    assert "#pragma HLS INTERFACE axis" in (project / "firmware/bmhw_net.cpp").read_text()
+
+
+@pytest.mark.slow
+def test_lenet_csim_is_bit_exact(lenet, lenet_project):
+    project, _, images, result = lenet_project
+    assert result.passed, result.output
+    assert (result.images, result.mismatches) == (IMAGES, 0)
+    assert np.array_equal(csim.read_result(project), golden.forward(lenet, images))
+
+
+@pytest.mark.slow
+def test_a_corrupted_expected_file_makes_the_testbench_fail(lenet_project, tmp_path):
+    project, binary, _, _ = lenet_project
+    data = tmp_path / "project"
+    shutil.copytree(project / csim.DATA_DIR, data / csim.DATA_DIR)
+    path = data / csim.DATA_DIR / "fc3.txt"
+    rows = path.read_text().splitlines()
+    values = rows[3].split()
+    values[7] = str(int(values[7]) + 1)
+    rows[3] = " ".join(values)
+    path.write_text("\n".join(rows) + "\n")
+    result = csim.run(data, binary)
+    assert result.returncode == 1 and not result.passed
+    assert result.mismatches == 1
+    assert "MISMATCH image 3 layer fc3 index 7" in result.output
+
+
+@pytest.mark.slow
+def test_a_corrupted_table_makes_bmhw_csim_fail(lenet, tmp_path):
+    project = hls.export(lenet, tmp_path / "lenet")
+    header = project / "firmware/weights/fc3.h"
+    text = header.read_text()
+    start = text.index("fc3_bias[10] = {") + len("fc3_bias[10] = {\n    ")
+    end = text.index(",", start)
+    header.write_text(text[:start] + str(int(text[start:end]) + 5000) + text[end:])
+    code, _, err = run_main(["csim", project, "--images", "3"])
+    assert code == 2
+    assert "disagrees with the golden model" in err and "mismatches in 3 images" in err
+
+
+def test_export_is_deterministic(lenet, lenet_project, tmp_path):
+    again = hls.export(lenet, tmp_path / "again")
+    first = {k: v for k, v in files_of(lenet_project[0]).items() if k.split("/")[0] in ("firmware", "tb")
+             or "/" not in k}
+    assert files_of(again) == first
+
+
+def test_export_replaces_a_project_and_fails_atomically(lenet, tmp_path):
+    out = tmp_path / "p"
+    hls.export(lenet, out)
+    hls.export(lenet, out)  # an existing project is replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(BmhwError, match="cannot write HLS project"):
+        hls.export(lenet, blocker / "sub")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(BmhwError, match="not a bmhw HLS project"):
+        hls.export(lenet, tmp_path / "other")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "other", "p"]
+
+
+def test_too_wide_signals_are_refused(lenet):
+    net = load_bmq(examples_dir() / "lenet_bm15_mnist.bmq")
+    net.layers[0]["widths"]["Y"] = 63
+    with pytest.raises(BmhwError, match="conv1: signal Y needs 63 bits"):
+        hls.build_context(net)
+
+
+@pytest.mark.slow
+def test_a_random_small_network_passes_csim(tmp_path):
+    from bmhw.quant import quantize
+
+    net = quantize(random_net(), random_images(32), act_bits=6, log_frac_bits=6)
+    project = hls.export(net, tmp_path / "random")
+    images = random_images(16, seed=7)
+    result = csim.csim(project, images)
+    assert result.passed, result.output
+    assert result.images == 16
+    assert np.array_equal(csim.read_result(project), golden.forward(net, images))
+    # IR names such as "0" become C identifiers.
+    assert (project / "firmware/weights/layer_0.h").is_file()
+
+
+def test_csim_errors_are_one_line(tmp_path, monkeypatch, lenet):
+    code, _, err = run_main(["csim", tmp_path])
+    assert code == 2 and "not an HLS project written by bmhw export" in err
+    project = hls.export(lenet, tmp_path / "p")
+    monkeypatch.setenv("CXX", "no-such-compiler-bmhw")
+    with pytest.raises(BmhwError, match="needs a C\\+\\+17 compiler"):
+        csim.build(project)
+    monkeypatch.setenv("BMHW_AP_TYPES", str(tmp_path))
+    with pytest.raises(BmhwError, match="no ap_int.h"):
+        csim.ap_types_dir()
+
+
+def test_export_cli_on_the_example(tmp_path):
+    code, out, err = run_main(["export", examples_dir() / "lenet_bm15_mnist.bmq", "--target", "hls",
+                               "-o", tmp_path / "hls"])
+    assert code == 0, err
+    assert (tmp_path / "hls" / "run_hls.tcl").is_file()
+    code, _, err = run_main(["export", tmp_path / "hls" / "README.md", "-o", tmp_path / "x"])
+    assert code == 2 and ".bmq" in err
+
+
+def other_net():
+    """Padding, stride 2 without pooling, two channels in, a linear stack; built like test_quant.random_net."""
+    import torch
+    from torch import nn
+
+    from bmhw.nn import BMConv2d, BMLinear
+
+    torch.manual_seed(3)
+    return nn.Sequential(BMConv2d(2, 3, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), BMLinear(3 * 4 * 4, 5),
+                         nn.ReLU(), BMLinear(5, 4)).eval()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", [dict(act_bits=3, log_frac_bits=0, exp_frac_bits=4, guard_bits=0),
+                                     dict(act_bits=12, log_frac_bits=14, exp_frac_bits=30, guard_bits=12)])
+def test_extreme_quantization_options_pass_csim(options, tmp_path):
+    from bmhw.quant import quantize
+
+    net = quantize(other_net(), random_images(32, shape=(2, 7, 7)), **options)
+    project = hls.export(net, tmp_path / "net")
+    images = random_images(24, shape=(2, 7, 7), seed=11)
+    result = csim.csim(project, images)
+    assert result.passed, result.output
+    assert np.array_equal(csim.read_result(project), golden.forward(net, images))
