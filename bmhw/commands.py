@@ -156,6 +156,9 @@ def _quantize(args):
 def cmd_quantize(args) -> int:
     from bmhw.ir import save_bmq
 
+    if _is_bmq(Path(args.checkpoint)):
+        raise BmhwError(f"{args.checkpoint} is already a quantized network: bmhw quantize takes a 1.5-branch "
+                        "checkpoint (.pt)")
     net = _quantize(args)
     save_bmq(net, args.output)
     table = Table(title=f"bmhw quantize: {args.output}")

@@ -388,3 +388,10 @@ def test_eval_of_a_damaged_bmq(tmp_path):
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     code, _, err = run_main(["eval", bad])
     assert "not a valid .bmq file" in assert_one_line_error(code, err)
+
+
+def test_quantize_of_a_bmq_says_it_is_already_quantized(tmp_path):
+    from bmhw.resources import examples_dir
+
+    code, _, err = run_main(["quantize", examples_dir() / "lenet_bm15_mnist.bmq", "-o", tmp_path / "m.bmq"])
+    assert "already a quantized network" in assert_one_line_error(code, err)
