@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--part", default="xcu250-figd2104-2L-e", help="FPGA part for run_hls.tcl "
                    "(default: xcu250-figd2104-2L-e)")
     p.add_argument("--clock", type=float, default=5.0, metavar="NS", help="clock period in ns (default: 5)")
+    p.add_argument("--pe", action="append", default=None, metavar="[LAYER=]N",
+                   help="add-max PEs working at once (output channels per fold) in every BM layer (N, default 1) "
+                   "or in one layer (LAYER=N); repeatable; capped at a layer's output count")
     _add_quant_options(p)
 
     p = sub.add_parser("csim", help="C-simulate a generated HLS project against the golden model",

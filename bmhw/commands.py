@@ -224,7 +224,9 @@ def cmd_export(args) -> int:
         raise BmhwError(f"{args.model}: give a quantized network (.bmq) or a BM checkpoint (.pt)")
     if not args.clock > 0:
         raise BmhwError(f"--clock must be a positive period in ns, got {args.clock}")
-    hls.export(net, args.output, part=args.part, clock_ns=args.clock)
+    pe, pe_layers = hls.parse_pe_options(getattr(args, "pe", None))
+    pes = hls.resolve_pe(net, pe, pe_layers)
+    hls.export(net, args.output, part=args.part, clock_ns=args.clock, pe=pe, pe_layers=pe_layers)
     table = Table(title=f"bmhw export --target hls: {args.output}")
     for column in ("layer", "op", "out shape", "PE sum T", "accumulator Y"):
         table.add_column(column)
@@ -233,6 +235,16 @@ def cmd_export(args) -> int:
         table.add_row(layer["name"], layer["op"], "x".join(map(str, layer["out_shape"])),
                       f"{widths['T']} bits" if widths else "", f"{widths['Y']} bits" if widths else "")
     console.print(table)
+    summary = hls.cycle_summary(net, pes, args.clock)
+    cycles = Table(title="expected cycles per image (model, not a synthesis report; docs/hls.md)")
+    for column in ("layer", "PE", "patches", "folds", "K", "cycles"):
+        cycles.add_column(column, justify="left" if column == "layer" else "right")
+    for row, layer in zip(summary["rows"], net.layers):
+        cycles.add_row(layer["name"], *("" if row[key] is None else str(row[key])
+                                        for key in ("pe", "patches", "folds", "k")), str(row["cycles"]))
+    console.print(cycles)
+    console.print(f"total: {summary['total']} cycles per image, {summary['images_per_s']:.0f} images/s at "
+                  f"{args.clock:g} ns (layers one after another)")
     console.print(f"wrote {args.output} in {time.perf_counter() - start:.1f} s; check it with: bmhw csim {args.output}")
     return 0
 

@@ -68,9 +68,20 @@ lookup:
     }
     typename CFG::s_csum_t product = typename CFG::s_csum_t(s) * typename CFG::s_csum_t(CFG::CSUM);
     typename CFG::c_t c = round_shift(product.to_int64(), CFG::H);
-outputs:
-    for (int o = 0; o < CFG::O; o++) {
-        out[o * stride + position] = bm_output<CFG>(bm_neuron<CFG>(ln_x, w[o], exp_lut, c, typename CFG::b_t(bias[o])));
+    // Output channels in ceil(O / PE) folds of PE add-max PEs working at once (FINN's PE folding): the
+    // inner loop is unrolled into PE copies of bm_neuron, each reading its own bank of the weight ROM
+    // (partitioned cyclically by PE on its first dimension in the top function).
+folds:
+    for (int fold = 0; fold < (CFG::O + CFG::PE - 1) / CFG::PE; fold++) {
+    pes:
+        for (int p = 0; p < CFG::PE; p++) {
+#pragma HLS UNROLL
+            int o = fold * CFG::PE + p;
+            if (o < CFG::O) {
+                out[o * stride + position] =
+                    bm_output<CFG>(bm_neuron<CFG>(ln_x, w[o], exp_lut, c, typename CFG::b_t(bias[o])));
+            }
+        }
     }
 }
 

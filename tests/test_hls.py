@@ -178,3 +178,87 @@ def test_extreme_quantization_options_pass_csim(options, tmp_path):
     result = csim.csim(project, images)
     assert result.passed, result.output
     assert np.array_equal(csim.read_result(project), golden.forward(net, images))
+
+
+def test_cycle_model_on_a_hand_computed_case(lenet):
+    # conv1: 576 patches, O=6, K=25; fc3: O=10, K=84; pooling and flatten count their elements.
+    pes = hls.resolve_pe(lenet, 4, {"fc3": 3, "fc2": 1000})
+    assert pes == [4, None, 4, None, None, 4, 84, 3]  # fc2's 1000 is capped at its 84 outputs
+    rows = {row["layer"]: row for row in hls.cycle_model(lenet, pes)}
+    depth = hls.PE_PIPELINE_DEPTH
+    assert (rows["conv1"]["patches"], rows["conv1"]["folds"], rows["conv1"]["k"]) == (576, 2, 25)
+    assert rows["conv1"]["cycles"] == 576 * 2 * (25 + depth) + 576 * 25
+    assert rows["fc3"]["cycles"] == 4 * (84 + depth) + 84
+    assert rows["fc2"]["cycles"] == 1 * (120 + depth) + 120
+    assert (rows["pool1"]["cycles"], rows["pool2"]["cycles"], rows["flatten"]["cycles"]) == (864, 256, 256)
+    summary = hls.cycle_summary(lenet, pes, clock_ns=5.0)
+    assert summary["total"] == sum(row["cycles"] for row in rows.values())
+    assert summary["images_per_s"] == pytest.approx(1e9 / (summary["total"] * 5.0))
+    # More PEs never cost cycles.
+    one = hls.cycle_summary(lenet, hls.resolve_pe(lenet))["total"]
+    assert summary["total"] < one
+
+
+def test_pe_knob_reaches_the_generated_code_and_stays_deterministic(lenet, tmp_path):
+    first = hls.export(lenet, tmp_path / "a", pe=2, pe_layers={"fc3": 5})
+    again = hls.export(lenet, tmp_path / "b", pe=2, pe_layers={"fc3": 5})
+    assert files_of(first) == files_of(again)
+    params = (first / "firmware/parameters.h").read_text()
+    assert params.count("static const int PE = 2;") == 4 and params.count("static const int PE = 5;") == 1
+    net_cpp = (first / "firmware/bmhw_net.cpp").read_text()
+    assert "#pragma HLS ARRAY_PARTITION variable = fc3_w cyclic factor = 5 dim = 1" in net_cpp
+    assert "#pragma HLS DATAFLOW" in net_cpp
+    assert "| `fc3` | 5 | 1 | 2 | 84 |" in (first / "README.md").read_text()
+    default = hls.export(lenet, tmp_path / "c")
+    assert "static const int PE = 1;" in (default / "firmware/parameters.h").read_text()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--pe", "0"], "--pe 0: the number of PEs must be a positive integer"),
+    (["--pe", "fc1=-2"], "--pe fc1=-2: the number of PEs must be a positive integer"),
+    (["--pe", "two"], "--pe two: give N or LAYER=N"),
+    (["--pe", "=3"], "--pe =3: give N or LAYER=N"),
+    (["--pe", "nope=2"], "--pe nope=2: no BM layer named 'nope'"),
+    (["--pe", "pool1=2"], "--pe pool1=2: no BM layer named 'pool1'"),
+])
+def test_bad_pe_values_are_one_line_errors(options, message, tmp_path):
+    code, _, err = run_main(["export", examples_dir() / "lenet_bm15_mnist.bmq", "-o", tmp_path / "hls", *options])
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "hls").exists()
+
+
+def test_export_prints_the_cycle_table(tmp_path):
+    code, out, err = run_main(["export", examples_dir() / "lenet_bm15_mnist.bmq", "-o", tmp_path / "hls",
+                               "--pe", "3", "--pe", "conv1=6"])
+    assert code == 0, err
+    lenet = load_bmq(examples_dir() / "lenet_bm15_mnist.bmq")
+    summary = hls.cycle_summary(lenet, hls.resolve_pe(lenet, 3, {"conv1": 6}))
+    assert "folds" in out and "patches" in out
+    assert f"total: {summary['total']} cycles per image, {summary['images_per_s']:.0f} images/s at 5 ns" in out
+
+
+@pytest.mark.slow
+def test_a_random_small_network_with_two_pes_passes_csim(tmp_path):
+    from bmhw.quant import quantize
+
+    net = quantize(random_net(), random_images(32), act_bits=6, log_frac_bits=6)
+    project = hls.export(net, tmp_path / "random", pe=2)
+    assert "static const int PE = 2;" in (project / "firmware/parameters.h").read_text()
+    images = random_images(8, seed=5)
+    result = csim.csim(project, images)
+    assert result.passed, result.output
+    assert np.array_equal(csim.read_result(project), golden.forward(net, images))
+
+
+@pytest.mark.slow
+def test_lenet_with_per_layer_pe_passes_csim(tmp_path):
+    project = tmp_path / "hls"
+    code, _, err = run_main(["export", examples_dir() / "lenet_bm15_mnist.bmq", "-o", project, "--pe", "4",
+                             "--pe", "conv2=3", "--pe", "fc3=7"])
+    assert code == 0, err
+    params = (project / "firmware/parameters.h").read_text()
+    assert "static const int PE = 3;" in params and "static const int PE = 7;" in params
+    code, out, err = run_main(["csim", project, "--images", "5"])
+    assert code == 0, err
+    assert "5 images, 0 mismatches" in out

@@ -31,6 +31,9 @@ DEFAULT_PART = "xcu250-figd2104-2L-e"
 DEFAULT_CLOCK_NS = 5.0
 # Image bytes: the network input codes are in [0, 255] (docs/datapath.md, "Activations").
 INPUT_TYPE = "ap_uint<8>"
+# Cycle model (docs/hls.md): the fill and drain of one fold's pipelined add-max loop plus the exp lookup,
+# the shift and the requantization that follow it. A model constant, not a synthesis result.
+PE_PIPELINE_DEPTH = 8
 
 
 def ap_type(lo: int, hi: int, bits: int) -> str:
@@ -92,7 +95,75 @@ def c_names(net: ir.QuantizedNet) -> list[str]:
     return names
 
 
-def _bm_context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str) -> dict:
+def parse_pe_options(values) -> tuple[int, dict]:
+    """``--pe N`` (every BM layer) and ``--pe LAYER=N`` (one layer), repeatable: (default, {layer: N})."""
+    default, overrides = 1, {}
+    for value in values or ():
+        layer, sep, number = str(value).rpartition("=")
+        try:
+            n = int(number)
+        except ValueError:
+            raise BmhwError(f"--pe {value}: give N or LAYER=N with N a positive integer") from None
+        if n <= 0:
+            raise BmhwError(f"--pe {value}: the number of PEs must be a positive integer")
+        if sep and not layer:
+            raise BmhwError(f"--pe {value}: give N or LAYER=N with N a positive integer")
+        if sep:
+            overrides[layer] = n
+        else:
+            default = n
+    return default, overrides
+
+
+def resolve_pe(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None) -> list:
+    """The PE count of each layer (None for layers without PEs): ``pe`` for every BM layer, overridden per
+    layer by ``pe_layers`` (keys: IR or C layer names), capped at the layer's output count."""
+    if int(pe) <= 0:
+        raise BmhwError(f"--pe {pe}: the number of PEs must be a positive integer")
+    names = c_names(net)
+    by_name = {}
+    for index, (layer, name) in enumerate(zip(net.layers, names)):
+        by_name.setdefault(str(layer["name"]), index)
+        by_name.setdefault(name, index)
+    chosen = [int(pe) if layer["op"] in ir.BM_OPS else None for layer in net.layers]
+    bm_names = ", ".join(str(layer["name"]) for layer in net.layers if layer["op"] in ir.BM_OPS)
+    for key, value in sorted((pe_layers or {}).items()):
+        if key not in by_name or net.layers[by_name[key]]["op"] not in ir.BM_OPS:
+            raise BmhwError(f"--pe {key}={value}: no BM layer named {key!r} (BM layers: {bm_names})")
+        if int(value) <= 0:
+            raise BmhwError(f"--pe {key}={value}: the number of PEs must be a positive integer")
+        chosen[by_name[key]] = int(value)
+    return [None if n is None else min(n, int(layer["out_count"])) for n, layer in zip(chosen, net.layers)]
+
+
+def cycle_model(net: ir.QuantizedNet, pes: list) -> list[dict]:
+    """Expected cycles per image of each layer for the given PE counts (docs/hls.md, "Cycle model"):
+    BM layer: patches * ceil(O / PE) * (K + PE_PIPELINE_DEPTH) + patches * K (the lookup loop);
+    max pooling: its output elements; flatten: its elements. A model, not a synthesis report."""
+    rows = []
+    for layer, name, pe in zip(net.layers, c_names(net), pes):
+        if layer["op"] in ir.BM_OPS:
+            patches = _size(layer["out_shape"][1:]) if layer["op"] == "bm_conv2d" else 1
+            k, o = int(layer["fan_in"]), int(layer["out_count"])
+            folds = -(-o // pe)
+            cycles = patches * folds * (k + PE_PIPELINE_DEPTH) + patches * k
+            rows.append({"layer": name, "op": layer["op"], "pe": pe, "patches": patches, "folds": folds, "k": k,
+                         "cycles": cycles})
+        else:
+            size = _size(layer["out_shape"] if layer["op"] == "maxpool2d" else layer["in_shape"])
+            rows.append({"layer": name, "op": layer["op"], "pe": None, "patches": None, "folds": None, "k": None,
+                         "cycles": size})
+    return rows
+
+
+def cycle_summary(net: ir.QuantizedNet, pes: list, clock_ns: float = DEFAULT_CLOCK_NS) -> dict:
+    """The per-layer rows, the total cycles per image (layers one after another) and images/s at the clock."""
+    rows = cycle_model(net, pes)
+    total = sum(row["cycles"] for row in rows)
+    return {"rows": rows, "total": total, "images_per_s": 1e9 / (total * clock_ns)}
+
+
+def _bm_context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str, pe: int = 1) -> dict:
     types = _bm_types(layer)
     if types["q_in"] != in_type:
         raise BmhwError(f"layer {name}: its input codes are {in_type} but the IR gives q_in {types['q_in']}; "
@@ -109,7 +180,7 @@ def _bm_context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str) -> d
                  ("SH", sh), ("SW", sw), ("PH", ph), ("PW", pw), ("LN_SIZE", len(ln)), ("EXP_SIZE", len(exp)),
                  ("F", layer["F"]), ("P", layer["P"]), ("G", layer["G"]), ("H", layer["H"]),
                  ("OUT_SHIFT", int(layer["G"]) + int(layer["out_scale_exp"])),
-                 ("OUT_MAX", layer["out_max"] if layer["relu"] else 0)]
+                 ("OUT_MAX", layer["out_max"] if layer["relu"] else 0), ("PE", pe)]
     out_type = types["q_out"] if layer["relu"] else types["Y"]
     typedefs = [(f"{s.lower()}_t", types[s]) for s in SIGNALS if s != "q_out"]
     typedefs += [("acc_t", types["acc"]), ("out_t", out_type)]
@@ -119,7 +190,8 @@ def _bm_context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str) -> d
         "typedefs": typedefs, "int_constants": [(k, int(v)) for k, v in constants],
         "csum": c_literal(layer["csum"]), "relu": "true" if layer["relu"] else "false",
         "out_type": out_type, "out_size": _size(layer["out_shape"]),
-        "table_args": f", {name}_ln_lut, {name}_w, {name}_exp_lut, {name}_bias",
+        "table_args": f", {name}_ln_lut, {name}_w, {name}_exp_lut, {name}_bias", "pe": pe,
+        "partitions": [f"variable = {name}_w cyclic factor = {pe} dim = 1"] if pe > 1 else [],
         "tables": [
             {"decl": f"{name}_config::ln_rom_t {name}_ln_lut[{len(ln)}]", "rows": _rows(ln), "matrix": []},
             {"decl": f"{name}_config::w_rom_t {name}_w[{w.shape[0]}][{w.shape[1]}]",
@@ -146,17 +218,20 @@ def _plain_context(layer: dict, in_type: str, name: str) -> dict:
     return {"name": name, "op": op, "kernel": op, "bm": False, "typedefs": [("data_t", in_type), ("out_t", in_type)],
             "int_constants": [(k, int(v)) for k, v in constants], "out_type": in_type,
             "out_size": _size(layer["out_shape"]), "table_args": "", "tables": [],
+            "pe": None, "partitions": [],
             "summary": f"{op} {'x'.join(map(str, layer['in_shape']))} -> {'x'.join(map(str, layer['out_shape']))}"}
 
 
-def build_context(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: float = DEFAULT_CLOCK_NS) -> dict:
+def build_context(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: float = DEFAULT_CLOCK_NS,
+                  pe: int = 1, pe_layers: dict | None = None) -> dict:
     """The whole template context: a flat list of layers, each with its config values and tables."""
     if not net.layers:
         raise BmhwError("the network has no layers: nothing to export")
+    pes = resolve_pe(net, pe, pe_layers)
     layers, buffer_type, previous = [], INPUT_TYPE, "input"
-    for layer, name in zip(net.layers, c_names(net)):
+    for layer, name, layer_pe in zip(net.layers, c_names(net), pes):
         if layer["op"] in ir.BM_OPS:
-            ctx = _bm_context(net, layer, buffer_type, name)
+            ctx = _bm_context(net, layer, buffer_type, name, layer_pe)
         elif layer["op"] in ("maxpool2d", "flatten"):
             ctx = _plain_context(layer, buffer_type, name)
         else:
@@ -167,10 +242,19 @@ def build_context(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: floa
     last = net.layers[-1]
     if last["op"] not in ir.BM_OPS or last["relu"]:
         raise BmhwError("the last layer must be the logits BM layer (no ReLU); re-create the .bmq with bmhw quantize")
+    summary = cycle_summary(net, pes, clock_ns)
+    cycles = [{"layer": r["layer"], "pe": _cell(r["pe"]), "patches": _cell(r["patches"]), "folds": _cell(r["folds"]),
+               "k": _cell(r["k"]), "cycles": r["cycles"]} for r in summary["rows"]]
     return {"layers": layers, "input_size": _size(net.input_shape), "input_type": INPUT_TYPE,
+            "cycles": cycles, "cycle_total": summary["total"], "images_per_s": f"{summary['images_per_s']:.0f}",
+            "pipeline_depth": PE_PIPELINE_DEPTH,
             "input_shape": "x".join(map(str, net.input_shape)), "result_type": layers[-1]["out_type"],
             "result_size": layers[-1]["out_size"], "result_layer": layers[-1]["name"],
             "part": part, "clock_ns": f"{clock_ns:g}", "source": str(net.meta.get("source", "unknown"))}
+
+
+def _cell(value) -> str:
+    return "" if value is None else str(value)
 
 
 def _environment() -> jinja2.Environment:
@@ -179,9 +263,10 @@ def _environment() -> jinja2.Environment:
                               lstrip_blocks=True)
 
 
-def render(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: float = DEFAULT_CLOCK_NS) -> dict:
+def render(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: float = DEFAULT_CLOCK_NS, pe: int = 1,
+           pe_layers: dict | None = None) -> dict:
     """Every file of the project: relative path -> bytes."""
-    context = build_context(net, part, clock_ns)
+    context = build_context(net, part, clock_ns, pe, pe_layers)
     env = _environment()
     files = {
         "firmware/parameters.h": env.get_template("parameters.h.j2").render(context),
@@ -201,10 +286,12 @@ def render(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: float = DEF
     return out
 
 
-def export(net: ir.QuantizedNet, out_dir, part: str = DEFAULT_PART, clock_ns: float = DEFAULT_CLOCK_NS) -> Path:
+def export(net: ir.QuantizedNet, out_dir, part: str = DEFAULT_PART, clock_ns: float = DEFAULT_CLOCK_NS, pe: int = 1,
+           pe_layers: dict | None = None) -> Path:
     """Write the project to ``out_dir`` atomically: built beside it, then renamed into place (an existing
-    project folder is replaced only once the new one is complete)."""
-    files = render(net, part, clock_ns)
+    project folder is replaced only once the new one is complete). ``pe``: add-max PEs working at once in
+    every BM layer; ``pe_layers``: per-layer overrides (layer name -> PEs); both capped at a layer's outputs."""
+    files = render(net, part, clock_ns, pe, pe_layers)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise BmhwError(f"output {out_dir} exists and is not a folder: give a folder name such as build/hls")
