@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the bundled example networks on the built-in MNIST sample",
                        description="Evaluate the bundled classical and 1.5-branch BM LeNet checkpoints, and the "
-                       "quantized BM LeNet with the integer golden model, on the built-in MNIST sample; print a table.")
+                       "quantized BM LeNet with the integer golden model, on the built-in MNIST sample; then export the "
+                       "quantized LeNet as a Vitis HLS project and C-simulate it against the golden model.")
     p.add_argument("--examples", type=Path, default=None, metavar="DIR",
                    help="folder with lenet_classical_mnist.pt, lenet_bm15_mnist.pt and lenet_bm15_mnist.bmq "
                    "(default: the bundled ones)")

@@ -299,4 +299,24 @@ def cmd_demo(args) -> int:
     accuracy = float((golden.predict(net, images) == labels).mean())
     table.add_row("lenet_bm15_mnist.bmq", f"integer golden model, {bits}-bit codes", f"{accuracy:.2%}", "-")
     console.print(table)
+
+    # The hardware flow on the same sample: Vitis HLS C++ generated, then C-simulated with g++.
+    import tempfile
+
+    from bmhw.backends import csim, hls
+
+    with tempfile.TemporaryDirectory(prefix="bmhw-demo-") as tmp:
+        project = Path(tmp) / "hls"
+        start = time.perf_counter()
+        hls.export(net, project)
+        console.print(f"exported lenet_bm15_mnist.bmq as a Vitis HLS project ({time.perf_counter() - start:.1f} s); "
+                      "C-simulating it with g++ against the golden model ...")
+        start = time.perf_counter()
+        result = csim.csim(project, images)
+        if not result.passed:
+            raise BmhwError(f"C-simulation disagrees with the golden model: {result.mismatches} mismatches in "
+                            f"{result.images} images")
+        print(f"csim: {result.images} images, 0 mismatches, bit-exact against the golden model "
+              f"({time.perf_counter() - start:.1f} s)")
+    console.print("next: bmhw export examples/lenet_bm15_mnist.bmq --target hls -o build/hls && bmhw csim build/hls")
     return 0

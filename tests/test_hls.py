@@ -7,6 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bmhw import golden
 from bmhw.backends import csim, hls
@@ -262,3 +264,27 @@ def test_lenet_with_per_layer_pe_passes_csim(tmp_path):
     code, out, err = run_main(["csim", project, "--images", "5"])
     assert code == 0, err
     assert "5 images, 0 mismatches" in out
+
+
+@pytest.mark.slow
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), channels=st.integers(1, 3), kernel=st.integers(1, 3), stride=st.integers(1, 2),
+       pool=st.sampled_from([0, 2]), hidden=st.integers(1, 5), act_bits=st.integers(3, 8),
+       log_frac_bits=st.integers(2, 10))
+def test_random_networks_pass_csim(tmp_path, seed, channels, kernel, stride, pool, hidden, act_bits, log_frac_bits):
+    # Property-based: random shapes, widths and conv / pool / linear mixes, every layer bit-exact.
+    from bmhw.quant import quantize
+    from conftest import build_sequential
+
+    spec = {"seed": seed, "in": (channels, 6, 5), "convs": [(2, kernel, stride, kernel // 2, pool)],
+            "linears": [hidden, 3]}
+    model = build_sequential(spec)
+    net = quantize(model, random_images(16, shape=(channels, 6, 5), seed=seed), act_bits=act_bits,
+                   log_frac_bits=log_frac_bits)
+    project = hls.export(net, tmp_path / f"net{seed}_{kernel}_{stride}_{pool}")
+    images = random_images(6, shape=(channels, 6, 5), seed=seed + 1)
+    images[0] = 0
+    images[1] = 255
+    result = csim.csim(project, images)
+    assert result.passed, result.output
+    assert np.array_equal(csim.read_result(project), golden.forward(net, images))
