@@ -10,7 +10,7 @@ from typing import Callable
 from bmhw.errors import BmhwError
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -30,7 +30,7 @@ def write_atomically(path, write: Callable[[str], None], what: str, example: str
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs are ordinary files
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; outputs are ordinary files
         write(tmp)
         os.replace(tmp, path)
         tmp = None

@@ -179,33 +179,25 @@ def _is_bmq(path: Path) -> bool:
 
 
 def cmd_eval(args) -> int:
-    if _is_bmq(Path(args.checkpoint)):
-        return _eval_bmq(args)
-    ckpt = load_checkpoint(args.checkpoint)
-    dataset = _dataset_of(ckpt.model)
+    from bmhw.train import predict
+
+    path = Path(args.checkpoint)
+    if _is_bmq(path):
+        from bmhw import golden
+        from bmhw.ir import load_bmq
+
+        net = load_bmq(path)
+        if tuple(net.input_shape) != (1, 28, 28):
+            raise BmhwError(f"{path} takes inputs of shape {tuple(net.input_shape)}; bmhw eval feeds MNIST")
+        dataset, what, classify = "mnist", " (integer golden model)", lambda x: golden.predict(net, x)
+    else:
+        model = load_checkpoint(path).model
+        dataset, what, classify = _dataset_of(model), "", lambda x: predict(model, x)
     images, labels = _limit(*load_dataset(dataset, args.data, args.split), args.limit)
     start = time.perf_counter()
-    accuracy = evaluate(ckpt.model, images, labels)
+    accuracy = float((classify(images) == labels).mean())
     source = "the built-in MNIST sample" if args.data is None else str(args.data)
-    console.print(f"{args.checkpoint}: {len(images)} {args.split} images of {source}, "
-                  f"{time.perf_counter() - start:.1f} s")
-    print(f"accuracy: {accuracy * 100:.2f}%")
-    return 0
-
-
-def _eval_bmq(args) -> int:
-    from bmhw import golden
-    from bmhw.ir import load_bmq
-
-    net = load_bmq(args.checkpoint)
-    if tuple(net.input_shape) != (1, 28, 28):
-        raise BmhwError(f"{args.checkpoint} takes inputs of shape {tuple(net.input_shape)}; bmhw eval feeds MNIST")
-    images, labels = _limit(*load_dataset("mnist", args.data, args.split), args.limit)
-    start = time.perf_counter()
-    accuracy = float((golden.predict(net, images) == labels).mean())
-    source = "the built-in MNIST sample" if args.data is None else str(args.data)
-    console.print(f"{args.checkpoint} (integer golden model): {len(images)} {args.split} images of {source}, "
-                  f"{time.perf_counter() - start:.1f} s")
+    console.print(f"{path}{what}: {len(images)} {args.split} images of {source}, {time.perf_counter() - start:.1f} s")
     print(f"accuracy: {accuracy * 100:.2f}%")
     return 0
 

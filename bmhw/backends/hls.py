@@ -19,6 +19,7 @@ import jinja2
 import numpy as np
 
 from bmhw import ir
+from bmhw.atomic import current_umask
 from bmhw.errors import BmhwError
 from bmhw.resources import hls_dir, templates_dir
 # The kernels do their rounding shifts in 64-bit integers, like the golden model.
@@ -301,7 +302,7 @@ def export(net: ir.QuantizedNet, out_dir, part: str = DEFAULT_PART, clock_ns: fl
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())
         for rel, data in sorted(files.items()):
             path = tmp / rel
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -322,8 +323,3 @@ def export(net: ir.QuantizedNet, out_dir, part: str = DEFAULT_PART, clock_ns: fl
             shutil.rmtree(old, ignore_errors=True)
     return out_dir
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
