@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from bmhw.nn import LOG_ZERO, BMConv2d, BMLinear
+from test_maxplus import ref_reduce
 
 REDUCTIONS = ("max", "lse", "smorph", "lmorph")
 FLOOR = math.exp(LOG_ZERO)
@@ -22,17 +23,6 @@ FLOOR = math.exp(LOG_ZERO)
 def _seed():
     """Every test starts from the same global RNG state, so that results never depend on test order."""
     torch.manual_seed(0)
-
-
-def ref_reduce(ts, reduce, a):
-    if reduce == "max":
-        return max(ts)
-    if reduce == "lse":
-        return math.log(sum(math.exp(a * t) for t in ts)) / a
-    if reduce == "smorph":
-        return sum(t * math.exp(a * t) for t in ts) / sum(math.exp(a * t) for t in ts)
-    p = [math.exp(t) for t in ts]
-    return math.log(sum(q ** (a + 1) for q in p) / sum(q**a for q in p))
 
 
 def ref_bm15(x, v, dx, dw, b, reduce, a):
