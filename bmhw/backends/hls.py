@@ -9,17 +9,14 @@ NumPy only, never torch.
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import jinja2
 import numpy as np
 
 from bmhw import ir
-from bmhw.atomic import current_umask
+from bmhw.backends.project import layer_names as c_names
+from bmhw.backends.project import parse_pe_options, resolve_pe, write_project
 from bmhw.errors import BmhwError
 from bmhw.resources import hls_dir, templates_dir
 # The kernels do their rounding shifts in 64-bit integers, like the golden model.
@@ -79,62 +76,6 @@ def _bm_types(layer: dict) -> dict:
 
 def _size(shape) -> int:
     return int(np.prod(shape))
-
-
-def c_names(net: ir.QuantizedNet) -> list[str]:
-    """A distinct C identifier per layer, in order (IR names such as "0" or "fc.1" are not identifiers)."""
-    names = []
-    for layer in net.layers:
-        name = re.sub(r"\W", "_", str(layer["name"]))
-        if not re.match(r"[A-Za-z]", name):
-            name = f"layer_{name}"
-        base, n = name, 1
-        while name in names:
-            n += 1
-            name = f"{base}_{n}"
-        names.append(name)
-    return names
-
-
-def parse_pe_options(values) -> tuple[int, dict]:
-    """``--pe N`` (every BM layer) and ``--pe LAYER=N`` (one layer), repeatable: (default, {layer: N})."""
-    default, overrides = 1, {}
-    for value in values or ():
-        layer, sep, number = str(value).rpartition("=")
-        try:
-            n = int(number)
-        except ValueError:
-            raise BmhwError(f"--pe {value}: give N or LAYER=N with N a positive integer") from None
-        if n <= 0:
-            raise BmhwError(f"--pe {value}: the number of PEs must be a positive integer")
-        if sep and not layer:
-            raise BmhwError(f"--pe {value}: give N or LAYER=N with N a positive integer")
-        if sep:
-            overrides[layer] = n
-        else:
-            default = n
-    return default, overrides
-
-
-def resolve_pe(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None) -> list:
-    """The PE count of each layer (None for layers without PEs): ``pe`` for every BM layer, overridden per
-    layer by ``pe_layers`` (keys: IR or C layer names), capped at the layer's output count."""
-    if int(pe) <= 0:
-        raise BmhwError(f"--pe {pe}: the number of PEs must be a positive integer")
-    names = c_names(net)
-    by_name = {}
-    for index, (layer, name) in enumerate(zip(net.layers, names)):
-        by_name.setdefault(str(layer["name"]), index)
-        by_name.setdefault(name, index)
-    chosen = [int(pe) if layer["op"] in ir.BM_OPS else None for layer in net.layers]
-    bm_names = ", ".join(str(layer["name"]) for layer in net.layers if layer["op"] in ir.BM_OPS)
-    for key, value in sorted((pe_layers or {}).items()):
-        if key not in by_name or net.layers[by_name[key]]["op"] not in ir.BM_OPS:
-            raise BmhwError(f"--pe {key}={value}: no BM layer named {key!r} (BM layers: {bm_names})")
-        if int(value) <= 0:
-            raise BmhwError(f"--pe {key}={value}: the number of PEs must be a positive integer")
-        chosen[by_name[key]] = int(value)
-    return [None if n is None else min(n, int(layer["out_count"])) for n, layer in zip(chosen, net.layers)]
 
 
 def cycle_model(net: ir.QuantizedNet, pes: list) -> list[dict]:
@@ -289,37 +230,7 @@ def render(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: float = DEF
 
 def export(net: ir.QuantizedNet, out_dir, part: str = DEFAULT_PART, clock_ns: float = DEFAULT_CLOCK_NS, pe: int = 1,
            pe_layers: dict | None = None) -> Path:
-    """Write the project to ``out_dir`` atomically: built beside it, then renamed into place (an existing
-    project folder is replaced only once the new one is complete). ``pe``: add-max PEs working at once in
-    every BM layer; ``pe_layers``: per-layer overrides (layer name -> PEs); both capped at a layer's outputs."""
-    files = render(net, part, clock_ns, pe, pe_layers)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BmhwError(f"output {out_dir} exists and is not a folder: give a folder name such as build/hls")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "model.bmq").is_file():
-        raise BmhwError(f"output {out_dir} is a non-empty folder that is not a bmhw HLS project: choose another -o")
-    tmp = old = None
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
-        os.chmod(tmp, 0o777 & ~current_umask())
-        for rel, data in sorted(files.items()):
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".old"))
-            os.replace(out_dir, old / "project")
-        os.replace(tmp, out_dir)
-        tmp = None
-    except OSError as err:
-        if old is not None and (old / "project").exists() and not out_dir.exists():
-            os.replace(old / "project", out_dir)  # put the previous project back
-        raise BmhwError(f"cannot write HLS project {out_dir}: {err.strerror or err}") from None
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    return out_dir
-
+    """Write the project to ``out_dir`` atomically (``bmhw.backends.project.write_project``). ``pe``: add-max
+    PEs working at once in every BM layer; ``pe_layers``: per-layer overrides (layer name -> PEs); both
+    capped at a layer's outputs."""
+    return write_project(render(net, part, clock_ns, pe, pe_layers), out_dir, "HLS project", "build/hls")

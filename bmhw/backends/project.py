@@ -1,0 +1,116 @@
+"""What every hardware backend shares: layer identifiers, the PE parallelism knob and the atomic write
+of a generated project folder. NumPy only, never torch."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from bmhw import ir
+from bmhw.atomic import current_umask
+from bmhw.errors import BmhwError
+
+MARKER = "model.bmq"  # every generated project carries its network; it marks the folder as ours
+
+
+def layer_names(net: ir.QuantizedNet) -> list[str]:
+    """A distinct C / Verilog identifier per layer, in order (IR names such as "0" or "fc.1" are not)."""
+    names = []
+    for layer in net.layers:
+        name = re.sub(r"\W", "_", str(layer["name"]))
+        if not re.match(r"[A-Za-z]", name):
+            name = f"layer_{name}"
+        base, n = name, 1
+        while name in names:
+            n += 1
+            name = f"{base}_{n}"
+        names.append(name)
+    return names
+
+
+def parse_pe_options(values) -> tuple[int, dict]:
+    """``--pe N`` (every BM layer) and ``--pe LAYER=N`` (one layer), repeatable: (default, {layer: N})."""
+    default, overrides = 1, {}
+    for value in values or ():
+        layer, sep, number = str(value).rpartition("=")
+        try:
+            n = int(number)
+        except ValueError:
+            raise BmhwError(f"--pe {value}: give N or LAYER=N with N a positive integer") from None
+        if n <= 0:
+            raise BmhwError(f"--pe {value}: the number of PEs must be a positive integer")
+        if sep and not layer:
+            raise BmhwError(f"--pe {value}: give N or LAYER=N with N a positive integer")
+        if sep:
+            overrides[layer] = n
+        else:
+            default = n
+    return default, overrides
+
+
+def resolve_pe(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None, cap_at_fan_in: bool = False) -> list:
+    """The PE count of each layer (None for layers without PEs): ``pe`` for every BM layer, overridden per
+    layer by ``pe_layers`` (keys: IR or identifier layer names), capped at the layer's output count (and at
+    its fan-in K with ``cap_at_fan_in``, for the Verilog backend's serial output stage)."""
+    if int(pe) <= 0:
+        raise BmhwError(f"--pe {pe}: the number of PEs must be a positive integer")
+    names = layer_names(net)
+    by_name = {}
+    for index, (layer, name) in enumerate(zip(net.layers, names)):
+        by_name.setdefault(str(layer["name"]), index)
+        by_name.setdefault(name, index)
+    chosen = [int(pe) if layer["op"] in ir.BM_OPS else None for layer in net.layers]
+    bm_names = ", ".join(str(layer["name"]) for layer in net.layers if layer["op"] in ir.BM_OPS)
+    for key, value in sorted((pe_layers or {}).items()):
+        if key not in by_name or net.layers[by_name[key]]["op"] not in ir.BM_OPS:
+            raise BmhwError(f"--pe {key}={value}: no BM layer named {key!r} (BM layers: {bm_names})")
+        if int(value) <= 0:
+            raise BmhwError(f"--pe {key}={value}: the number of PEs must be a positive integer")
+        chosen[by_name[key]] = int(value)
+    out = []
+    for n, layer in zip(chosen, net.layers):
+        if n is not None:
+            n = min(n, int(layer["out_count"]))
+            if cap_at_fan_in:
+                n = min(n, int(layer["fan_in"]))
+        out.append(n)
+    return out
+
+
+def write_project(files: dict, out_dir, what: str, example: str) -> Path:
+    """Write ``files`` (relative path -> bytes) as the folder ``out_dir`` atomically: built beside it, then
+    renamed into place (an existing project folder is replaced only once the new one is complete). Refuses
+    to replace a non-empty folder that is not a bmhw project. ``what``/``example`` name the kind of project
+    in error messages ("HLS project", "build/hls")."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BmhwError(f"output {out_dir} exists and is not a folder: give a folder name such as {example}")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MARKER).is_file():
+        raise BmhwError(f"output {out_dir} is a non-empty folder that is not a bmhw {what}: choose another -o")
+    tmp = old = None
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+        os.chmod(tmp, 0o777 & ~current_umask())
+        for rel, data in sorted(files.items()):
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".old"))
+            os.replace(out_dir, old / "project")
+        os.replace(tmp, out_dir)
+        tmp = None
+    except OSError as err:
+        if old is not None and (old / "project").exists() and not out_dir.exists():
+            os.replace(old / "project", out_dir)  # put the previous project back
+        raise BmhwError(f"cannot write {what} {out_dir}: {err.strerror or err}") from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return out_dir

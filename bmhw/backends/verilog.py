@@ -1,0 +1,292 @@
+"""The Verilog backend: a quantized network (.bmq IR) -> synthesizable Verilog of the layer-by-layer
+architecture, verified bit for bit against the golden model by the cocotb benches in ``sim/``.
+
+The building blocks are hand-written, parameterised Verilog-2005 modules (``templates/verilog/lib/``,
+copied unchanged into every project). Python prepares, per layer, the parameter values (shapes, PE
+count, and the width of every signal from the IR's proven ranges) and the ROM contents (``mem/*.mem``);
+the one template, ``bmhw_net.v.j2``, only instantiates and wires them. The export is deterministic and
+atomic like the HLS export. NumPy only, never torch. Architecture and cycle model: docs/verilog.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from bmhw import __version__, ir
+from bmhw.backends.project import layer_names, parse_pe_options, resolve_pe, write_project  # noqa: F401
+from bmhw.errors import BmhwError
+from bmhw.intmath import width
+
+TOP = "bmhw_net"
+INPUT_BITS = 8  # image bytes: the network input codes are in [0, 255] (docs/datapath.md)
+CYCLE_COUNTER_BITS = 32
+DEFAULT_CLOCK_NS = 5.0
+# Fixed cycles of each block around its loop (fill and drain of its pipeline, the done pulse), read off
+# the schedules documented in the modules; the simulation measures them (docs/verilog.md).
+BM_OVERHEAD = 7
+POOL_OVERHEAD = 4
+ARGMAX_OVERHEAD = 2
+OUTPUT_OVERHEAD = 1
+
+
+def library_dir() -> Path:
+    from bmhw.resources import templates_dir
+
+    return templates_dir() / "verilog" / "lib"
+
+
+def library_files() -> list[str]:
+    """The hand-written modules, in a fixed order (dependencies first)."""
+    return sorted(p.name for p in library_dir().glob("*.v"))
+
+
+def signed_width(lo: int, hi: int) -> int:
+    """Bits of the smallest two's complement field holding [lo, hi] (a sign bit even when lo >= 0)."""
+    return width(min(int(lo), -1), max(int(hi), 0))
+
+
+def address_width(depth: int) -> int:
+    return max(1, (int(depth) - 1).bit_length())
+
+
+def mem_text(values, bits: int) -> bytes:
+    """A $readmemh file: one two's complement entry of ``bits`` bits per line, in hex."""
+    digits = (bits + 3) // 4
+    mask = (1 << bits) - 1
+    return "".join(f"{int(v) & mask:0{digits}x}\n" for v in values).encode()
+
+
+def _size(shape) -> int:
+    return int(np.prod(shape))
+
+
+def _round_shift_width(in_w: int, n: int) -> int:
+    """Natural width of round_shift(a, n) for an ``in_w``-bit a (bmhw_round_shift)."""
+    return in_w + 1 - n if n > 0 else in_w - n
+
+
+def bm_layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dict:
+    """Parameters of one ``bmhw_bm_layer`` and the contents of its four ROMs."""
+    ranges, widths = layer["ranges"], layer["widths"]
+    conv = layer["op"] == "bm_conv2d"
+    k, o = int(layer["fan_in"]), int(layer["out_count"])
+    in_h, in_w = (list(layer["in_shape"][1:]) if conv else [1, 1])
+    out_h, out_w = (list(layer["out_shape"][1:]) if conv else [1, 1])
+    kh, kw = layer["kernel"] if conv else (1, 1)
+    sh, sw = layer["stride"] if conv else (1, 1)
+    ph, pw = layer["padding"] if conv else (0, 0)
+    f, p, g, h, csum = (int(layer[key]) for key in ("F", "P", "G", "H", "csum"))
+    folds = -(-o // pe)
+
+    ln, w, exp, bias = (net.table(layer, t) for t in ir.BM_TABLES)
+    q_w = int(widths["q_in"])
+    ln_w, wt_w, b_w = signed_width(*ranges["LN"]), signed_width(*ranges["W"]), signed_width(*ranges["B"])
+    m_w = max(ln_w, wt_w, signed_width(*ranges["T"]))
+    exp_w = width(*ranges["EXP"])
+    i_min, i_max = (int(v) for v in ranges["I"])
+    lmax = i_max - i_min
+    rs = p - g - i_min
+    z_w = exp_w + lmax
+    s_w, sc_w = int(widths["S"]), int(widths["S_CSUM"])
+    checks = [(0 < h <= sc_w, f"the correction shift H={h} must lie in [1, {sc_w}]"),
+              (rs <= z_w, f"the exp shift {rs} exceeds the {z_w}-bit shifted table entry"),
+              (len(ln) <= 1 << q_w, f"the ln table has {len(ln)} entries for {q_w}-bit codes"),
+              (len(exp) == 1 << f, f"the exp table has {len(exp)} entries, not 2^F = {1 << f}")]
+    e_w = _round_shift_width(z_w, rs)
+    c_w = sc_w + 1 - h
+    y_w = max(e_w, c_w, b_w) + 2
+    params = {"IN_H": in_h, "IN_W": in_w, "OUT_H": out_h, "OUT_W": out_w, "KH": kh, "KW": kw,
+              "SH": sh, "SW": sw, "PH": ph, "PW": pw, "K": k, "O": o, "PE": pe,
+              "IN_AW": address_width(_size(layer["in_shape"])), "OUT_AW": address_width(_size(layer["out_shape"])),
+              "Q_W": q_w, "LN_W": ln_w, "WT_W": wt_w, "M_W": m_w, "F": f, "EXP_W": exp_w, "IMIN": i_min,
+              "L_W": max(1, lmax.bit_length()), "LMAX": lmax, "RS": rs, "E_W": e_w, "S_W": s_w, "SC_W": sc_w,
+              "H": h, "CSUM": csum, "C_W": c_w, "B_W": b_w, "Y_W": y_w, "RELU": int(bool(layer["relu"]))}
+    if layer["relu"]:
+        a = int(widths["q_out"])
+        out_shift = g + int(layer["out_scale_exp"])
+        checks += [(int(layer["out_max"]) == (1 << a) - 1, f"out_max {layer['out_max']} is not 2^{a} - 1"),
+                   (out_shift <= y_w, f"the requantization shift {out_shift} exceeds Y's {y_w} bits")]
+        params.update(OUT_SHIFT=out_shift, YR_W=max(_round_shift_width(y_w, out_shift), a + 1), OUT_D=a)
+    else:
+        params.update(OUT_SHIFT=0, YR_W=1, OUT_D=y_w)
+    for ok, problem in checks:
+        if not ok:
+            raise BmhwError(f"layer {layer['name']}: {problem}; the .bmq file is inconsistent or unsupported by "
+                            "the Verilog backend: re-create it with bmhw quantize")
+
+    # ROMs. The ln LUT is indexed by the full code width; the weight ROM holds the PE weights of one
+    # step side by side (PE 0 in the low bits), at address fold * K + k; outputs past O read zeros.
+    ln_rom = np.zeros(1 << q_w, dtype=np.int64)
+    ln_rom[:len(ln)] = ln
+    w_pad = np.zeros((folds * pe, k), dtype=np.int64)
+    w_pad[:o] = w
+    words = []
+    for fold in range(folds):
+        block = w_pad[fold * pe:(fold + 1) * pe] & ((1 << wt_w) - 1)
+        for step in range(k):
+            word = 0
+            for lane in reversed(range(pe)):
+                word = (word << wt_w) | int(block[lane, step])
+            words.append(word)
+    b_rom = np.zeros(folds * pe, dtype=np.int64)
+    b_rom[:o] = bias
+    mems = {f"mem/{name}_ln.mem": mem_text(ln_rom, ln_w), f"mem/{name}_w.mem": mem_text(words, pe * wt_w),
+            f"mem/{name}_exp.mem": mem_text(exp, exp_w), f"mem/{name}_b.mem": mem_text(b_rom, b_w)}
+    for rom in ("ln", "w", "exp", "b"):
+        params[f"{rom.upper()}_FILE"] = f"mem/{name}_{rom}.mem"
+    return {"params": params, "mems": mems, "out_bits": params["OUT_D"], "folds": folds,
+            "positions": out_h * out_w}
+
+
+def cycle_model(net: ir.QuantizedNet, pes: list) -> list[dict]:
+    """Cycles per image of each block, from the schedules of the RTL (docs/verilog.md, "Cycle model"):
+    input: one pixel per cycle; BM layer: positions * folds * K + (outputs of the last fold) + 7; max pooling: outputs * k^2 + 4;
+    flatten: none (the buffer is read in place); arg-max: classes + 2, and one cycle to raise out_valid."""
+    rows = [{"layer": "input", "op": "stream", "pe": None, "positions": None, "folds": None, "k": None,
+             "cycles": _size(net.input_shape)}]
+    for layer, name, pe in zip(net.layers, layer_names(net), pes):
+        row = {"layer": name, "op": layer["op"], "pe": pe, "positions": None, "folds": None, "k": None}
+        if layer["op"] in ir.BM_OPS:
+            positions = _size(layer["out_shape"][1:]) if layer["op"] == "bm_conv2d" else 1
+            k, o = int(layer["fan_in"]), int(layer["out_count"])
+            folds = -(-o // pe)
+            last_fold = o - (folds - 1) * pe
+            row.update(positions=positions, folds=folds, k=k, cycles=positions * folds * k + last_fold + BM_OVERHEAD)
+        elif layer["op"] == "maxpool2d":
+            row["cycles"] = _size(layer["out_shape"]) * int(layer["kernel"]) ** 2 + POOL_OVERHEAD
+        else:
+            row["cycles"] = 0
+        rows.append(row)
+    rows.append({"layer": "argmax", "op": "argmax", "pe": None, "positions": None, "folds": None, "k": None,
+                 "cycles": net.num_classes + ARGMAX_OVERHEAD + OUTPUT_OVERHEAD})
+    return rows
+
+
+def cycle_summary(net: ir.QuantizedNet, pes: list, clock_ns: float = DEFAULT_CLOCK_NS) -> dict:
+    """Per-block rows, the cycles per image (first input beat to output beat) and images/s at the clock."""
+    rows = cycle_model(net, pes)
+    total = sum(row["cycles"] for row in rows)
+    return {"rows": rows, "total": total, "images_per_s": 1e9 / (total * clock_ns)}
+
+
+def _check_network(net: ir.QuantizedNet) -> None:
+    if not net.layers:
+        raise BmhwError("the network has no layers: nothing to export")
+    last = net.layers[-1]
+    if last["op"] not in ir.BM_OPS or last["relu"]:
+        raise BmhwError("the last layer must be the logits BM layer (no ReLU); re-create the .bmq with bmhw quantize")
+    if net.num_classes < 2:
+        raise BmhwError(f"the network has {net.num_classes} output; the arg-max needs at least 2 classes")
+    for layer in net.layers:
+        if layer["op"] not in ir.OPS:
+            raise BmhwError(f"layer {layer['name']}: the Verilog backend has no block for operation {layer['op']!r}")
+        if layer["op"] == "maxpool2d" and int(layer["stride"]) != int(layer["kernel"]):
+            raise BmhwError(f"layer {layer['name']}: max pooling with stride {layer['stride']} != kernel "
+                            f"{layer['kernel']} is not supported by the Verilog backend")
+
+
+def build_context(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None,
+                  clock_ns: float = DEFAULT_CLOCK_NS) -> tuple[dict, dict]:
+    """The template context (buffers, blocks and their parameters) and the ROM files."""
+    _check_network(net)
+    pes = resolve_pe(net, pe, pe_layers, cap_at_fan_in=True)
+    in_size = _size(net.input_shape)
+    buffers = [{"name": "input", "layer": None, "width": INPUT_BITS, "depth": in_size,
+                "aw": address_width(in_size), "signed": False}]
+    blocks, mems, current = [], {}, buffers[0]
+    for layer, name, layer_pe in zip(net.layers, layer_names(net), pes):
+        op = layer["op"]
+        if op == "flatten":  # (C, H, W) is already the flat order: the next layer reads the same buffer
+            continue
+        if op in ir.BM_OPS:
+            plan = bm_layer_plan(net, layer, name, layer_pe)
+            if plan["params"]["Q_W"] != current["width"]:
+                raise BmhwError(f"layer {layer['name']}: its input codes are {plan['params']['Q_W']} bits but the "
+                                f"previous buffer holds {current['width']}; re-create the .bmq with bmhw quantize")
+            mems.update(plan["mems"])
+            params, module, out_bits = plan["params"], "bmhw_bm_layer", plan["out_bits"]
+        else:
+            c, ih, iw = layer["in_shape"]
+            _, oh, ow = layer["out_shape"]
+            params = {"C": c, "IN_H": ih, "IN_W": iw, "OUT_H": oh, "OUT_W": ow, "KERNEL": layer["kernel"],
+                      "D_W": current["width"], "IN_AW": current["aw"],
+                      "OUT_AW": address_width(_size(layer["out_shape"]))}
+            module, out_bits = "bmhw_maxpool", current["width"]
+        depth = _size(layer["out_shape"])
+        out_buf = {"name": name, "layer": str(layer["name"]), "width": out_bits, "depth": depth,
+                   "aw": address_width(depth), "signed": op in ir.BM_OPS and not layer["relu"]}
+        buffers.append(out_buf)
+        blocks.append({"module": module, "inst": f"u_{name}", "name": name, "in_buf": current["name"],
+                       "out_buf": name, "params": [(key, _verilog_value(value)) for key, value in params.items()]})
+        current = out_buf
+    classes = net.num_classes
+    class_w = address_width(classes)
+    summary = cycle_summary(net, pes, clock_ns)
+    context = {"top": TOP, "version": __version__, "source": str(net.meta.get("source", "unknown")),
+               "input_size": in_size, "input_aw": buffers[0]["aw"], "input_bits": INPUT_BITS,
+               "buffers": buffers, "blocks": blocks, "classes": classes, "logit_bits": current["width"],
+               "class_bits": class_w, "logits_buf": current["name"], "counter_bits": CYCLE_COUNTER_BITS,
+               "pes": pes, "cycles": summary, "clock_ns": clock_ns,
+               "input_shape": "x".join(map(str, net.input_shape))}
+    return context, mems
+
+
+def _verilog_value(value) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    value = int(value)
+    if not -(2 ** 31) <= value < 2 ** 31:
+        if value < 0:
+            raise BmhwError(f"parameter value {value} does not fit a 32-bit Verilog integer")
+        return f"64'd{value}"
+    return str(value)
+
+
+def design_description(net: ir.QuantizedNet, context: dict) -> dict:
+    """design.json: what the simulation benches need to know about the generated RTL."""
+    return {"format": "bmhw-rtl", "version": 1, "top": TOP, "bmhw": __version__,
+            "input_size": context["input_size"], "input_bits": INPUT_BITS, "classes": context["classes"],
+            "logit_bits": context["logit_bits"], "class_bits": context["class_bits"],
+            "counter_bits": CYCLE_COUNTER_BITS, "clock_ns": context["clock_ns"],
+            "sources": [f"rtl/lib/{name}" for name in library_files()] + [f"rtl/{TOP}.v"],
+            "buffers": [{key: b[key] for key in ("name", "layer", "width", "depth", "signed")}
+                        for b in context["buffers"]],
+            "pe": {name: pe for name, pe in zip(layer_names(net), context["pes"]) if pe is not None},
+            "cycles": {"total": context["cycles"]["total"],
+                       "blocks": [{"block": r["layer"], "cycles": r["cycles"]} for r in context["cycles"]["rows"]]}}
+
+
+def _environment() -> jinja2.Environment:
+    from bmhw.resources import templates_dir
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir() / "verilog")), autoescape=False,
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
+                              lstrip_blocks=True)
+
+
+def render(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None,
+           clock_ns: float = DEFAULT_CLOCK_NS) -> dict:
+    """Every file of the project: relative path -> bytes."""
+    context, mems = build_context(net, pe, pe_layers, clock_ns)
+    env = _environment()
+    design = design_description(net, context)
+    files = {f"rtl/{TOP}.v": env.get_template(f"{TOP}.v.j2").render(context).encode(),
+             "README.md": env.get_template("README.md.j2").render(context).encode(),
+             "files.f": "".join(f"{path}\n" for path in design["sources"]).encode(),
+             "design.json": (json.dumps(design, indent=1, sort_keys=True) + "\n").encode(),
+             "model.bmq": ir.dumps(net)}
+    files.update(mems)
+    for name in library_files():
+        files[f"rtl/lib/{name}"] = (library_dir() / name).read_bytes()
+    return files
+
+
+def export(net: ir.QuantizedNet, out_dir, pe: int = 1, pe_layers: dict | None = None,
+           clock_ns: float = DEFAULT_CLOCK_NS) -> Path:
+    """Write the Verilog project to ``out_dir`` atomically. ``pe``: add-max PEs working at once in every BM
+    layer; ``pe_layers``: per-layer overrides; both capped at a layer's outputs and at its fan-in."""
+    return write_project(render(net, pe, pe_layers, clock_ns), out_dir, "Verilog project", "build/rtl")

@@ -1,0 +1,44 @@
+`timescale 1ns / 1ps
+`default_nettype none
+// bmhw_exp_shift: E = round_shift(EXP[r], P - G - I) with I = floor(M / 2^F), r = M mod 2^F
+// (docs/datapath.md, step 2): 2^(M / 2^F) in units of 2^-G. The table gives the fraction; the shift
+// gives the integer part. The variable shift is done as one left shift by L = I - IMIN in [0, LMAX]
+// followed by a constant rounding shift by RS = P - G - IMIN, which is exact:
+// round_shift(EXP << L, RS) = round_shift(EXP, RS - L). One cycle: M in, E out on the next cycle.
+module bmhw_exp_shift #(
+    parameter integer M_W = 16,
+    parameter integer F = 10,
+    parameter integer EXP_W = 17,
+    parameter integer IMIN = 0,
+    parameter integer L_W = 1,
+    parameter integer LMAX = 0,
+    parameter integer RS = 1,
+    parameter integer E_W = 17,
+    parameter EXP_FILE = ""
+) (
+    input  wire           clk,
+    input  wire [M_W-1:0] m,
+    output wire [E_W-1:0] e
+);
+    localparam integer I_W = M_W - F;
+    localparam integer Z_W = EXP_W + LMAX;
+    localparam [I_W:0] IMIN_V = IMIN[I_W:0];
+
+    wire [EXP_W-1:0] exp_q;
+    bmhw_rom #(.WIDTH(EXP_W), .DEPTH(1 << F), .ADDR_W(F), .INIT_FILE(EXP_FILE)) u_exp_lut (
+        .clk(clk), .addr(m[F-1:0]), .data(exp_q)
+    );
+
+    // L = I - IMIN lies in [0, LMAX] (the range of I is proven), so its upper bits are zero.
+    /* verilator lint_off UNUSEDSIGNAL */
+    wire [I_W:0] l_full = {m[M_W-1], m[M_W-1:F]} - IMIN_V;
+    /* verilator lint_on UNUSEDSIGNAL */
+    reg [L_W-1:0] l_q;
+    always @(posedge clk) l_q <= l_full[L_W-1:0];
+
+    wire [Z_W-1:0] exp_x;
+    bmhw_extend #(.IN_W(EXP_W), .OUT_W(Z_W), .SIGNED(0)) u_exp (.in(exp_q), .out(exp_x));
+    wire [Z_W-1:0] z = exp_x << l_q;
+    bmhw_round_shift #(.IN_W(Z_W), .OUT_W(E_W), .N(RS), .SIGNED(0)) u_round (.in(z), .out(e));
+endmodule
+`default_nettype wire

@@ -1,0 +1,22 @@
+`timescale 1ns / 1ps
+`default_nettype none
+// bmhw_rom: a lookup table with a registered read, initialised from a hex file (one entry per line,
+// two's complement at WIDTH bits). The ln table, the exp table, the weights and the biases are ROMs.
+// INIT_FILE is relative to the folder the simulator or synthesis tool runs in (the project folder).
+module bmhw_rom #(
+    parameter integer WIDTH = 8,
+    parameter integer DEPTH = 16,
+    parameter integer ADDR_W = 4,
+    parameter INIT_FILE = ""
+) (
+    input  wire              clk,
+    input  wire [ADDR_W-1:0] addr,
+    output reg  [WIDTH-1:0]  data
+);
+    reg [WIDTH-1:0] mem [0:DEPTH-1];
+
+    initial $readmemh(INIT_FILE, mem);
+
+    always @(posedge clk) data <= mem[addr];
+endmodule
+`default_nettype wire
