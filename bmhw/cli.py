@@ -1,4 +1,4 @@
-"""The ``bmhw`` command line: ``bmhw train | convert | quantize | eval | export | csim | demo``;
+"""The ``bmhw`` command line: ``bmhw train | convert | quantize | eval | export | csim | sim | demo``;
 ``bmhw COMMAND --help`` for each.
 
 User mistakes raise :class:`bmhw.errors.BmhwError`; ``main`` prints them as one line on stderr and
@@ -42,7 +42,8 @@ def _add_quant_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bmhw", description="Bipolar morphological neural networks: training, "
-                                     "conversion, quantization, evaluation and Vitis HLS generation with C-simulation.")
+                                     "conversion, quantization, evaluation, Vitis HLS generation with C-simulation, and Verilog generation "
+                                     "verified with cocotb and Verilator.")
     parser.add_argument("--version", action="version", version=f"bmhw {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -88,19 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("test", "train"), default="test", help="which split (default: test)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
 
-    p = sub.add_parser("export", help="generate a Vitis HLS C++ project from a quantized network",
-                       description="Write a Vitis HLS project (kernels, per-layer config, ROM tables, top function "
-                       "with AXI-Stream ports, C testbench, run_hls.tcl, README) that computes the integer datapath "
-                       "bit for bit. A .pt checkpoint is quantized first, with the options of bmhw quantize.")
+    p = sub.add_parser("export", help="generate a Vitis HLS C++ or a Verilog project from a quantized network",
+                       description="--target hls: a Vitis HLS project (kernels, per-layer config, ROM tables, top "
+                       "function with AXI-Stream ports, C testbench, run_hls.tcl, README). --target verilog: "
+                       "synthesizable Verilog (the rtl/lib blocks, the generated top bmhw_net.v, ROM files mem/*.mem, "
+                       "design.json, README). Both compute the integer datapath bit for bit. A .pt checkpoint is "
+                       "quantized first, with the options of bmhw quantize.")
     p.add_argument("model", type=Path, help="quantized network (.bmq) or 1.5-branch BM checkpoint (.pt)")
-    p.add_argument("--target", choices=("hls",), default="hls", help="what to generate (default: hls)")
+    p.add_argument("--target", choices=("hls", "verilog"), default="hls", help="what to generate (default: hls)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="project folder to write")
     p.add_argument("--part", default="xcu250-figd2104-2L-e", help="FPGA part for run_hls.tcl "
                    "(default: xcu250-figd2104-2L-e)")
     p.add_argument("--clock", type=float, default=5.0, metavar="NS", help="clock period in ns (default: 5)")
     p.add_argument("--pe", action="append", default=None, metavar="[LAYER=]N",
                    help="add-max PEs working at once (output channels per fold) in every BM layer (N, default 1) "
-                   "or in one layer (LAYER=N); repeatable; capped at a layer's output count")
+                   "or in one layer (LAYER=N); repeatable; capped at a layer's output count (and, for Verilog, at "
+                   "its fan-in)")
     _add_quant_options(p)
 
     p = sub.add_parser("csim", help="C-simulate a generated HLS project against the golden model",
@@ -111,6 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=None, metavar="N", help="check the first N test images "
                    "(default: all of them)")
     _add_data_option(p, "MNIST test images (default: the built-in MNIST sample, 500 images)")
+
+    p = sub.add_parser("sim", help="simulate a generated Verilog project against the golden model",
+                       description="Build the project's RTL with Verilator inside the cocotb harness and stream test "
+                       "images through it; every result and every layer's output buffer is compared with the golden "
+                       "model, exactly. Prints images checked, mismatches, cycles per image measured against the "
+                       "analytical count, and throughput at the clock. Exits non-zero on any mismatch.")
+    p.add_argument("project", type=Path, help="folder written by bmhw export --target verilog")
+    p.add_argument("--images", type=int, default=None, metavar="N", help="simulate the first N test images "
+                   "(default: all of them)")
+    _add_data_option(p, "MNIST test images (default: the built-in MNIST sample, 500 images)")
+    p.add_argument("--check-layers", type=int, default=None, metavar="N",
+                   help="compare every layer buffer for the first N images only (default: all images); results and "
+                   "arg-max are always compared")
+    p.add_argument("--clock", type=float, default=None, metavar="NS",
+                   help="clock period for the throughput figure (default: the one given at export, 5 ns)")
 
     p = sub.add_parser("demo", help="run the bundled example networks on the built-in MNIST sample",
                        description="Evaluate the bundled classical and 1.5-branch BM LeNet checkpoints, and the "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -202,24 +203,49 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
-    from bmhw.backends import hls
+def _load_or_quantize(args):
     from bmhw.ir import load_bmq
 
-    start = time.perf_counter()
     if _is_bmq(Path(args.model)):
-        net = load_bmq(args.model)
-    elif Path(args.model).suffix == ".pt":
+        return load_bmq(args.model)
+    if Path(args.model).suffix == ".pt":
         args.checkpoint = args.model
-        net = _quantize(args)
-    else:
-        raise BmhwError(f"{args.model}: give a quantized network (.bmq) or a BM checkpoint (.pt)")
+        return _quantize(args)
+    raise BmhwError(f"{args.model}: give a quantized network (.bmq) or a BM checkpoint (.pt)")
+
+
+def _cycle_table(summary: dict, title: str) -> Table:
+    table = Table(title=title)
+    for column in ("block", "PE", "positions", "folds", "K", "cycles"):
+        table.add_column(column, justify="left" if column == "block" else "right")
+    for row in summary["rows"]:
+        table.add_row(row["layer"], *("" if row.get(key) is None else str(row[key])
+                                      for key in ("pe", "positions" if "positions" in row else "patches", "folds", "k")),
+                      str(row["cycles"]))
+    return table
+
+
+def cmd_export(args) -> int:
+    from bmhw.backends import hls, verilog
+
+    start = time.perf_counter()
+    net = _load_or_quantize(args)
     if not args.clock > 0:
         raise BmhwError(f"--clock must be a positive period in ns, got {args.clock}")
     pe, pe_layers = hls.parse_pe_options(getattr(args, "pe", None))
-    pes = hls.resolve_pe(net, pe, pe_layers)
-    hls.export(net, args.output, part=args.part, clock_ns=args.clock, pe=pe, pe_layers=pe_layers)
-    table = Table(title=f"bmhw export --target hls: {args.output}")
+    if args.target == "verilog":
+        pes = verilog.resolve_pe(net, pe, pe_layers, cap_at_fan_in=True)
+        verilog.export(net, args.output, pe=pe, pe_layers=pe_layers, clock_ns=args.clock)
+        summary = verilog.cycle_summary(net, pes, args.clock)
+        what, check = "Verilog", f"bmhw sim {args.output}"
+        note = "analytical, from the RTL's schedule; docs/verilog.md"
+    else:
+        pes = hls.resolve_pe(net, pe, pe_layers)
+        hls.export(net, args.output, part=args.part, clock_ns=args.clock, pe=pe, pe_layers=pe_layers)
+        summary = hls.cycle_summary(net, pes, args.clock)
+        what, check = "HLS", f"bmhw csim {args.output}"
+        note = "model, not a synthesis report; docs/hls.md"
+    table = Table(title=f"bmhw export --target {args.target}: {args.output}")
     for column in ("layer", "op", "out shape", "PE sum T", "accumulator Y"):
         table.add_column(column)
     for layer in net.layers:
@@ -227,17 +253,12 @@ def cmd_export(args) -> int:
         table.add_row(layer["name"], layer["op"], "x".join(map(str, layer["out_shape"])),
                       f"{widths['T']} bits" if widths else "", f"{widths['Y']} bits" if widths else "")
     console.print(table)
-    summary = hls.cycle_summary(net, pes, args.clock)
-    cycles = Table(title="expected cycles per image (model, not a synthesis report; docs/hls.md)")
-    for column in ("layer", "PE", "patches", "folds", "K", "cycles"):
-        cycles.add_column(column, justify="left" if column == "layer" else "right")
-    for row, layer in zip(summary["rows"], net.layers):
-        cycles.add_row(layer["name"], *("" if row[key] is None else str(row[key])
-                                        for key in ("pe", "patches", "folds", "k")), str(row["cycles"]))
-    console.print(cycles)
+    console.print(_cycle_table(summary, f"expected cycles per image ({note})"))
+    order = "one after another" if args.target == "hls" else "first input beat to output beat"
     console.print(f"total: {summary['total']} cycles per image, {summary['images_per_s']:.0f} images/s at "
-                  f"{args.clock:g} ns (layers one after another)")
-    console.print(f"wrote {args.output} in {time.perf_counter() - start:.1f} s; check it with: bmhw csim {args.output}")
+                  f"{args.clock:g} ns ({order})")
+    console.print(f"wrote the {what} project {args.output} in {time.perf_counter() - start:.1f} s; check it with: "
+                  f"{check}")
     return 0
 
 
@@ -264,6 +285,60 @@ def cmd_csim(args) -> int:
         raise BmhwError(f"C-simulation of {args.project} disagrees with the golden model: {result.mismatches} "
                         f"mismatches in {result.images} images of {source} (testbench exit {result.returncode})")
     print(f"csim: {result.images} images, 0 mismatches, bit-exact against the golden model ({seconds:.1f} s)")
+    return 0
+
+
+def cmd_sim(args) -> int:
+    from rich.progress import Progress
+
+    from bmhw.backends import rtlsim
+
+    _check_positive(images=args.images, clock=args.clock)
+    if args.check_layers is not None and args.check_layers < 0:
+        raise BmhwError(f"--check-layers must be 0 or more, got {args.check_layers}")
+    design, net = rtlsim.load_design(args.project)
+    if tuple(net.input_shape) != (1, 28, 28):
+        raise BmhwError(f"{args.project} takes inputs of shape {tuple(net.input_shape)}; bmhw sim feeds MNIST")
+    images, _ = load_dataset("mnist", args.data, "test")
+    if args.images is not None:
+        images = images[:args.images]
+    clock_ns = args.clock or design["clock_ns"]
+    source = "the built-in MNIST sample" if args.data is None else str(args.data)
+    console.print(f"building {args.project} with Verilator (first build of a design: tens of seconds) ...")
+    start = time.perf_counter()
+    rtlsim.build(args.project)
+    built = time.perf_counter() - start
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"simulating {len(images)} images", total=len(images))
+        result = rtlsim.run(args.project, images, -1 if args.check_layers is None else args.check_layers,
+                            clock_ns, progress=lambda done: bar.update(task, completed=done))
+    seconds = time.perf_counter() - start
+    expected = design["cycles"]["total"]
+    rows = [("images checked", f"{result.images} of {len(images)} ({source})"),
+            ("layer buffers compared", f"every layer, {result.layer_images} images"),
+            ("mismatches", "0" if result.passed else "1 (the bench stops at the first)")]
+    if result.mismatch:
+        rows.append(("first mismatch", result.mismatch["message"]))
+    if result.cycles:
+        cycles = np.array(result.cycles)
+        spread = f"{cycles.min()}" if cycles.min() == cycles.max() else f"{cycles.min()} - {cycles.max()}"
+        deviation = (cycles.mean() - expected) / expected
+        rows.append(("cycles per image (measured)", f"{spread}, analytical {expected} ({deviation:+.2%})"))
+        if len(result.times) > 1:
+            interval = (result.times[-1] - result.times[0]) / (len(result.times) - 1)
+            rows.append(("throughput", f"{interval:.0f} cycles between results = {1e9 / (interval * clock_ns):.0f} "
+                         f"images/s at {clock_ns:g} ns ({1e3 / clock_ns:.0f} MHz)"))
+        else:
+            rows.append(("throughput", f"{1e9 / (cycles.mean() * clock_ns):.0f} images/s at {clock_ns:g} ns "
+                         f"({1e3 / clock_ns:.0f} MHz), latency-bound"))
+    rows.append(("wall time", f"{seconds:.1f} s (build {built:.1f} s, simulation {result.wall_s:.1f} s)"))
+    _summary(f"bmhw sim: {args.project}", rows)
+    if not result.passed:
+        where = result.mismatch["message"] if result.mismatch else "no image was checked"
+        raise BmhwError(f"the RTL of {args.project} disagrees with the golden model: {where}")
+    cycles = float(np.mean(result.cycles))
+    print(f"sim: {result.images} images, 0 mismatches, bit-exact against the golden model; {cycles:.0f} cycles per "
+          f"image (analytical {expected}); {1e9 / (cycles * clock_ns):.0f} images/s at {clock_ns:g} ns")
     return 0
 
 

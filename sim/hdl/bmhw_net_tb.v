@@ -14,11 +14,11 @@ module bmhw_net_tb #(
     parameter integer IN_GAPS = 0,
     parameter integer OUT_STALLS = 0
 ) (
-    input wire clk
+    input wire clk /* verilator public */
 );
-    reg rst = 1'b1;
-    reg [31:0] image_count = 32'd0;  // images handed over by the driver
-    reg [IN_BITS-1:0] image [0:IN_SIZE-1];
+    reg rst /* verilator public */ = 1'b1;
+    reg [31:0] image_count /* verilator public */ = 32'd0;  // images handed over by the driver
+    reg [IN_BITS-1:0] image [0:IN_SIZE-1] /* verilator public */;
 
     // ------------------------------------------------------------------ source
     reg [31:0] sent = 32'd0;  // images fully streamed
@@ -58,12 +58,12 @@ module bmhw_net_tb #(
 
     // ------------------------------------------------------------------ sink
     reg [31:0] results = 32'd0;
-    reg result_strobe = 1'b0;
-    reg [LOGITS_W-1:0] result_logits;
-    reg [CLASS_W-1:0] result_class;
-    reg [COUNTER_W-1:0] result_cycles;
+    reg result_strobe /* verilator public */ = 1'b0;
+    reg [LOGITS_W-1:0] result_logits /* verilator public */;
+    reg [CLASS_W-1:0] result_class /* verilator public */;
+    reg [COUNTER_W-1:0] result_cycles /* verilator public */;
     reg [31:0] now = 32'd0;  // free-running cycle count, for throughput
-    reg [31:0] result_time;
+    reg [31:0] result_time /* verilator public */;
     always @(posedge clk) begin
         now <= now + 32'd1;
         result_strobe <= out_valid && out_ready;

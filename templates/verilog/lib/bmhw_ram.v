@@ -16,7 +16,7 @@ module bmhw_ram #(
     input  wire [ADDR_W-1:0] raddr,
     output reg  [WIDTH-1:0]  rdata
 );
-    reg [WIDTH-1:0] mem [0:DEPTH-1];
+    reg [WIDTH-1:0] mem [0:DEPTH-1] /* verilator public_flat_rd */;  // read by the cocotb benches
 
     always @(posedge clk) begin
         if (we) mem[waddr] <= wdata;

