@@ -17,6 +17,9 @@ from bmhw.models import DATASETS, arch_name, create, describe, make_spec
 from bmhw.train import evaluate, to_tensor, train_classifier
 
 console = Console()
+# The demo's RTL simulation: PEs per BM layer and images (a short run; bmhw sim does the long ones).
+DEMO_RTL_PE = 4
+DEMO_RTL_IMAGES = 20
 
 
 def _dataset_of(model) -> str:
@@ -385,5 +388,22 @@ def cmd_demo(args) -> int:
                             f"{result.images} images")
         print(f"csim: {result.images} images, 0 mismatches, bit-exact against the golden model "
               f"({time.perf_counter() - start:.1f} s)")
+
+        # And as Verilog, simulated by Verilator under the cocotb bench (every layer buffer compared).
+        from bmhw.backends import rtlsim, verilog
+
+        project, pe = Path(tmp) / "rtl", DEMO_RTL_PE
+        start = time.perf_counter()
+        verilog.export(net, project, pe=pe)
+        expected = verilog.cycle_summary(net, verilog.resolve_pe(net, pe, cap_at_fan_in=True))["total"]
+        console.print(f"exported it as Verilog ({pe} PEs per layer); building it with Verilator and simulating "
+                      f"{DEMO_RTL_IMAGES} images under cocotb against the golden model ...")
+        result = rtlsim.run(project, images[:DEMO_RTL_IMAGES])
+        if not result.passed:
+            raise BmhwError(f"the RTL disagrees with the golden model: {(result.mismatch or {}).get('message')}")
+        print(f"rtl sim: {result.images} images, 0 mismatches in every layer, bit-exact against the golden model; "
+              f"{int(np.mean(result.cycles))} cycles per image (analytical {expected}) "
+              f"({time.perf_counter() - start:.1f} s)")
     console.print("next: bmhw export examples/lenet_bm15_mnist.bmq --target hls -o build/hls && bmhw csim build/hls")
+    console.print("      bmhw export examples/lenet_bm15_mnist.bmq --target verilog -o build/rtl && bmhw sim build/rtl")
     return 0

@@ -28,8 +28,6 @@ from bmhw.backends.verilog import bm_layer_plan
 from bmhw.intmath import round_shift
 from bmhw.sim.scoreboard import Mismatch, Scoreboard
 
-BLOCK_TESTS = ("rom_ln", "rom_exp", "exp_shift", "addmax_pe", "pe_array", "correction", "requantize")
-LAYER_TESTS = ("bm_layer",)
 # Settling time of a combinational block after its input changes (no clock involved).
 SETTLE_NS = 1
 # Above this many values a combinational block's range is sampled instead of swept.

@@ -66,6 +66,10 @@ def test_wheel_contains_the_package_and_its_resources(names):
     assert "bmhw/data/mnist_sample/t10k-labels-idx1-ubyte.gz" in names
     for module in ("cli", "commands", "checkpoint", "train", "resources", "errors"):
         assert f"bmhw/{module}.py" in names
+    # The Verilog blocks and template, and the cocotb benches with their harness.
+    for shipped in ("bmhw/templates/verilog/bmhw_net.v.j2", "bmhw/templates/verilog/lib/bmhw_bm_layer.v",
+                    "bmhw/sim/hdl/bmhw_net_tb.v", "bmhw/sim/test_network.py", "bmhw/sim/scoreboard.py"):
+        assert shipped in names, shipped
     # Every module of the source tree is in the wheel.
     for path in (REPO / "bmhw").rglob("*.py"):
         assert path.relative_to(REPO).as_posix() in names, path

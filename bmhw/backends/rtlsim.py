@@ -120,6 +120,21 @@ def _runner():
     return Runner()
 
 
+def _build_dir(project: Path, in_gaps: bool, out_stalls: bool) -> Path:
+    return project / BUILD_DIR / ("stress" if in_gaps or out_stalls else "plain")
+
+
+def _runner_for(project: Path, in_gaps: bool, out_stalls: bool):
+    """A runner set up to test an existing build without rebuilding it."""
+    build_dir = _build_dir(project, in_gaps, out_stalls)
+    if not (build_dir / HARNESS).is_file():
+        raise BmhwError(f"{project} has not been built for simulation: call build() first")
+    runner = _runner()
+    runner.build_dir = build_dir
+    runner.hdl_toplevel = HARNESS
+    return runner
+
+
 def build(project, in_gaps: bool = False, out_stalls: bool = False, waves: bool = False):
     """Verilate the harness and the project's RTL (into PROJECT/sim_build); return the cocotb runner."""
     _require_cocotb()
@@ -130,7 +145,7 @@ def build(project, in_gaps: bool = False, out_stalls: bool = False, waves: bool 
     parameters = {"IN_SIZE": design["input_size"], "IN_BITS": design["input_bits"],
                   "LOGITS_W": design["classes"] * design["logit_bits"], "CLASS_W": design["class_bits"],
                   "COUNTER_W": design["counter_bits"], "IN_GAPS": int(in_gaps), "OUT_STALLS": int(out_stalls)}
-    build_dir = project / BUILD_DIR / ("stress" if in_gaps or out_stalls else "plain")
+    build_dir = _build_dir(project, in_gaps, out_stalls)
     build_dir.mkdir(parents=True, exist_ok=True)
     log = build_dir / "build.log"
     with _verilator_on_path():
@@ -146,11 +161,12 @@ def build(project, in_gaps: bool = False, out_stalls: bool = False, waves: bool 
 
 
 def run(project, images: np.ndarray, check_layers: int = -1, clock_ns: float | None = None,
-        in_gaps: bool = False, out_stalls: bool = False, progress=None, progress_every: int = 10) -> SimResult:
+        in_gaps: bool = False, out_stalls: bool = False, progress=None, progress_every: int = 10,
+        build_first: bool = True) -> SimResult:
     """Build (if needed) and simulate ``images`` (N x C x H x W codes). ``check_layers``: how many of the
     first images also get every layer buffer compared (-1: all). ``progress(done)`` is called about once a
-    second with the number of images checked so far. Returns the outcome; a mismatch is in ``mismatch``,
-    not raised."""
+    second with the number of images checked so far. ``build_first=False`` uses the existing build (for runs
+    side by side on one build). Returns the outcome; a mismatch is in ``mismatch``, not raised."""
     project = Path(project).resolve()
     design, net = load_design(project)
     images = np.asarray(images)
@@ -160,7 +176,7 @@ def run(project, images: np.ndarray, check_layers: int = -1, clock_ns: float | N
         raise BmhwError(f"{project} takes images of shape {tuple(net.input_shape)}, got {tuple(images.shape[1:])}")
     if len(images) == 0:
         raise BmhwError("no images to simulate")
-    runner = build(project, in_gaps, out_stalls)
+    runner = build(project, in_gaps, out_stalls) if build_first else _runner_for(project, in_gaps, out_stalls)
     with tempfile.TemporaryDirectory(prefix="job-", dir=project / BUILD_DIR) as job:
         job = Path(job)
         np.save(job / "images.npy", images.astype(np.int64))
@@ -173,11 +189,12 @@ def run(project, images: np.ndarray, check_layers: int = -1, clock_ns: float | N
         def simulate():
             try:
                 with _verilator_on_path():
-                    runner.test(hdl_toplevel=HARNESS, test_module="bmhw.sim.test_network", test_dir=str(project),
+                    runner.test(hdl_toplevel=HARNESS, hdl_toplevel_lang="verilog", test_module="bmhw.sim.test_network",
+                            test_dir=str(project),
                                 extra_env={"BMHW_SIM_JOB": str(job)}, results_xml=str(job / "results.xml"),
                                 log_file=str(log))
-            except (SystemExit, RuntimeError, subprocess.CalledProcessError) as err:
-                failure.append(err)  # a failing test is read from result.json below
+            except (SystemExit, Exception) as err:  # noqa: BLE001 - a failing test is read from result.json below
+                failure.append(err)
 
         worker = threading.Thread(target=simulate, daemon=True)
         worker.start()
@@ -188,8 +205,8 @@ def run(project, images: np.ndarray, check_layers: int = -1, clock_ns: float | N
                     progress(int((job / "progress").read_text() or 0))
         result_file = job / "result.json"
         if not result_file.is_file():
-            raise BmhwError(f"the simulation of {project} ended without a result: "
-                            f"{_first_error(log, 'no error message')}")
+            fallback = f"{type(failure[0]).__name__}: {failure[0]}" if failure else "no error message"
+            raise BmhwError(f"the simulation of {project} ended without a result: {_first_error(log, fallback)}")
         outcome = json.loads(result_file.read_text())
         text = log.read_text(errors="replace") if log.is_file() else ""
     return SimResult(outcome["images"], outcome["layer_images"], outcome["mismatch"], outcome["cycles"],
