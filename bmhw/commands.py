@@ -218,12 +218,13 @@ def _load_or_quantize(args):
 
 
 def _cycle_table(summary: dict, title: str) -> Table:
+    # The HLS model counts patches, the Verilog one output positions (the same number for a convolution).
+    where = "positions" if "positions" in summary["rows"][0] else "patches"
     table = Table(title=title)
-    for column in ("block", "PE", "positions", "folds", "K", "cycles"):
+    for column in ("block", "PE", where, "folds", "K", "cycles"):
         table.add_column(column, justify="left" if column == "block" else "right")
     for row in summary["rows"]:
-        table.add_row(row["layer"], *("" if row.get(key) is None else str(row[key])
-                                      for key in ("pe", "positions" if "positions" in row else "patches", "folds", "k")),
+        table.add_row(row["layer"], *("" if row.get(key) is None else str(row[key]) for key in ("pe", where, "folds", "k")),
                       str(row["cycles"]))
     return table
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, SimTimeoutError, Timer, with_timeout
 
 from bmhw import golden, ir
 from bmhw.backends.project import layer_names
@@ -35,11 +35,14 @@ EXHAUSTIVE_LIMIT = 1 << 14
 
 
 class BlockMismatch(AssertionError):
-    """The first difference between a block's output and its reference."""
+    """The first difference between a block's output and its reference: ``index`` is the position in the
+    bench's sequence (``label``: "address" for a ROM, "step" for a PE, else "index"), ``where`` says which
+    input gave it."""
 
-    def __init__(self, block: str, layer: str, index: int, where: str, rtl: int, reference: int):
+    def __init__(self, block: str, layer: str, index: int, where: str, rtl: int, reference: int,
+                 label: str = "index"):
         self.block, self.layer, self.index, self.rtl, self.reference = block, layer, index, rtl, reference
-        super().__init__(f"block {block}, layer {layer}: index {index}{where}: RTL {rtl}, reference {reference}")
+        super().__init__(f"block {block}, layer {layer}: {label} {index}{where}: RTL {rtl}, reference {reference}")
 
 
 # ---------------------------------------------------------------------------------------------- the job
@@ -101,16 +104,17 @@ def bench(fn):
     return cocotb.test()(test)
 
 
-def compare(block: str, layer: str, rtl, reference, index_name: str = "index", inputs=None) -> None:
+def compare(block: str, layer: str, rtl, reference, label: str = "index", inputs=None,
+            input_name: str = "") -> None:
     """Exact comparison of two sequences; the first difference raises BlockMismatch. ``inputs`` (one per
     element) are named in the message, e.g. the M that gave a wrong E."""
     rtl, reference = np.asarray(rtl, dtype=object), np.asarray(reference, dtype=object)
     if rtl.shape != reference.shape:
-        raise BlockMismatch(block, layer, -1, f" (shape {rtl.shape} vs {reference.shape})", -1, -1)
+        raise BlockMismatch(block, layer, -1, f" (shape {rtl.shape} vs {reference.shape})", -1, -1, label)
     if not np.array_equal(rtl, reference):
         index = int(np.flatnonzero(rtl != reference)[0])
-        where = f" ({index_name} {inputs[index]})" if inputs is not None else ""
-        raise BlockMismatch(block, layer, index, where, int(rtl[index]), int(reference[index]))
+        where = f" ({input_name} = {inputs[index]})" if inputs is not None else ""
+        raise BlockMismatch(block, layer, index, where, int(rtl[index]), int(reference[index]), label)
 
 
 def signed(value: int, bits: int) -> int:
@@ -153,7 +157,7 @@ async def rom_ln(dut, job: Job):
         dut.ln_addr.value = a
 
     rtl = await stream(dut, drive, lambda: signed(int(dut.ln_data.value), ln_w), range(1 << q_w))
-    compare("bmhw_rom (ln LUT)", job.name, rtl, reference)
+    compare("bmhw_rom (ln LUT)", job.name, rtl, reference, "address")
     return {"entries": len(rtl)}
 
 
@@ -169,7 +173,7 @@ async def rom_exp(dut, job: Job):
         dut.exp_addr.value = a
 
     rtl = await stream(dut, drive, lambda: int(dut.exp_data.value), range(1 << f))
-    compare("bmhw_rom (exp LUT)", job.name, rtl, reference)
+    compare("bmhw_rom (exp LUT)", job.name, rtl, reference, "address")
     return {"entries": len(rtl)}
 
 
@@ -189,7 +193,7 @@ async def exp_shift(dut, job: Job):
         dut.es_m.value = m & ((1 << m_w) - 1)
 
     rtl = await stream(dut, drive, lambda: int(dut.es_e.value), ms)
-    compare("bmhw_exp_shift", job.name, rtl, reference, "M", list(ms))
+    compare("bmhw_exp_shift", job.name, rtl, reference, "index", list(ms), "M")
     return {"values": len(rtl)}
 
 
@@ -245,8 +249,8 @@ async def check_pe(dut, job: Job, test: str, block: str, lanes: int, prefix: str
         for lane in range(lanes):
             rtl = signed(packed >> (lane * m_w), m_w)
             if rtl != reference[index][lane]:
-                where = f" (step {index}, lane {lane}: en {int(en)}, first {int(first)}, LN {ln}, W {w[lane]})"
-                raise BlockMismatch(block, job.name, index, where, rtl, reference[index][lane])
+                where = f" (lane {lane}: en {int(en)}, first {int(first)}, LN {ln}, W {w[lane]})"
+                raise BlockMismatch(block, job.name, index, where, rtl, reference[index][lane], "step")
     en_port.value = 0
     return {"steps": len(steps), "lanes": lanes}
 
@@ -275,7 +279,7 @@ async def correction(dut, job: Job):
         dut.corr_s.value = s
         await Timer(SETTLE_NS, unit="ns")
         rtl.append(int(dut.corr_c.value))
-    compare("bmhw_correction", job.name, rtl, [round_shift(s * csum, h) for s in inputs], "S", inputs)
+    compare("bmhw_correction", job.name, rtl, [round_shift(s * csum, h) for s in inputs], "index", inputs, "S")
     return {"values": len(inputs)}
 
 
@@ -302,7 +306,7 @@ async def requantize(dut, job: Job):
         await Timer(SETTLE_NS, unit="ns")
         rtl.append(int(dut.rq_q.value))
     reference = [min(max(round_shift(y, shift), 0), top) for y in inputs]
-    compare("bmhw_requantize", job.name, rtl, reference, "Y", inputs)
+    compare("bmhw_requantize", job.name, rtl, reference, "index", inputs, "Y")
     return {"values": len(inputs)}
 
 
@@ -320,7 +324,8 @@ async def bm_layer(dut, job: Job):
     scoreboard = Scoreboard(shapes={job.name: out_shape if len(out_shape) == 3 else None})
     k, o, pe = int(job.layer["fan_in"]), int(job.layer["out_count"]), job.pe
     folds = -(-o // pe)
-    latency = job.plan["positions"] * folds * k + (o - (folds - 1) * pe) + 7
+    positions = int(np.prod(out_shape[1:])) if job.layer["op"] == "bm_conv2d" else 1
+    latency = positions * folds * k + (o - (folds - 1) * pe) + 7
     out_bits, logits = job.params["OUT_D"], not job.layer["relu"]
     in_cells = [dut.u_in.mem[i] for i in range(codes[0].size)]
     out_cells = [dut.u_out.mem[i] for i in range(expected.shape[1])]
@@ -339,7 +344,11 @@ async def bm_layer(dut, job: Job):
         dut.start.value = 1
         await FallingEdge(dut.clk)
         dut.start.value = 0
-        await RisingEdge(dut.done)
+        try:  # a layer that never finishes fails instead of hanging the bench
+            await with_timeout(RisingEdge(dut.done), (2 * latency + 100) * job.clock_ns, "ns")
+        except SimTimeoutError:
+            raise BlockMismatch("bmhw_bm_layer", job.name, image, " (done pulses, none within twice the "
+                                "documented latency)", int(dut.done_count.value), image + 1, "image") from None
         await ClockCycles(dut.clk, 4)  # nothing may follow done: no write, no second pulse
         await FallingEdge(dut.clk)
         values = [int(cell.value) for cell in out_cells]
@@ -352,5 +361,5 @@ async def bm_layer(dut, job: Job):
                                ("done pulses", int(dut.done_count.value), image + 1),
                                ("output writes", int(dut.writes.value), expected.shape[1])):
             if rtl != ref:
-                raise BlockMismatch("bmhw_bm_layer", job.name, image, f" (image {image}: {what})", rtl, ref)
+                raise BlockMismatch("bmhw_bm_layer", job.name, image, f" ({what})", rtl, ref, "image")
     return {"images": len(codes), "cycles": cycles, "expected_cycles": latency}

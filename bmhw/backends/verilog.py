@@ -92,7 +92,9 @@ def bm_layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dict
     rs = p - g - i_min
     z_w = exp_w + lmax
     s_w, sc_w = int(widths["S"]), int(widths["S_CSUM"])
-    checks = [(0 < h <= sc_w, f"the correction shift H={h} must lie in [1, {sc_w}]"),
+    checks = [(f >= 1, "the Verilog blocks need F >= 1 log-domain fraction bits (re-quantize with --log-frac-bits 1 "
+                       "or more)"),
+              (0 < h <= sc_w, f"the correction shift H={h} must lie in [1, {sc_w}]"),
               (rs <= z_w, f"the exp shift {rs} exceeds the {z_w}-bit shifted table entry"),
               (len(ln) <= 1 << q_w, f"the ln table has {len(ln)} entries for {q_w}-bit codes"),
               (len(exp) == 1 << f, f"the exp table has {len(exp)} entries, not 2^F = {1 << f}")]

@@ -3,8 +3,8 @@
 // bmhw_layer_tb: the unit-bench harness of one bmhw_bm_layer (sim/test_blocks.py). The bench writes an
 // image's input codes straight into the input RAM's `mem`, pulses `start` for one cycle and waits for
 // `done`; the layer reads the input RAM and writes the output RAM, whose `mem` the bench then reads.
-// The harness keeps the cycle of the last `start` and of the last `done` (a free-running count, so
-// done_time - start_time is the layer's start-to-done latency), the number of `done` pulses and the
+// The harness keeps the cycle of the last `start` and of the last `done` (a count of the cycles since
+// the reset, so done_time - start_time is the layer's start-to-done latency), the number of `done` pulses and the
 // number of output writes since the last `start`.
 // The layer's parameters are forwarded unchanged (bmhw.backends.verilog.bm_layer_plan); IN_DEPTH and
 // OUT_DEPTH are the sizes of its input and output tensors.
@@ -91,13 +91,14 @@ module bmhw_layer_tb #(
         /* verilator lint_on PINCONNECTEMPTY */
     );
 
-    reg [31:0] now = 32'd0;
+    reg [31:0] now;
     always @(posedge clk) begin
-        now <= now + 32'd1;
         if (rst) begin
+            now <= 32'd0;
             done_count <= 32'd0;
             writes <= 32'd0;
         end else begin
+            now <= now + 32'd1;
             if (start) begin
                 start_time <= now;
                 writes <= 32'd0;

@@ -15,7 +15,12 @@ module bmhw_rom #(
 );
     reg [WIDTH-1:0] mem [0:DEPTH-1];
 
-    initial $readmemh(INIT_FILE, mem);
+    // The guard keeps tools that elaborate the module with its default parameters quiet.
+    generate
+        if (INIT_FILE != "") begin : g_init
+            initial $readmemh(INIT_FILE, mem);
+        end
+    endgenerate
 
     always @(posedge clk) data <= mem[addr];
 endmodule
