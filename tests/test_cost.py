@@ -1,0 +1,109 @@
+"""The hardware cost model (bmhw.cost): units against hand-counted gates, the LeNet's layers against the
+units they are made of, the bmhw gates command, and a real Yosys run on the PEs (bmhw.cost.synth)."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from bmhw.backends import verilog
+from bmhw.cost import network, synth, units
+from bmhw.ir import load_bmq
+from bmhw.resources import examples_dir
+from test_cli import run_main
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return load_bmq(examples_dir() / "lenet_bm15_mnist.bmq")
+
+
+def test_units_by_hand():
+    # 8-bit ripple adder: a half adder (XOR, AND) and seven full adders (2 XOR, 2 AND, OR).
+    assert units.adder(8).gates == 2 + 7 * 5 == 37
+    assert units.adder(1).gates == 2
+    assert units.comparator(8).gates == 16  # XOR + MUX per bit
+    assert units.mux(5).gates == 5
+    # 8 x 8 array multiplier: 64 partial-product ANDs and 7 rows of 8-bit adders.
+    assert units.multiplier(8, 8).gates == 64 + 7 * 37 == 323
+    assert units.absolute(8).gates == 8 + 16
+    assert units.shifter(16, 5).gates == 16 * 3  # amounts 0..5: three rows of multiplexers
+    assert units.shifter(16, 0).gates == 0
+    assert (units.register(12).flip_flops, units.register(12).gates) == (12, 0)
+    assert units.rom(256, 14).rom_bits == 3584
+    with pytest.raises(ValueError):
+        units.adder(0)
+
+
+def test_costs_add_up_and_convert_to_gate_equivalents():
+    cost = units.adder(8) + units.register(8) * 3 + units.rom(16, 4)
+    assert (cost.gates, cost.flip_flops, cost.rom_bits) == (37, 24, 64)
+    assert cost.units == {"adder 8b": 1, "register 8b": 3, "rom 16x4b": 1}
+    assert cost.logic_equivalents == 37 + 5 * 24
+    assert cost.gate_equivalents == pytest.approx(37 + 5 * 24 + 0.17 * 64)
+    assert units.add_energy_pj(8) == pytest.approx(0.03) and units.add_energy_pj(32) == pytest.approx(0.12)
+    assert units.mul_energy_pj(8, 8) == pytest.approx(0.2) and units.mul_energy_pj(32, 32) == pytest.approx(3.2)
+
+
+def test_lenet_pes_by_hand(lenet):
+    rows = network.network_costs(lenet)
+    conv1 = rows[0]
+    # The 1.5-branch PE at the IR's 16-bit T / M: an adder, a comparator, a multiplexer, a 16-bit register.
+    assert (conv1["bm15"].pe_cost.gates, conv1["bm15"].pe_cost.flip_flops) == (77 + 32 + 16, 16)
+    # The MAC PE on conv1: 9 x 8 multiplier (a sign bit on the 8-bit codes), 22-bit accumulator (8 + 1 + 8 + 5).
+    assert conv1["mac"].pe_cost.gates == (72 + 7 * 42) + (2 + 21 * 5)
+    assert conv1["mac"].pe_cost.flip_flops == 22
+    assert conv1["bm4"].pe_cost.gates == 4 * conv1["bm15"].pe_cost.gates
+    # Steps per image: positions x outputs x fan-in, 281,640 for the whole LeNet.
+    assert sum(row["bm15"].steps for row in rows) == 576 * 6 * 25 + 64 * 16 * 150 + 120 * 256 + 84 * 120 + 10 * 84
+    # Arithmetic energy of conv1 as MAC: every step a 9x8 multiply and a 22-bit add; every output the
+    # requantization (22 x 16 multiply, 38-bit add).
+    expected = 86400 * (0.2 / 64 * 72 + 0.03 / 8 * 22) + 3456 * (0.2 / 64 * 22 * 16 + 0.03 / 8 * 38)
+    assert conv1["mac"].energy_pj == pytest.approx(expected)
+
+
+def test_more_pes_cost_more_logic_and_the_same_tables(lenet):
+    one = network.totals(network.network_costs(lenet, 1))
+    four = network.totals(network.network_costs(lenet, 4))
+    for kind in network.KINDS:
+        assert four[kind][0].gates > one[kind][0].gates
+        assert four[kind][1] == pytest.approx(one[kind][1])  # energy depends on the work, not the parallelism
+    # The BM PEs are cheaper than the MAC PEs (the claim, in the model): logic without tables.
+    assert one["bm15"][0].logic_equivalents < one["mac"][0].logic_equivalents
+
+
+def test_cli_gates_tables_csv_and_plot(tmp_path):
+    code, out, err = run_main(["gates", examples_dir() / "lenet_bm15_mnist.bmq", "--csv", tmp_path / "g.csv",
+                               "--plot", tmp_path / "g.png", "--pe", "2"])
+    assert code == 0, err
+    assert "whole network" in out and "conv1" in out
+    rows = list(csv.DictReader((tmp_path / "g.csv").open()))
+    assert len(rows) == 5 * len(network.KINDS)
+    assert {row["neuron"] for row in rows} == set(network.KINDS)
+    assert all(row["pe"] == "2" for row in rows)
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_gates_errors_are_one_line(tmp_path):
+    code, _, err = run_main(["gates", examples_dir() / "lenet_bm15_mnist.bmq", "--weight-bits", "1"])
+    assert code == 2 and "--weight-bits must be between 2 and 32" in err and err.count("\n") == 1
+    code, _, err = run_main(["gates", tmp_path / "missing.bmq"])
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_yosys_counts_the_pes_close_to_the_model(lenet, tmp_path):
+    # A real Yosys run: the add-max PE and the MAC PE of conv1, generic gates and Xilinx LUTs.
+    project = verilog.export(lenet, tmp_path / "rtl")
+    rows = synth.synth_blocks(project, lenet, verilog.resolve_pe(lenet, cap_at_fan_in=True))
+    pe_rows = {(row["block"], row["kind"]): row for row in rows}
+    bm, mac = pe_rows["conv1 PE", "bm15"], pe_rows["conv1 PE", "mac"]
+    for row in (bm, mac):
+        assert row["generic"].gates > 0 and row["xilinx"].luts > 0
+        assert row["generic"].flip_flops == row["analytical"].flip_flops
+        assert 0.75 <= row["generic"].gates / row["analytical"].gates <= 1.25
+    assert mac["generic"].gates > 2 * bm["generic"].gates and mac["xilinx"].luts > 2 * bm["xilinx"].luts
+    layer = pe_rows["conv1 layer", "bm15"]
+    model = layer["analytical"].gates + units.GATES_PER_ROM_BIT * layer["analytical"].rom_bits
+    assert 0.75 <= layer["generic"].gates / model <= 1.25
