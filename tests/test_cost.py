@@ -95,8 +95,8 @@ def test_cli_gates_errors_are_one_line(tmp_path):
 @pytest.mark.slow
 def test_yosys_counts_the_pes_close_to_the_model(lenet, tmp_path):
     # A real Yosys run: the add-max PE and the MAC PE of conv1, generic gates and Xilinx LUTs.
-    project = verilog.export(lenet, tmp_path / "rtl")
-    rows = synth.synth_blocks(project, lenet, verilog.resolve_pe(lenet, cap_at_fan_in=True))
+    project = verilog.export(lenet, tmp_path / "rtl", pe_layers={"fc3": 3})
+    rows = synth.synth_blocks(project, lenet, verilog.resolve_pe(lenet, 1, {"fc3": 3}, cap_at_fan_in=True))
     pe_rows = {(row["block"], row["kind"]): row for row in rows}
     bm, mac = pe_rows["conv1 PE", "bm15"], pe_rows["conv1 PE", "mac"]
     for row in (bm, mac):
@@ -104,6 +104,9 @@ def test_yosys_counts_the_pes_close_to_the_model(lenet, tmp_path):
         assert row["generic"].flip_flops == row["analytical"].flip_flops
         assert 0.75 <= row["generic"].gates / row["analytical"].gates <= 1.25
     assert mac["generic"].gates > 2 * bm["generic"].gates and mac["xilinx"].luts > 2 * bm["xilinx"].luts
+    array = pe_rows["fc3 PE array of 3", "bm15"]
+    assert array["generic"].flip_flops == 3 * bm["generic"].flip_flops
+    assert 0.75 <= array["generic"].gates / array["analytical"].gates <= 1.25
     layer = pe_rows["conv1 layer", "bm15"]
     model = layer["analytical"].gates + units.GATES_PER_ROM_BIT * layer["analytical"].rom_bits
     assert 0.75 <= layer["generic"].gates / model <= 1.25

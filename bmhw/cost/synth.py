@@ -128,8 +128,8 @@ def synth_module(project: Path, sources: list, module: str, params: dict, target
 
 
 def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=None) -> list:
-    """Synthesize, for every BM layer, its add-max PE and the MAC PE of the same activation width (generic
-    gates and Xilinx LUTs), and the first BM layer's whole block; rows for the report: block, kind,
+    """Synthesize, for every BM layer, its add-max PE (and its PE array when PE > 1) and the MAC PE of the same
+    activation width (generic gates and Xilinx LUTs), and the first BM layer's whole block; rows for the report: block, kind,
     analytical (a Cost), generic and xilinx counts."""
     from bmhw.backends import verilog
     from bmhw.cost import network
@@ -147,6 +147,9 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
                    costs["bm15"].pe_cost),
                   ("mac", "bmhw_mac_pe", {"X_W": plan["Q_W"], "WT_W": weight_bits, "ACC_W": acc},
                    costs["mac"].pe_cost)]
+        if pe > 1:
+            blocks.append(("bm15", "bmhw_pe_array", {"PE": pe, "LN_W": plan["LN_W"], "WT_W": plan["WT_W"],
+                                                     "M_W": plan["M_W"]}, costs["bm15"].pe_cost * pe))
         for kind, module, params, analytical in blocks:
             key = (module, tuple(sorted(params.items())))
             if key not in seen:
@@ -155,7 +158,8 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
                 seen[key] = (synth_module(project, sources, module, params, "generic"),
                              synth_module(project, sources, module, params, "xilinx"))
             generic, xilinx = seen[key]
-            rows.append({"block": f"{name} PE", "kind": kind, "module": module, "analytical": analytical,
+            block = f"{name} PE array of {pe}" if module == "bmhw_pe_array" else f"{name} PE"
+            rows.append({"block": block, "kind": kind, "module": module, "analytical": analytical,
                          "generic": generic, "xilinx": xilinx})
     layer, name, pe = bm_layers[0]
     params = {k: v for k, v in verilog.bm_layer_plan(net, layer, name, pe)["params"].items()}
