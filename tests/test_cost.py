@@ -147,3 +147,22 @@ Info: Max frequency for clock '$glbnet$clk$TRELLIS_IO_IN': 51.20 MHz (FAIL at 10
     assert (result.luts, result.flip_flops, result.bram, result.dsp, result.fmax_mhz) == (5025, 2881, 61, 0, 51.2)
     with pytest.raises(Exception, match="no maximum frequency"):
         pnr.parse_report("Info: nothing", "85k", 1.0)
+
+
+@pytest.mark.slow
+def test_cli_gates_pnr_reports_fmax_and_images_per_second(tmp_path):
+    from bmhw.ir import save_bmq
+    from bmhw.quant import quantize
+    from conftest import build_sequential
+    from test_quant import random_images
+
+    spec = {"seed": 7, "in": (1, 6, 6), "convs": [(2, 3, 1, 0, 2)], "linears": [3]}
+    net = quantize(build_sequential(spec), random_images(16, shape=(1, 6, 6), seed=7), act_bits=4, log_frac_bits=5)
+    save_bmq(net, tmp_path / "small.bmq")
+    code, out, err = run_main(["gates", tmp_path / "small.bmq", "--pnr", "ecp5", "--device", "25k", "--package",
+                               "CABGA256", "--target-mhz", "50"])
+    assert code == 0, err
+    for label in ("LUT4s", "DP16KD", "Fmax", "images/s at Fmax"):
+        assert label in out
+    code, _, err = run_main(["gates", tmp_path / "small.bmq", "--pnr", "ecp5", "--device", "99k"])
+    assert code == 2 and "unknown ECP5 device '99k'" in err
