@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "arg-max are always compared")
     p.add_argument("--clock", type=float, default=None, metavar="NS",
                    help="clock period for the throughput figure (default: the one given at export, 5 ns)")
+    p.add_argument("--stress", action="store_true",
+                   help="pseudo-random gaps in the input stream and back-pressure on the output, to exercise the "
+                   "handshakes (the cycles per image then exceed the analytical count)")
 
     p = sub.add_parser("gates", help="hardware cost of a network: BM against MAC, AdderNet and XNOR neurons",
                        description="Estimate, per BM layer and in total, the gates, flip-flops, table bits, gate "

@@ -73,6 +73,19 @@ def test_handshakes_with_input_gaps_and_output_back_pressure(small_net, tmp_path
     assert min(result.cycles) > expected  # the gaps in the input stream lengthen every image
 
 
+def test_cli_sim_stress_on_mnist(tmp_path):
+    from bmhw.ir import save_bmq
+    from bmhw.quant import quantize
+    from conftest import build_sequential
+
+    spec = {"seed": 8, "in": (1, 28, 28), "convs": [(2, 5, 3, 0, 2)], "linears": [10]}
+    net = quantize(build_sequential(spec), random_images(16, shape=(1, 28, 28), seed=8), act_bits=5)
+    project = verilog.export(net, tmp_path / "rtl", pe=2)
+    code, out, err = run_main(["sim", project, "--images", "4", "--stress"])
+    assert code == 0, err
+    assert "input gaps and output back-pressure on" in out and "4 images, 0 mismatches" in out
+
+
 def test_a_corrupted_lut_entry_is_reported_by_layer_and_index(lenet_project):
     net, project = lenet_project
     lut = project / "mem" / "conv1_ln.mem"
