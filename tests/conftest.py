@@ -104,3 +104,28 @@ def build_sequential(spec: dict) -> nn.Sequential:
             modules.append(nn.ReLU())
         features = out
     return nn.Sequential(*modules).eval()
+
+
+def draw_layers(draw, max_side: int, max_pool: int) -> dict:
+    """Hypothesis: a random network spec for ``build_sequential`` (seed, input of up to ``max_side`` pixels a
+    side, 0-2 convolutions with padding, stride and max pooling of 2 .. ``max_pool``, 1-3 linear layers)."""
+    from hypothesis import strategies as st
+
+    spec = {"seed": draw(st.integers(0, 2**31 - 1))}
+    c, h, w = draw(st.integers(1, 2)), draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    spec["in"] = (c, h, w)
+    convs = []
+    for _ in range(draw(st.integers(0, 2))):
+        pad = draw(st.integers(0, 1))
+        k = draw(st.integers(1, min(3, h + 2 * pad, w + 2 * pad)))
+        stride = draw(st.integers(1, 2))
+        out = draw(st.integers(1, 3))
+        h, w = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        pool = 0
+        if min(h, w) >= 2 and draw(st.booleans()):
+            pool = draw(st.integers(2, min(max_pool, h, w))) if max_pool > 2 else 2
+            h, w = h // pool, w // pool
+        convs.append((out, k, stride, pad, pool))
+    spec["convs"] = convs
+    spec["linears"] = draw(st.lists(st.integers(1, 4), min_size=1, max_size=3))
+    return spec

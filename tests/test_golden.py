@@ -26,7 +26,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
-from conftest import build_sequential
+from conftest import build_sequential, draw_layers
 
 # ---------------------------------------------------------------------------------------------------
 # The reference: docs/datapath.md, transcribed. No bmhw import, no NumPy arithmetic.
@@ -309,23 +309,7 @@ def check_outputs_in_range(model: dict, golden_all: dict, label: str = "") -> No
 
 @st.composite
 def net_specs(draw):
-    spec = {"seed": draw(st.integers(0, 2**31 - 1))}
-    c, h, w = draw(st.integers(1, 2)), draw(st.integers(1, 6)), draw(st.integers(1, 6))
-    spec["in"] = (c, h, w)
-    convs = []
-    for _ in range(draw(st.integers(0, 2))):
-        pad = draw(st.integers(0, 1))
-        k = draw(st.integers(1, min(3, h + 2 * pad, w + 2 * pad)))
-        stride = draw(st.integers(1, 2))
-        out = draw(st.integers(1, 3))
-        h, w = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-        pool = 0
-        if min(h, w) >= 2 and draw(st.booleans()):
-            pool = draw(st.integers(2, min(3, h, w)))
-            h, w = h // pool, w // pool
-        convs.append((out, k, stride, pad, pool))
-    spec["convs"] = convs
-    spec["linears"] = draw(st.lists(st.integers(1, 4), min_size=1, max_size=3))
+    spec = draw_layers(draw, max_side=6, max_pool=3)
     spec["act_bits"] = draw(st.integers(4, 8))
     spec["log_frac_bits"] = draw(st.integers(4, 10))
     spec["exp_frac_bits"] = draw(st.sampled_from([16, 16, 16, 10, 12, 20, 24]))
