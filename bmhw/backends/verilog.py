@@ -223,7 +223,7 @@ def build_context(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = No
                    "aw": address_width(depth), "signed": op in ir.BM_OPS and not layer["relu"]}
         buffers.append(out_buf)
         blocks.append({"module": module, "inst": f"u_{name}", "name": name, "in_buf": current["name"],
-                       "out_buf": name, "params": [(key, _verilog_value(value)) for key, value in params.items()]})
+                       "out_buf": name, "params": [(key, verilog_value(value)) for key, value in params.items()]})
         current = out_buf
     classes = net.num_classes
     class_w = address_width(classes)
@@ -237,7 +237,7 @@ def build_context(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = No
     return context, mems
 
 
-def _verilog_value(value) -> str:
+def verilog_value(value) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     value = int(value)

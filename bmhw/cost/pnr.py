@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bmhw.cost.synth import cache_dir, run_yosys
+from bmhw.cost.synth import run_yosys, run_yowasp
 from bmhw.errors import BmhwError
 
 # The ECP5 devices nextpnr knows, by the size flag it takes; the default is the 85k of the issue.
@@ -71,18 +70,9 @@ def place_and_route(project, top: str = "bmhw_net", device: str = DEFAULT_DEVICE
     start = time.perf_counter()
     run_yosys(f"read_verilog {sources}; synth_ecp5 -top {top} -json pnr_netlist.json", project, "pnr_yosys.log",
               timeout)
-    log = project / "pnr_nextpnr.log"
     command = [nextpnr_command(), f"--{device}", "--package", package, "--json", "pnr_netlist.json", "--textcfg",
                "pnr_design.config", "--freq", f"{target_mhz:g}", "--seed", str(seed), "--timing-allow-fail",
-               "--log", log.name]
-    try:
-        done = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=timeout,
-                              env={**__import__("os").environ, "YOWASP_CACHE_DIR": str(cache_dir())})
-    except subprocess.TimeoutExpired:
-        raise BmhwError(f"nextpnr took more than {timeout:.0f} s on {project}") from None
-    text = log.read_text(errors="replace") if log.is_file() else done.stdout + done.stderr
-    if done.returncode != 0:
-        errors = [line.strip() for line in (text + done.stderr).splitlines() if "ERROR" in line]
-        raise BmhwError(f"nextpnr could not place and route {project} on an ECP5-{device}: "
-                        f"{(errors or ['no message'])[0]}")
+               "--log", "pnr_nextpnr.log"]
+    text = run_yowasp(command, project, "pnr_nextpnr.log",
+                      f"nextpnr could not place and route {project} on an ECP5-{device}", timeout)
     return parse_report(text, device, time.perf_counter() - start)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bmhw.errors import BmhwError
+from bmhw.logs import first_problem
 
 GATE_CELLS = ("$_AND_", "$_NAND_", "$_OR_", "$_NOR_", "$_XOR_", "$_XNOR_", "$_MUX_", "$_ANDNOT_", "$_ORNOT_")
 DEFAULT_CACHE = Path.home() / ".cache" / "bmhw" / "yowasp"
@@ -53,21 +54,26 @@ def is_cached() -> bool:
     return folder.is_dir() and any(folder.rglob("*"))
 
 
-def run_yosys(script: str, cwd: Path, log_name: str = "yosys.log", timeout: float = 1800) -> str:
-    """Run a Yosys script in ``cwd``; return its log. A failure is a one-line BmhwError."""
-    env = dict(os.environ, YOWASP_CACHE_DIR=str(cache_dir()))
+def run_yowasp(command: list, cwd: Path, log_name: str, what: str, timeout: float) -> str:
+    """Run a yowasp tool in ``cwd`` (the only folder it sees) with the bmhw cache folder; return the log it
+    wrote into ``log_name`` (or its output). A failure or a timeout is a one-line BmhwError: ``what`` failed."""
     cache_dir().mkdir(parents=True, exist_ok=True)
     log = Path(cwd) / log_name
     try:
-        done = subprocess.run([yosys_command(), "-q", "-l", log_name, "-p", script], cwd=cwd, env=env,
+        done = subprocess.run(command, cwd=cwd, env=dict(os.environ, YOWASP_CACHE_DIR=str(cache_dir())),
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise BmhwError(f"Yosys took more than {timeout:.0f} s on {cwd}") from None
-    text = log.read_text(errors="replace") if log.is_file() else ""
+        raise BmhwError(f"{what}: more than {timeout:.0f} s") from None
+    text = log.read_text(errors="replace") if log.is_file() else done.stdout + done.stderr
     if done.returncode != 0:
-        errors = [line.strip() for line in (text + done.stderr).splitlines() if "ERROR" in line]
-        raise BmhwError(f"Yosys failed in {cwd}: {(errors or [done.stderr.strip() or 'no message'])[0]}")
+        raise BmhwError(f"{what}: {first_problem(text + done.stderr, done.stderr.strip() or 'no message')}")
     return text
+
+
+def run_yosys(script: str, cwd: Path, log_name: str = "yosys.log", timeout: float = 1800) -> str:
+    """Run a Yosys script in ``cwd``; return its log. A failure is a one-line BmhwError."""
+    return run_yowasp([yosys_command(), "-q", "-l", log_name, "-p", script], cwd, log_name,
+                      f"Yosys failed in {cwd}", timeout)
 
 
 def _cell_counts(log: str) -> dict:
@@ -136,11 +142,12 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
 
     project = Path(project)
     sources = [s for s in (project / "files.f").read_text().split() if not s.endswith(f"{verilog.TOP}.v")]
-    rows, seen = [], {}
+    rows, seen, layer_costs = [], {}, []
     bm_layers = [(layer, name, pe) for layer, name, pe in zip(net.layers, verilog.layer_names(net), pes)
                  if pe is not None]
     for layer, name, pe in bm_layers:
         costs = network.layer_costs(net, layer, name, pe, weight_bits)
+        layer_costs.append(costs)
         plan = verilog.bm_layer_plan(net, layer, name, pe)["params"]
         acc = network.mac_accumulator_bits(int(plan["Q_W"]), weight_bits, int(layer["fan_in"]))
         blocks = [("bm15", "bmhw_addmax_pe", {"LN_W": plan["LN_W"], "WT_W": plan["WT_W"], "M_W": plan["M_W"]},
@@ -162,11 +169,11 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
             rows.append({"block": block, "kind": kind, "module": module, "analytical": analytical,
                          "generic": generic, "xilinx": xilinx})
     layer, name, pe = bm_layers[0]
-    params = {k: v for k, v in verilog.bm_layer_plan(net, layer, name, pe)["params"].items()}
+    params = verilog.bm_layer_plan(net, layer, name, pe)["params"]
     if progress:
         progress(f"synthesizing the whole {name} layer (bmhw_bm_layer)")
     rows.append({"block": f"{name} layer", "kind": "bm15", "module": "bmhw_bm_layer",
-                 "analytical": network.layer_costs(net, layer, name, pe, weight_bits)["bm15"].cost,
+                 "analytical": layer_costs[0]["bm15"].cost,
                  "generic": synth_module(project, sources, "bmhw_bm_layer", params, "generic"),
                  "xilinx": synth_module(project, sources, "bmhw_bm_layer", params, "xilinx")})
     return rows
