@@ -36,6 +36,8 @@ def _add_quant_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exp-frac-bits", type=int, default=16, help="fraction bits P of the exp table (default: 16)")
     p.add_argument("--guard-bits", type=int, default=8,
                    help="accumulator bits below an output code's step (default: 8)")
+    p.add_argument("--weight-bits", type=int, default=8,
+                   help="integer weight width of a classical checkpoint's MAC twin (default: 8)")
     _add_data_option(p, "training images for calibration (default: the built-in MNIST sample, test images)")
     p.add_argument("--calib-images", type=int, default=2000, help="calibration images (default: 2000)")
 
@@ -74,10 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-images", type=int, default=2000, help="calibration images for the re-fit (default: 2000)")
     p.add_argument("-o", "--output", type=Path, required=True, help="BM checkpoint to write")
 
-    p = sub.add_parser("quantize", help="quantize a 1.5-branch BM checkpoint to the integer IR (.bmq)",
+    p = sub.add_parser("quantize", help="quantize a 1.5-branch BM (or a classical) checkpoint to the integer IR (.bmq)",
                        description="Calibrate activation scales, tabulate ln / exp / log-weights / biases and infer "
-                       "every bit width (docs/datapath.md); write the .bmq file that every backend reads.")
-    p.add_argument("checkpoint", type=Path, help="1.5-branch BM checkpoint with the exact max (.pt)")
+                       "every bit width (docs/datapath.md); write the .bmq file that every backend reads. A classical "
+                       "checkpoint becomes its MAC twin: the same activation codes, --weight-bits integer weights.")
+    p.add_argument("checkpoint", type=Path, help="1.5-branch BM checkpoint with the exact max, or a classical "
+                   "checkpoint (.pt)")
     _add_quant_options(p)
     p.add_argument("-o", "--output", type=Path, required=True, help=".bmq file to write")
 
@@ -95,14 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "synthesizable Verilog (the rtl/lib blocks, the generated top bmhw_net.v, ROM files mem/*.mem, "
                        "design.json, README). Both compute the integer datapath bit for bit. A .pt checkpoint is "
                        "quantized first, with the options of bmhw quantize.")
-    p.add_argument("model", type=Path, help="quantized network (.bmq) or 1.5-branch BM checkpoint (.pt)")
+    p.add_argument("model", type=Path, help="quantized network (.bmq) or checkpoint (.pt): 1.5-branch BM, or "
+                   "classical for the MAC twin (Verilog only)")
     p.add_argument("--target", choices=("hls", "verilog"), default="hls", help="what to generate (default: hls)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="project folder to write")
     p.add_argument("--part", default="xcu250-figd2104-2L-e", help="FPGA part for run_hls.tcl "
                    "(default: xcu250-figd2104-2L-e)")
     p.add_argument("--clock", type=float, default=5.0, metavar="NS", help="clock period in ns (default: 5)")
     p.add_argument("--pe", action="append", default=None, metavar="[LAYER=]N",
-                   help="add-max PEs working at once (output channels per fold) in every BM layer (N, default 1) "
+                   help="PEs working at once (output channels per fold) in every weight layer (N, default 1) "
                    "or in one layer (LAYER=N); repeatable; capped at a layer's output count (and, for Verilog, at "
                    "its fan-in)")
     _add_quant_options(p)
@@ -142,8 +147,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, help="quantized network (.bmq) or 1.5-branch BM checkpoint (.pt)")
     p.add_argument("--pe", action="append", default=None, metavar="[LAYER=]N",
                    help="PEs per BM layer, as for bmhw export --target verilog (default 1)")
-    p.add_argument("--weight-bits", type=int, default=8,
-                   help="integer weight width of the MAC and AdderNet variants (default: 8)")
     p.add_argument("--csv", type=Path, default=None, metavar="FILE", help="also write the per-layer figures as CSV")
     p.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
                    help="also plot gate equivalents per layer and neuron (needs matplotlib: pip install 'bmhw[bench]')")

@@ -137,13 +137,19 @@ def cmd_convert(args) -> int:
 
 
 def _quantize(args):
-    """Quantize the checkpoint ``args.checkpoint`` with the options of bmhw quantize."""
-    from bmhw.quant import QuantOptions, quantize
+    """Quantize the checkpoint ``args.checkpoint`` with the options of bmhw quantize: a BM network, or the MAC
+    twin of a classical one."""
+    from bmhw.quant import QuantOptions, quantize, quantize_classical
 
     opts = QuantOptions(args.act_bits, args.log_frac_bits, args.exp_frac_bits, args.guard_bits)
     opts.check()
     _check_positive(calib_images=args.calib_images)
     ckpt = load_checkpoint(args.checkpoint)
+    if _is_classical(ckpt.config):
+        opts = {"act_bits": args.act_bits, "weight_bits": args.weight_bits}
+        quantizer = quantize_classical
+    else:
+        opts, quantizer = vars(opts), quantize
     dataset = _dataset_of(ckpt.model)
     if args.data is None:
         images, _ = load_dataset(dataset, None, "test")
@@ -153,25 +159,27 @@ def _quantize(args):
     else:
         images, _ = load_dataset(dataset, args.data, "train")
         source = f"{dataset} train split"
-    return quantize(ckpt.model, calibration_sample(images, args.calib_images), **vars(opts),
-                    meta={"source": Path(args.checkpoint).name, "calibration": source})
+    return quantizer(ckpt.model, calibration_sample(images, args.calib_images), **opts,
+                     meta={"source": Path(args.checkpoint).name, "calibration": source})
 
 
 def cmd_quantize(args) -> int:
     from bmhw.ir import save_bmq
 
     if _is_bmq(Path(args.checkpoint)):
-        raise BmhwError(f"{args.checkpoint} is already a quantized network: bmhw quantize takes a 1.5-branch "
-                        "checkpoint (.pt)")
+        raise BmhwError(f"{args.checkpoint} is already a quantized network: bmhw quantize takes a 1.5-branch BM "
+                        "or a classical checkpoint (.pt)")
     net = _quantize(args)
     save_bmq(net, args.output)
-    table = Table(title=f"bmhw quantize: {args.output}")
-    for column in ("layer", "op", "out shape", "output scale", "G", "PE sum T", "accumulator Y"):
+    table = Table(title=f"bmhw quantize: {args.output}" + (" (MAC twin)" if net.is_mac else ""))
+    for column in ("layer", "op", "out shape", "output scale", "accumulator scale" if net.is_mac else "G",
+                   "product" if net.is_mac else "PE sum T", "accumulator Y"):
         table.add_column(column)
     for layer in net.layers:
         row = [layer["name"], layer["op"], "x".join(map(str, layer["out_shape"]))]
         if "widths" in layer:
-            row += [f"2^{layer['out_scale_exp']}", str(layer["G"]), f"{layer['widths']['T']} bits",
+            scale = f"2^{layer['acc_scale_exp']}" if net.is_mac else str(layer["G"])
+            row += [f"2^{layer['out_scale_exp']}", scale, f"{layer['widths']['P' if net.is_mac else 'T']} bits",
                     f"{layer['widths']['Y']} bits"]
         table.add_row(*row)
     console.print(table)
@@ -214,7 +222,7 @@ def _load_or_quantize(args):
     if Path(args.model).suffix == ".pt":
         args.checkpoint = args.model
         return _quantize(args)
-    raise BmhwError(f"{args.model}: give a quantized network (.bmq) or a BM checkpoint (.pt)")
+    raise BmhwError(f"{args.model}: give a quantized network (.bmq) or a checkpoint (.pt)")
 
 
 def _cycle_table(summary: dict, title: str) -> Table:
@@ -250,12 +258,13 @@ def cmd_export(args) -> int:
         what, check = "HLS", f"bmhw csim {args.output}"
         note = "model, not a synthesis report; docs/hls.md"
     table = Table(title=f"bmhw export --target {args.target}: {args.output}")
-    for column in ("layer", "op", "out shape", "PE sum T", "accumulator Y"):
+    pe_sum = "ACC" if net.is_mac else "T"
+    for column in ("layer", "op", "out shape", "PE sum " + pe_sum, "accumulator Y"):
         table.add_column(column)
     for layer in net.layers:
         widths = layer.get("widths")
         table.add_row(layer["name"], layer["op"], "x".join(map(str, layer["out_shape"])),
-                      f"{widths['T']} bits" if widths else "", f"{widths['Y']} bits" if widths else "")
+                      f"{widths[pe_sum]} bits" if widths else "", f"{widths['Y']} bits" if widths else "")
     console.print(table)
     console.print(_cycle_table(summary, f"expected cycles per image ({note})"))
     order = "one after another" if args.target == "hls" else "first input beat to output beat"

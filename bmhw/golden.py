@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bmhw import ir
 from bmhw.errors import BmhwError
 from bmhw.intmath import round_shift
 
@@ -18,7 +19,7 @@ CHUNK_ELEMENTS = 1 << 22
 def patches(codes: np.ndarray, layer: dict) -> np.ndarray:
     """Input patches of a layer: (N*L, K) rows, batch-major then output position in raster order; the
     K axis is ordered channel, kernel row, kernel column (zero padding is code 0)."""
-    if layer["op"] == "bm_linear":
+    if layer["op"] not in ir.CONV_OPS:
         return codes.reshape(codes.shape[0], -1)
     (kh, kw), (sh, sw), (ph, pw) = layer["kernel"], layer["stride"], layer["padding"]
     padded = np.pad(codes, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
@@ -54,10 +55,32 @@ def bm_layer(net, layer: dict, codes: np.ndarray) -> np.ndarray:
     y = e - c[:, None] + bias[None, :]
     if layer["relu"]:
         y = np.clip(round_shift(y, g + int(layer["out_scale_exp"])), 0, int(layer["out_max"]))
-    if layer["op"] == "bm_conv2d":
+    return _layer_output(layer, y, n)
+
+
+def _layer_output(layer: dict, y: np.ndarray, n: int) -> np.ndarray:
+    """(N*L, O) rows -> (N, O, Ho, Wo) for a convolution, (N, O) for a linear layer."""
+    if layer["op"] in ir.CONV_OPS:
         _, ho, wo = layer["out_shape"]
         return y.reshape(n, ho, wo, -1).transpose(0, 3, 1, 2)
     return y.reshape(n, -1)
+
+
+def mac_layer(net, layer: dict, codes: np.ndarray) -> np.ndarray:
+    """One classical integer layer of the MAC twin: ``Y = sum_k q_k * W[o, k] + B[o]``, then (hidden
+    layers) ``clamp(round_shift(Y, out_scale_exp - acc_scale_exp), 0, out_max)``."""
+    w, bias = net.table(layer, "weights"), net.table(layer, "bias")
+    x = patches(codes, layer)
+    # Integer sums below 2^53 are exact in float64 whatever the order: BLAS is then exact and fast.
+    if layer["widths"]["ACC"] <= 53:
+        acc = np.rint(x.astype(np.float64) @ w.T.astype(np.float64)).astype(np.int64)
+    else:
+        acc = x.astype(np.int64) @ w.T.astype(np.int64)
+    y = acc + bias[None, :]
+    if layer["relu"]:
+        shift = int(layer["out_scale_exp"]) - int(layer["acc_scale_exp"])
+        y = np.clip(round_shift(y, shift), 0, int(layer["out_max"]))
+    return _layer_output(layer, y, codes.shape[0])
 
 
 def maxpool(layer: dict, codes: np.ndarray) -> np.ndarray:
@@ -78,8 +101,10 @@ def forward(net, codes, return_all: bool = False):
     outputs = {}
     for layer in net.layers:
         op = layer["op"]
-        if op in ("bm_conv2d", "bm_linear"):
+        if op in ir.BM_OPS:
             h = bm_layer(net, layer, h)
+        elif op in ir.MAC_OPS:
+            h = mac_layer(net, layer, h)
         elif op == "maxpool2d":
             h = maxpool(layer, h)
         elif op == "flatten":

@@ -22,9 +22,14 @@ from bmhw.errors import BmhwError
 FORMAT = "bmhw-bmq"
 VERSION = 1
 BM_OPS = ("bm_conv2d", "bm_linear")
-OPS = BM_OPS + ("maxpool2d", "flatten")
-# Tables each BM layer carries, by the name used in docs/datapath.md.
+# The classical integer layers of the MAC twin (docs/datapath.md, "The classical MAC layer").
+MAC_OPS = ("mac_conv2d", "mac_linear")
+WEIGHT_OPS = BM_OPS + MAC_OPS
+CONV_OPS = ("bm_conv2d", "mac_conv2d")
+OPS = WEIGHT_OPS + ("maxpool2d", "flatten")
+# Tables each weight layer carries, by the name used in docs/datapath.md.
 BM_TABLES = ("ln_lut", "log_weights", "exp_lut", "bias")
+MAC_TABLES = ("weights", "bias")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
@@ -43,6 +48,15 @@ class QuantizedNet:
 
     def bm_layers(self) -> list:
         return [layer for layer in self.layers if layer["op"] in BM_OPS]
+
+    def weight_layers(self) -> list:
+        """The BM or MAC layers, in order."""
+        return [layer for layer in self.layers if layer["op"] in WEIGHT_OPS]
+
+    @property
+    def is_mac(self) -> bool:
+        """A classical integer network (the MAC twin) rather than a BM one."""
+        return any(layer["op"] in MAC_OPS for layer in self.layers)
 
     @property
     def num_classes(self) -> int:
@@ -111,9 +125,10 @@ def load_bmq(path) -> QuantizedNet:
         for layer in net.layers:
             if layer["op"] not in OPS:
                 raise _damaged(path, f"unknown operation {layer['op']!r} in layer {layer.get('name')!r}")
-            if layer["op"] in BM_OPS:
-                for table in BM_TABLES:
-                    net.table(layer, table)
+            for table in BM_TABLES if layer["op"] in BM_OPS else MAC_TABLES if layer["op"] in MAC_OPS else ():
+                net.table(layer, table)
+        if net.bm_layers() and net.is_mac:
+            raise _damaged(path, "it mixes BM and MAC layers")
     except (KeyError, TypeError) as err:
         raise _damaged(path, f"missing entry {err}") from None
     return net

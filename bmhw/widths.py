@@ -1,4 +1,4 @@
-"""Bit widths of every signal of a BM layer, derived in exact integer arithmetic from its tables and
+"""Bit widths of every signal of a BM or classical MAC layer, derived in exact integer arithmetic from its tables and
 code ranges (docs/datapath.md, "Widths"). NumPy only."""
 
 from __future__ import annotations
@@ -31,9 +31,28 @@ def signal_ranges(layer: dict, tables: dict) -> dict:
     return r
 
 
+def mac_signal_ranges(layer: dict, tables: dict) -> dict:
+    """``signal -> (lo, hi)`` for one classical MAC layer; ``tables``: weights, bias. The accumulator's
+    bounds are exact per output channel: codes are non-negative, so its extremes put the largest code on
+    the weights of one sign and zero on the others."""
+    w, b = np.asarray(tables["weights"], dtype=object), np.asarray(tables["bias"], dtype=object)
+    q_in = int(layer["in_max"])
+    neg = np.array([sum(min(int(v), 0) for v in row) for row in w], dtype=object) * q_in
+    pos = np.array([sum(max(int(v), 0) for v in row) for row in w], dtype=object) * q_in
+    r = {"q_in": (0, q_in), "W": (int(w.min()), int(w.max())), "B": (int(b.min()), int(b.max()))}
+    r["P"] = (min(0, q_in * r["W"][0]), max(0, q_in * r["W"][1]))
+    r["ACC"] = (int(neg.min()), int(pos.max()))
+    r["Y"] = (int((neg + b).min()), int((pos + b).max()))
+    shift = int(layer["out_scale_exp"]) - int(layer["acc_scale_exp"])
+    r["q_out"] = (0, int(layer["out_max"])) if layer["relu"] else r["Y"]
+    if layer["relu"]:
+        r["YR"] = (round_shift(r["Y"][0], shift), round_shift(r["Y"][1], shift))
+    return r
+
+
 def infer_widths(layer: dict, tables: dict) -> tuple[dict, dict]:
     """Ranges and widths of every signal; a signal that needs more than MAX_WIDTH bits is an error."""
-    ranges = signal_ranges(layer, tables)
+    ranges = mac_signal_ranges(layer, tables) if "weights" in tables else signal_ranges(layer, tables)
     widths = {name: width(lo, hi) for name, (lo, hi) in ranges.items()}
     for name, bits in widths.items():
         if bits > MAX_WIDTH:

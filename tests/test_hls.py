@@ -220,8 +220,8 @@ def test_pe_knob_reaches_the_generated_code_and_stays_deterministic(lenet, tmp_p
     (["--pe", "fc1=-2"], "--pe fc1=-2: the number of PEs must be a positive integer"),
     (["--pe", "two"], "--pe two: give N or LAYER=N"),
     (["--pe", "=3"], "--pe =3: give N or LAYER=N"),
-    (["--pe", "nope=2"], "--pe nope=2: no BM layer named 'nope'"),
-    (["--pe", "pool1=2"], "--pe pool1=2: no BM layer named 'pool1'"),
+    (["--pe", "nope=2"], "--pe nope=2: no weight layer named 'nope'"),
+    (["--pe", "pool1=2"], "--pe pool1=2: no weight layer named 'pool1'"),
 ])
 def test_bad_pe_values_are_one_line_errors(options, message, tmp_path):
     code, _, err = run_main(["export", examples_dir() / "lenet_bm15_mnist.bmq", "-o", tmp_path / "hls", *options])

@@ -116,7 +116,7 @@ def test_cycle_model_by_hand(lenet):
 def test_pe_is_capped_at_outputs_and_fan_in(lenet):
     pes = verilog.resolve_pe(lenet, 500, cap_at_fan_in=True)
     assert pes == [6, None, 16, None, None, 120, 84, 10]
-    with pytest.raises(BmhwError, match="no BM layer named 'pool1'"):
+    with pytest.raises(BmhwError, match="no weight layer named 'pool1'"):
         verilog.resolve_pe(lenet, 1, {"pool1": 2}, cap_at_fan_in=True)
 
 

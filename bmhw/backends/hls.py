@@ -169,6 +169,9 @@ def build_context(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: floa
     """The whole template context: a flat list of layers, each with its config values and tables."""
     if not net.layers:
         raise BmhwError("the network has no layers: nothing to export")
+    if net.is_mac:
+        raise BmhwError("this is a classical MAC network (the MAC twin): the HLS backend implements BM layers; "
+                        "export it with --target verilog")
     pes = resolve_pe(net, pe, pe_layers)
     layers, buffer_type, previous = [], INPUT_TYPE, "input"
     for layer, name, layer_pe in zip(net.layers, c_names(net), pes):

@@ -55,22 +55,30 @@ def layer_sequence(model: nn.Module) -> list[nn.Module]:
                     "networks of 1.5-branch BM layers (see docs/datapath.md, 'Limits')")
 
 
-def _check_sequence(mods: list[nn.Module], names: list[str]) -> None:
+def _check_sequence(mods: list[nn.Module], names: list[str], weight_type=_BMNeuron) -> None:
+    """``weight_type``: _BMNeuron (a BM network) or (nn.Conv2d, nn.Linear) (a classical one, the MAC twin)."""
     weight_idx = [i for i, m in enumerate(mods) if isinstance(m, (_BMNeuron, nn.Linear, nn.Conv2d))]
     if not weight_idx:
         raise BmhwError("the network has no weight layer to quantize")
     for i, (mod, name) in enumerate(zip(mods, names)):
-        if isinstance(mod, (nn.Linear, nn.Conv2d)):
-            raise BmhwError(f"layer {name} is a classical {type(mod).__name__}: convert the network to 1.5-branch BM "
-                            "first (bmhw convert --neuron bm15)")
-        if isinstance(mod, _BMNeuron):
-            if mod.branches != 1.5 or mod.reduce != "max":
+        if isinstance(mod, (nn.Linear, nn.Conv2d)) and weight_type is _BMNeuron:
+            raise BmhwError(f"layer {name} is a classical {type(mod).__name__} in a BM network: convert every layer "
+                            "to 1.5-branch BM (bmhw convert --neuron bm15)")
+        if isinstance(mod, _BMNeuron) and weight_type is not _BMNeuron:
+            raise BmhwError(f"layer {name} is a BM layer in a classical network: the MAC twin needs classical "
+                            "convolutions and linear layers only")
+        if isinstance(mod, (_BMNeuron, nn.Linear, nn.Conv2d)):
+            if isinstance(mod, nn.Conv2d) and (mod.groups != 1 or tuple(mod.dilation) != (1, 1)
+                                               or mod.padding_mode != "zeros"):
+                raise BmhwError(f"layer {name}: only plain convolutions (groups 1, dilation 1, zero padding) are "
+                                "supported")
+            if isinstance(mod, _BMNeuron) and (mod.branches != 1.5 or mod.reduce != "max"):
                 raise BmhwError(f"layer {name} is a {mod.branches}-branch BM layer with reduce={mod.reduce!r}: the "
                                 "integer datapath implements 1.5 branches with the exact max only")
             last = i == weight_idx[-1]
             follows_relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
             if not last and not follows_relu:
-                raise BmhwError(f"layer {name} is not followed by a ReLU: every BM layer but the last needs one")
+                raise BmhwError(f"layer {name} is not followed by a ReLU: every weight layer but the last needs one")
             if last and i != len(mods) - 1:
                 raise BmhwError(f"layer {name}, the logits layer, must be the last module")
         elif isinstance(mod, nn.MaxPool2d):
@@ -120,44 +128,60 @@ def quantize(model: nn.Module, calib_images: np.ndarray, act_bits=8, log_frac_bi
     """Quantize a 1.5-branch BM network; ``calib_images``: uint8 images (N, C, H, W) for the scales."""
     opts = QuantOptions(act_bits, log_frac_bits, exp_frac_bits, guard_bits)
     opts.check()
+
+    def bm_layer(mod, name, s_in, q_in, e_out, relu):
+        g = guard_bits - e_out
+        tables, csum = _bm_tables(mod, s_in, q_in, opts, g)
+        layer = {"op": "bm_conv2d" if isinstance(mod, BMConv2d) else "bm_linear", "name": name,
+                 "fan_in": int(tables["log_weights"].shape[1]), "out_count": mod.out_count, "F": log_frac_bits,
+                 "P": exp_frac_bits, "G": g, "H": CORRECTION_SHIFT, "csum": csum, "relu": relu, "in_max": q_in,
+                 "out_max": (1 << act_bits) - 1 if relu else None, "in_scale": [s_in.numerator, s_in.denominator],
+                 "out_scale_exp": e_out, "delta_w": float(mod.delta_w), "delta_x": float(mod.delta_x)}
+        return layer, tables
+
+    return build_net(model, calib_images, act_bits, _BMNeuron, bm_layer, asdict(opts), meta)
+
+
+def build_net(model: nn.Module, calib_images: np.ndarray, act_bits: int, weight_type, make_layer, options: dict,
+              meta: dict | None) -> QuantizedNet:
+    """Calibrate ``model`` (float64, on ``calib_images``) and turn it into the IR, layer by layer.
+
+    ``make_layer(mod, name, s_in, q_in, e_out, relu)`` returns the IR entry and the tables of one weight
+    layer of type ``weight_type``, whose input codes lie in [0, q_in] at scale s_in and whose output
+    scale is 2^e_out; shapes, kernel geometry and widths are added here."""
     calib_images = np.asarray(calib_images)
     if calib_images.ndim != 4 or len(calib_images) == 0:
         raise BmhwError(f"calibration needs a non-empty batch of images (N, C, H, W), got shape {calib_images.shape}")
     model = model.eval()
     mods = layer_sequence(model)
     names = _layer_names(model, mods)
-    _check_sequence(mods, names)
+    _check_sequence(mods, names, weight_type)
 
     top = (1 << act_bits) - 1
     s_in, q_in = INPUT_SCALE, 255
     mods = [_double(m) for m in mods]
-    outs, h = [], to_tensor(calib_images).double()
-    for mod in mods:
-        h = mod(h)
-        outs.append(h)
-    bm_idx = [i for i, m in enumerate(mods) if isinstance(m, _BMNeuron)]
+    with torch.no_grad():
+        outs, h = [], to_tensor(calib_images).double()
+        for mod in mods:
+            h = mod(h)
+            outs.append(h)
+    weight_idx = [i for i, m in enumerate(mods) if isinstance(m, weight_type)]
     layers, arrays = [], {}
     shape = list(calib_images.shape[1:])
     for i, (mod, name) in enumerate(zip(mods, names)):
         out_shape = list(outs[i].shape[1:])
-        if isinstance(mod, _BMNeuron):
-            relu = i != bm_idx[-1]
+        if isinstance(mod, weight_type):
+            relu = i != weight_idx[-1]
             if relu:
                 # What the next weight layer sees: after the ReLU and any pooling (docs/datapath.md).
-                stage_end = next(j for j in bm_idx if j > i) - 1
+                stage_end = next(j for j in weight_idx if j > i) - 1
                 amax = float(outs[stage_end].max())
             else:
                 amax = float(outs[i].abs().max())
             e_out = _scale_exponent(amax, top if relu else (1 << (act_bits - 1)) - 1)
-            g = guard_bits - e_out
-            tables, csum = _bm_tables(mod, s_in, q_in, opts, g)
-            layer = {"op": "bm_conv2d" if isinstance(mod, BMConv2d) else "bm_linear", "name": name,
-                     "in_shape": shape, "out_shape": out_shape, "fan_in": int(tables["log_weights"].shape[1]),
-                     "out_count": mod.out_count, "F": log_frac_bits, "P": exp_frac_bits, "G": g,
-                     "H": CORRECTION_SHIFT, "csum": csum, "relu": relu, "in_max": q_in,
-                     "out_max": top if relu else None, "in_scale": [s_in.numerator, s_in.denominator],
-                     "out_scale_exp": e_out, "delta_w": float(mod.delta_w), "delta_x": float(mod.delta_x)}
-            if isinstance(mod, BMConv2d):
+            layer, tables = make_layer(mod, name, s_in, q_in, e_out, relu)
+            layer.update(in_shape=shape, out_shape=out_shape)
+            if isinstance(mod, (BMConv2d, nn.Conv2d)):
                 layer.update(kernel=list(mod.kernel_size), stride=list(mod.stride), padding=list(mod.padding))
             layer["ranges"], layer["widths"] = infer_widths(layer, tables)
             arrays.update({f"{name}/{t}": a for t, a in tables.items()})
@@ -169,8 +193,7 @@ def quantize(model: nn.Module, calib_images: np.ndarray, act_bits=8, log_frac_bi
         elif isinstance(mod, nn.Flatten):
             layers.append({"op": "flatten", "name": name, "in_shape": shape, "out_shape": out_shape})
         shape = out_shape
-    info = {"bmhw_version": __version__, "options": asdict(opts), "calib_images": int(len(calib_images)),
-            **(meta or {})}
+    info = {"bmhw_version": __version__, "options": options, "calib_images": int(len(calib_images)), **(meta or {})}
     return QuantizedNet(input_shape=tuple(calib_images.shape[1:]), input_scale=(1, 255), layers=layers,
                         arrays=arrays, meta=info)
 
