@@ -28,6 +28,7 @@ DEFAULT_CLOCK_NS = 5.0
 # Fixed cycles of each block around its loop (fill and drain of its pipeline, the done pulse), read off
 # the schedules documented in the modules; the simulation measures them (docs/verilog.md).
 BM_OVERHEAD = 11
+MAC_OVERHEAD = 8  # the MAC layer's output stage has no 4-cycle exp pipeline (one bias cycle instead)
 POOL_OVERHEAD = 4
 ARGMAX_OVERHEAD = 2
 OUTPUT_OVERHEAD = 1
@@ -69,18 +70,74 @@ def _round_shift_width(in_w: int, n: int) -> int:
     return in_w + 1 - n if n > 0 else in_w - n
 
 
-def bm_layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dict:
-    """Parameters of one ``bmhw_bm_layer`` and the contents of its four ROMs."""
-    ranges, widths = layer["ranges"], layer["widths"]
-    conv = layer["op"] == "bm_conv2d"
-    k, o = int(layer["fan_in"]), int(layer["out_count"])
+def _geometry(layer: dict, pe: int) -> dict:
+    """The shape parameters every layer block takes (bmhw_layer_scan's)."""
+    conv = layer["op"] in ir.CONV_OPS
     in_h, in_w = (list(layer["in_shape"][1:]) if conv else [1, 1])
     out_h, out_w = (list(layer["out_shape"][1:]) if conv else [1, 1])
     kh, kw = layer["kernel"] if conv else (1, 1)
     sh, sw = layer["stride"] if conv else (1, 1)
     ph, pw = layer["padding"] if conv else (0, 0)
-    f, p, g, h, csum = (int(layer[key]) for key in ("F", "P", "G", "H", "csum"))
+    return {"IN_H": in_h, "IN_W": in_w, "OUT_H": out_h, "OUT_W": out_w, "KH": kh, "KW": kw, "SH": sh, "SW": sw,
+            "PH": ph, "PW": pw, "K": int(layer["fan_in"]), "O": int(layer["out_count"]), "PE": pe,
+            "IN_AW": address_width(_size(layer["in_shape"])), "OUT_AW": address_width(_size(layer["out_shape"]))}
+
+
+def _weight_words(w: np.ndarray, pe: int, wt_w: int) -> list:
+    """The weight ROM: the PE weights of one step side by side (PE 0 in the low bits), at address
+    fold * K + k; outputs past O read zeros."""
+    o, k = w.shape
     folds = -(-o // pe)
+    w_pad = np.zeros((folds * pe, k), dtype=np.int64)
+    w_pad[:o] = w
+    words = []
+    for fold in range(folds):
+        block = w_pad[fold * pe:(fold + 1) * pe] & ((1 << wt_w) - 1)
+        for step in range(k):
+            word = 0
+            for lane in reversed(range(pe)):
+                word = (word << wt_w) | int(block[lane, step])
+            words.append(word)
+    return words
+
+
+def _padded(values, depth: int) -> np.ndarray:
+    out = np.zeros(depth, dtype=np.int64)
+    out[:len(values)] = values
+    return out
+
+
+def _requantize_params(layer: dict, y_w: int, out_shift: int, checks: list) -> dict:
+    """OUT_SHIFT, YR_W and OUT_D of a layer's output: requantized codes, or the Y_W-bit logits."""
+    if not layer["relu"]:
+        return {"OUT_SHIFT": 0, "YR_W": 1, "OUT_D": y_w}
+    a = int(layer["widths"]["q_out"])
+    checks += [(int(layer["out_max"]) == (1 << a) - 1, f"out_max {layer['out_max']} is not 2^{a} - 1"),
+               (out_shift <= y_w, f"the requantization shift {out_shift} exceeds Y's {y_w} bits")]
+    return {"OUT_SHIFT": out_shift, "YR_W": max(_round_shift_width(y_w, out_shift), a + 1), "OUT_D": a}
+
+
+def _raise_failed(layer: dict, checks: list) -> None:
+    for ok, problem in checks:
+        if not ok:
+            raise BmhwError(f"layer {layer['name']}: {problem}; the .bmq file is inconsistent or unsupported by "
+                            "the Verilog backend: re-create it with bmhw quantize")
+
+
+def _plan(params: dict, mems: dict, name: str, positions: int) -> dict:
+    for path in mems:
+        rom = path[len(f"mem/{name}_"):-len(".mem")]
+        params[f"{rom.upper()}_FILE"] = path
+    return {"params": params, "mems": mems, "out_bits": params["OUT_D"], "folds": -(-params["O"] // params["PE"]),
+            "positions": positions}
+
+
+def bm_layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dict:
+    """Parameters of one ``bmhw_bm_layer`` and the contents of its four ROMs."""
+    ranges, widths = layer["ranges"], layer["widths"]
+    params = _geometry(layer, pe)
+    f, p, g, h, csum = (int(layer[key]) for key in ("F", "P", "G", "H", "csum"))
+    folds = -(-params["O"] // pe)
 
     ln, w, exp, bias = (net.table(layer, t) for t in ir.BM_TABLES)
     q_w = int(widths["q_in"])
@@ -101,63 +158,61 @@ def bm_layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dict
     e_w = _round_shift_width(z_w, rs)
     c_w = sc_w + 1 - h
     y_w = max(e_w, c_w, b_w) + 2
-    params = {"IN_H": in_h, "IN_W": in_w, "OUT_H": out_h, "OUT_W": out_w, "KH": kh, "KW": kw,
-              "SH": sh, "SW": sw, "PH": ph, "PW": pw, "K": k, "O": o, "PE": pe,
-              "IN_AW": address_width(_size(layer["in_shape"])), "OUT_AW": address_width(_size(layer["out_shape"])),
-              "Q_W": q_w, "LN_W": ln_w, "WT_W": wt_w, "M_W": m_w, "F": f, "EXP_W": exp_w, "IMIN": i_min,
-              "L_W": max(1, lmax.bit_length()), "LMAX": lmax, "RS": rs, "E_W": e_w, "S_W": s_w, "SC_W": sc_w,
-              "H": h, "CSUM": csum, "C_W": c_w, "B_W": b_w, "Y_W": y_w, "RELU": int(bool(layer["relu"]))}
-    if layer["relu"]:
-        a = int(widths["q_out"])
-        out_shift = g + int(layer["out_scale_exp"])
-        checks += [(int(layer["out_max"]) == (1 << a) - 1, f"out_max {layer['out_max']} is not 2^{a} - 1"),
-                   (out_shift <= y_w, f"the requantization shift {out_shift} exceeds Y's {y_w} bits")]
-        params.update(OUT_SHIFT=out_shift, YR_W=max(_round_shift_width(y_w, out_shift), a + 1), OUT_D=a)
-    else:
-        params.update(OUT_SHIFT=0, YR_W=1, OUT_D=y_w)
-    for ok, problem in checks:
-        if not ok:
-            raise BmhwError(f"layer {layer['name']}: {problem}; the .bmq file is inconsistent or unsupported by "
-                            "the Verilog backend: re-create it with bmhw quantize")
+    params.update({"Q_W": q_w, "LN_W": ln_w, "WT_W": wt_w, "M_W": m_w, "F": f, "EXP_W": exp_w, "IMIN": i_min,
+                   "L_W": max(1, lmax.bit_length()), "LMAX": lmax, "RS": rs, "E_W": e_w, "S_W": s_w, "SC_W": sc_w,
+                   "H": h, "CSUM": csum, "C_W": c_w, "B_W": b_w, "Y_W": y_w, "RELU": int(bool(layer["relu"]))})
+    params.update(_requantize_params(layer, y_w, g + int(layer["out_scale_exp"]), checks))
+    _raise_failed(layer, checks)
+    # The ln LUT is indexed by the full code width.
+    mems = {f"mem/{name}_ln.mem": mem_text(_padded(ln, 1 << q_w), ln_w),
+            f"mem/{name}_w.mem": mem_text(_weight_words(w, pe, wt_w), pe * wt_w),
+            f"mem/{name}_exp.mem": mem_text(exp, exp_w),
+            f"mem/{name}_b.mem": mem_text(_padded(bias, folds * pe), b_w)}
+    return _plan(params, mems, name, params["OUT_H"] * params["OUT_W"])
 
-    # ROMs. The ln LUT is indexed by the full code width; the weight ROM holds the PE weights of one
-    # step side by side (PE 0 in the low bits), at address fold * K + k; outputs past O read zeros.
-    ln_rom = np.zeros(1 << q_w, dtype=np.int64)
-    ln_rom[:len(ln)] = ln
-    w_pad = np.zeros((folds * pe, k), dtype=np.int64)
-    w_pad[:o] = w
-    words = []
-    for fold in range(folds):
-        block = w_pad[fold * pe:(fold + 1) * pe] & ((1 << wt_w) - 1)
-        for step in range(k):
-            word = 0
-            for lane in reversed(range(pe)):
-                word = (word << wt_w) | int(block[lane, step])
-            words.append(word)
-    b_rom = np.zeros(folds * pe, dtype=np.int64)
-    b_rom[:o] = bias
-    mems = {f"mem/{name}_ln.mem": mem_text(ln_rom, ln_w), f"mem/{name}_w.mem": mem_text(words, pe * wt_w),
-            f"mem/{name}_exp.mem": mem_text(exp, exp_w), f"mem/{name}_b.mem": mem_text(b_rom, b_w)}
-    for rom in ("ln", "w", "exp", "b"):
-        params[f"{rom.upper()}_FILE"] = f"mem/{name}_{rom}.mem"
-    return {"params": params, "mems": mems, "out_bits": params["OUT_D"], "folds": folds,
-            "positions": out_h * out_w}
+
+def mac_layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dict:
+    """Parameters of one ``bmhw_mac_layer`` (the MAC twin) and the contents of its two ROMs."""
+    ranges, widths = layer["ranges"], layer["widths"]
+    params = _geometry(layer, pe)
+    folds = -(-params["O"] // pe)
+    w, bias = (net.table(layer, t) for t in ir.MAC_TABLES)
+    wt_w, b_w = signed_width(*ranges["W"]), signed_width(*ranges["B"])
+    acc_w = signed_width(*ranges["ACC"])
+    y_w = signed_width(*ranges["Y"])
+    checks = []
+    params.update({"Q_W": int(widths["q_in"]), "WT_W": wt_w, "ACC_W": acc_w, "B_W": b_w, "Y_W": y_w,
+                   "RELU": int(bool(layer["relu"]))})
+    params.update(_requantize_params(layer, y_w, int(layer["out_scale_exp"]) - int(layer["acc_scale_exp"]), checks))
+    _raise_failed(layer, checks)
+    mems = {f"mem/{name}_w.mem": mem_text(_weight_words(w, pe, wt_w), pe * wt_w),
+            f"mem/{name}_b.mem": mem_text(_padded(bias, folds * pe), b_w)}
+    return _plan(params, mems, name, params["OUT_H"] * params["OUT_W"])
+
+
+def layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dict:
+    """The plan of a weight layer's block: ``module``, ``params``, ``mems``, ``out_bits``, ..."""
+    if layer["op"] in ir.MAC_OPS:
+        return {"module": "bmhw_mac_layer", **mac_layer_plan(net, layer, name, pe)}
+    return {"module": "bmhw_bm_layer", **bm_layer_plan(net, layer, name, pe)}
 
 
 def cycle_model(net: ir.QuantizedNet, pes: list) -> list[dict]:
     """Cycles per image of each block, from the schedules of the RTL (docs/verilog.md, "Cycle model"):
-    input: one pixel per cycle; BM layer: positions * folds * K + (outputs of the last fold) + 11; max pooling: outputs * k^2 + 4;
+    input: one pixel per cycle; BM layer: positions * folds * K + (outputs of the last fold) + 11 (MAC layer: + 8);
+    max pooling: outputs * k^2 + 4;
     flatten: none (the buffer is read in place); arg-max: classes + 2, and one cycle to raise out_valid."""
     rows = [{"layer": "input", "op": "stream", "pe": None, "positions": None, "folds": None, "k": None,
              "cycles": _size(net.input_shape)}]
     for layer, name, pe in zip(net.layers, layer_names(net), pes):
         row = {"layer": name, "op": layer["op"], "pe": pe, "positions": None, "folds": None, "k": None}
-        if layer["op"] in ir.BM_OPS:
-            positions = _size(layer["out_shape"][1:]) if layer["op"] == "bm_conv2d" else 1
+        if layer["op"] in ir.WEIGHT_OPS:
+            positions = _size(layer["out_shape"][1:]) if layer["op"] in ir.CONV_OPS else 1
             k, o = int(layer["fan_in"]), int(layer["out_count"])
             folds = -(-o // pe)
             last_fold = o - (folds - 1) * pe
-            row.update(positions=positions, folds=folds, k=k, cycles=positions * folds * k + last_fold + BM_OVERHEAD)
+            overhead = MAC_OVERHEAD if layer["op"] in ir.MAC_OPS else BM_OVERHEAD
+            row.update(positions=positions, folds=folds, k=k, cycles=positions * folds * k + last_fold + overhead)
         elif layer["op"] == "maxpool2d":
             row["cycles"] = _size(layer["out_shape"]) * int(layer["kernel"]) ** 2 + POOL_OVERHEAD
         else:
@@ -179,8 +234,8 @@ def _check_network(net: ir.QuantizedNet) -> None:
     if not net.layers:
         raise BmhwError("the network has no layers: nothing to export")
     last = net.layers[-1]
-    if last["op"] not in ir.BM_OPS or last["relu"]:
-        raise BmhwError("the last layer must be the logits BM layer (no ReLU); re-create the .bmq with bmhw quantize")
+    if last["op"] not in ir.WEIGHT_OPS or last["relu"]:
+        raise BmhwError("the last layer must be the logits layer (no ReLU); re-create the .bmq with bmhw quantize")
     if net.num_classes < 2:
         raise BmhwError(f"the network has {net.num_classes} output; the arg-max needs at least 2 classes")
     for layer in net.layers:
@@ -204,13 +259,13 @@ def build_context(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = No
         op = layer["op"]
         if op == "flatten":  # (C, H, W) is already the flat order: the next layer reads the same buffer
             continue
-        if op in ir.BM_OPS:
-            plan = bm_layer_plan(net, layer, name, layer_pe)
+        if op in ir.WEIGHT_OPS:
+            plan = layer_plan(net, layer, name, layer_pe)
             if plan["params"]["Q_W"] != current["width"]:
                 raise BmhwError(f"layer {layer['name']}: its input codes are {plan['params']['Q_W']} bits but the "
                                 f"previous buffer holds {current['width']}; re-create the .bmq with bmhw quantize")
             mems.update(plan["mems"])
-            params, module, out_bits = plan["params"], "bmhw_bm_layer", plan["out_bits"]
+            params, module, out_bits = plan["params"], plan["module"], plan["out_bits"]
         else:
             c, ih, iw = layer["in_shape"]
             _, oh, ow = layer["out_shape"]
@@ -220,7 +275,7 @@ def build_context(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = No
             module, out_bits = "bmhw_maxpool", current["width"]
         depth = _size(layer["out_shape"])
         out_buf = {"name": name, "layer": str(layer["name"]), "width": out_bits, "depth": depth,
-                   "aw": address_width(depth), "signed": op in ir.BM_OPS and not layer["relu"]}
+                   "aw": address_width(depth), "signed": op in ir.WEIGHT_OPS and not layer["relu"]}
         buffers.append(out_buf)
         blocks.append({"module": module, "inst": f"u_{name}", "name": name, "in_buf": current["name"],
                        "out_buf": name, "params": [(key, verilog_value(value)) for key, value in params.items()]})

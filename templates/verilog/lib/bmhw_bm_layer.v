@@ -2,8 +2,9 @@
 `default_nettype none
 // bmhw_bm_layer: one 1.5-branch BM layer (convolution or fully connected) of docs/datapath.md.
 //
-// Schedule: for each output position (raster order), for each fold of PE output channels, for each
-// k of the patch (channel, kernel row, kernel column): one step per cycle, never stalling.
+// Schedule (bmhw_layer_scan, shared with the MAC twin's bmhw_mac_layer): for each output position (raster
+// order), for each fold of PE output channels, for each k of the patch (channel, kernel row, kernel
+// column): one step per cycle, never stalling.
 //   stage 0  window address generator: the address of input code x_k in the previous layer's buffer
 //            (zero padding is flagged, not read);
 //   stage 1  x_k arrives; the ln LUT is read at x_k; the input sum S accumulates x_k (first fold);
@@ -12,7 +13,7 @@
 //            (later folds) is chosen; with the PE weights of the step it is registered (stage 2b) and
 //            goes to the PE array;
 //   stage 3  after the last k of a fold the PE maxima are copied into a hold register, freeing the
-//            array for the next fold at once.
+//            array for the next fold at once (bmhw_fold_drain).
 // A serial output stage then takes the held maxima (of the existing outputs) one per cycle: exp LUT and shift, Y = E - C + B,
 // requantization (or the logits themselves), and the write into this layer's output buffer. It needs
 // PE cycles per fold, hidden behind the K cycles of the next fold (the export keeps PE <= K).
@@ -75,149 +76,26 @@ module bmhw_bm_layer #(
     localparam integer POSITIONS = OUT_H * OUT_W;
     localparam integer WROM_DEPTH = FOLDS * K;
     localparam integer BROM_DEPTH = FOLDS * PE;
-    // Counter widths (at least one bit).
-    localparam integer KW_W = KW > 1 ? $clog2(KW) : 1;
-    localparam integer KH_W = KH > 1 ? $clog2(KH) : 1;
+    // Widths of the step index, the weight ROM address and the output channel (as in bmhw_layer_scan).
     localparam integer K_W = K > 1 ? $clog2(K) : 1;
-    localparam integer FOLD_W = FOLDS > 1 ? $clog2(FOLDS) : 1;
-    localparam integer OW_W = OUT_W > 1 ? $clog2(OUT_W) : 1;
-    localparam integer OH_W = OUT_H > 1 ? $clog2(OUT_H) : 1;
     localparam integer WA_W = WROM_DEPTH > 1 ? $clog2(WROM_DEPTH) : 1;
     localparam integer OB_W = BROM_DEPTH > 1 ? $clog2(BROM_DEPTH) : 1;
-    // Signed input coordinates and addresses (padding makes them negative at the borders).
-    localparam integer A_W = IN_AW + 3;
-    localparam integer KOFF_ROW_I = IN_W - (KW - 1);
-    localparam integer KOFF_CHAN_I = IN_H * IN_W - (KH - 1) * IN_W - (KW - 1);
-    localparam integer ROW_STEP_I = SH * IN_W;
-    localparam integer ROW0_I = -PH * IN_W - PW;
-    localparam integer IH0_I = -PH;
-    localparam integer IW0_I = -PW;
-    localparam integer OUT_STEP_I = PE * POSITIONS;
-    localparam [A_W-1:0] KOFF_ROW = KOFF_ROW_I[A_W-1:0];
-    localparam [A_W-1:0] KOFF_CHAN = KOFF_CHAN_I[A_W-1:0];
-    localparam [A_W-1:0] ROW_STEP = ROW_STEP_I[A_W-1:0];
-    localparam [A_W-1:0] ROW0 = ROW0_I[A_W-1:0];
-    localparam [A_W-1:0] COL_STEP = SW[A_W-1:0];
-    localparam [A_W-1:0] IH0 = IH0_I[A_W-1:0];
-    localparam [A_W-1:0] IW0 = IW0_I[A_W-1:0];
-    localparam [A_W-1:0] IN_H_V = IN_H[A_W-1:0];
-    localparam [A_W-1:0] IN_W_V = IN_W[A_W-1:0];
-    localparam [A_W-1:0] SH_V = SH[A_W-1:0];
-    localparam [OUT_AW-1:0] OUT_STEP = OUT_STEP_I[OUT_AW-1:0];
-    localparam [OUT_AW-1:0] POS_STEP = POSITIONS[OUT_AW-1:0];
-    localparam [OB_W-1:0] PE_V = PE[OB_W-1:0];
     localparam integer EXP_LATENCY = 4;  // bmhw_exp_shift's pipeline
-    localparam integer K_M1 = K - 1;
-    localparam [K_W-1:0] K_LAST = K_M1[K_W-1:0];
-    localparam integer PE_CNT_W = $clog2(PE + 1);
-    localparam [PE_CNT_W-1:0] PE_COUNT = PE[PE_CNT_W-1:0];
-    localparam integer LAST_FOLD_I = O - (FOLDS - 1) * PE;  // outputs in the last fold
-    localparam [PE_CNT_W-1:0] LAST_FOLD_COUNT = LAST_FOLD_I[PE_CNT_W-1:0];
 
-    // ---------------------------------------------------------------- stage 0: loop counters, window address
-    reg running;
-    wire issue = running;
-    wire kw_last, kh_last, k_first, k_last, fold_first, fold_last, ow_last, oh_last;
-    reg [K_W-1:0] k_i;
-    assign k_first = k_i == {K_W{1'b0}};
-    assign k_last = k_i == K_LAST;
-    wire next_position = issue && k_last && fold_last;
-    /* verilator lint_off PINCONNECTEMPTY */
-    bmhw_counter #(.N(KW), .W(KW_W)) u_kw (.clk(clk), .clr(start), .en(issue), .first(), .last(kw_last));
-    bmhw_counter #(.N(KH), .W(KH_W)) u_kh (.clk(clk), .clr(start), .en(issue && kw_last), .first(), .last(kh_last));
-    bmhw_counter #(.N(FOLDS), .W(FOLD_W)) u_fold (.clk(clk), .clr(start), .en(issue && k_last), .first(fold_first),
-                                                 .last(fold_last));
-    bmhw_counter #(.N(OUT_W), .W(OW_W)) u_ow (.clk(clk), .clr(start), .en(next_position), .first(), .last(ow_last));
-    bmhw_counter #(.N(OUT_H), .W(OH_W)) u_oh (.clk(clk), .clr(start), .en(next_position && ow_last), .first(),
-                                             .last(oh_last));
-    /* verilator lint_on PINCONNECTEMPTY */
-
-    // Everything the address needs is updated by additions only: the input coordinates of element k
-    // (ih, iw) and of the patch's top-left corner (ih0, iw0), the patch's address (position, row_base)
-    // and the offset of element k in_image it (koff); k (window address), the weight ROM address (wa),
-    // the output channel of the fold's first PE (fold_o) and its output address (fold_base + pos_index).
-    reg [A_W-1:0] ih, iw, ih0, iw0, row_base, position, koff;
-    reg [WA_W-1:0] wa;
-    reg [OUT_AW-1:0] pos_index, fold_base;
-    reg [OB_W-1:0] fold_o;
-    wire [A_W-1:0] ih0_next = (next_position && ow_last) ? ih0 + SH_V : ih0;
-    wire [A_W-1:0] iw0_next = next_position ? (ow_last ? IW0 : iw0 + COL_STEP) : iw0;
-    always @(posedge clk) begin
-        if (rst) begin
-            running <= 1'b0;
-        end else if (start) begin
-            running <= 1'b1;
-        end else if (next_position && ow_last && oh_last) begin
-            running <= 1'b0;
-        end
-        if (start) begin
-            ih <= IH0;
-            iw <= IW0;
-            ih0 <= IH0;
-            iw0 <= IW0;
-            row_base <= ROW0;
-            position <= ROW0;
-            koff <= {A_W{1'b0}};
-            k_i <= {K_W{1'b0}};
-            wa <= {WA_W{1'b0}};
-            pos_index <= {OUT_AW{1'b0}};
-            fold_base <= {OUT_AW{1'b0}};
-            fold_o <= {OB_W{1'b0}};
-        end else if (issue) begin
-            ih0 <= ih0_next;
-            iw0 <= iw0_next;
-            if (kw_last && kh_last) ih <= ih0_next;
-            else if (kw_last) ih <= ih + 1'b1;
-            iw <= kw_last ? iw0_next : iw + 1'b1;
-            if (k_last) koff <= {A_W{1'b0}};
-            else if (kw_last && kh_last) koff <= koff + KOFF_CHAN;
-            else if (kw_last) koff <= koff + KOFF_ROW;
-            else koff <= koff + 1'b1;
-            k_i <= k_last ? {K_W{1'b0}} : k_i + 1'b1;
-            wa <= next_position ? {WA_W{1'b0}} : wa + 1'b1;
-            if (next_position) begin
-                fold_base <= {OUT_AW{1'b0}};
-                fold_o <= {OB_W{1'b0}};
-                pos_index <= pos_index + 1'b1;
-                if (ow_last) begin
-                    row_base <= row_base + ROW_STEP;
-                    position <= row_base + ROW_STEP;
-                end else begin
-                    position <= position + COL_STEP;
-                end
-            end else if (k_last) begin
-                fold_base <= fold_base + OUT_STEP;
-                fold_o <= fold_o + PE_V;
-            end
-        end
-    end
-
-    wire in_image = !ih[A_W-1] && ih < IN_H_V && !iw[A_W-1] && iw < IN_W_V;
-    // Inside the image the address lies in [0, 2^IN_AW); the upper bits only matter at padded
-    // positions, which are not read.
-    /* verilator lint_off UNUSEDSIGNAL */
-    wire [A_W-1:0] address = position + koff;
-    /* verilator lint_on UNUSEDSIGNAL */
-    assign in_raddr = address[IN_AW-1:0];
+    // ---------------------------------------------------------------- stages 0 and 1: schedule, window address
+    wire running, v1, pad1, fold0_1, first1, last1, flast1;
+    wire [K_W-1:0] k1;
+    wire [WA_W-1:0] wa1;
+    wire [OUT_AW-1:0] obase1;
+    wire [OB_W-1:0] fo1;
+    bmhw_layer_scan #(.IN_H(IN_H), .IN_W(IN_W), .OUT_H(OUT_H), .OUT_W(OUT_W), .KH(KH), .KW(KW), .SH(SH), .SW(SW),
+                      .PH(PH), .PW(PW), .K(K), .O(O), .PE(PE), .IN_AW(IN_AW), .OUT_AW(OUT_AW)) u_scan (
+        .clk(clk), .rst(rst), .start(start), .running(running), .in_raddr(in_raddr), .v1(v1), .pad1(pad1),
+        .fold0_1(fold0_1), .first1(first1), .last1(last1), .flast1(flast1), .k1(k1), .wa1(wa1), .obase1(obase1),
+        .fo1(fo1)
+    );
 
     // ---------------------------------------------------------------- stage 1: x_k, ln LUT, S, weights
-    reg v1, pad1, fold0_1, first1, last1, flast1;
-    reg [K_W-1:0] k1;
-    reg [WA_W-1:0] wa1;
-    reg [OUT_AW-1:0] obase1;
-    reg [OB_W-1:0] fo1;
-    always @(posedge clk) begin
-        v1 <= !rst && issue;
-        pad1 <= !in_image;
-        fold0_1 <= fold_first;
-        first1 <= k_first;
-        last1 <= k_last;
-        flast1 <= fold_last;
-        k1 <= k_i;
-        wa1 <= wa;
-        obase1 <= fold_base + pos_index;
-        fo1 <= fold_o;
-    end
     wire [Q_W-1:0] x = pad1 ? {Q_W{1'b0}} : in_rdata;
 
     reg [S_W-1:0] s;
@@ -300,32 +178,22 @@ module bmhw_bm_layer #(
     end
 
     // ---------------------------------------------------------------- output stage a: one held maximum per cycle
-    reg [PE*M_W-1:0] hold;
-    reg [PE_CNT_W-1:0] post_left;
-    reg [OB_W-1:0] post_o;
-    reg [OUT_AW-1:0] post_addr;
+    wire post_active;
+    wire [M_W-1:0] post_m;
+    wire [OB_W-1:0] post_o;
+    wire [OUT_AW-1:0] post_addr;
+    bmhw_fold_drain #(.PE(PE), .D_W(M_W), .O(O), .POSITIONS(POSITIONS), .OUT_AW(OUT_AW)) u_drain (
+        .clk(clk), .rst(rst), .load(v3), .last_fold(flast3), .base_addr(obase3), .base_o(fo3), .values(m_all),
+        .active(post_active), .value(post_m), .o(post_o), .addr(post_addr)
+    );
     reg [C_W-1:0] post_c;
-    wire post_active = post_left != {PE_CNT_W{1'b0}};
     always @(posedge clk) begin
-        if (rst) begin
-            post_left <= {PE_CNT_W{1'b0}};
-        end else if (v3) begin
-            hold <= m_all;
-            post_left <= flast3 ? LAST_FOLD_COUNT : PE_COUNT;
-            post_o <= fo3;
-            post_addr <= obase3;
-            post_c <= c_patch;
-        end else if (post_active) begin
-            hold <= hold >> M_W;
-            post_left <= post_left - 1'b1;
-            post_o <= post_o + 1'b1;
-            post_addr <= post_addr + POS_STEP;
-        end
+        if (v3) post_c <= c_patch;
     end
 
     wire [E_W-1:0] e;
     bmhw_exp_shift #(.M_W(M_W), .F(F), .EXP_W(EXP_W), .IMIN(IMIN), .L_W(L_W), .LMAX(LMAX), .RS(RS), .E_W(E_W),
-                     .EXP_FILE(EXP_FILE)) u_exp (.clk(clk), .m(hold[M_W-1:0]), .e(e));
+                     .EXP_FILE(EXP_FILE)) u_exp (.clk(clk), .m(post_m), .e(e));
     wire [B_W-1:0] b_q;
     bmhw_rom #(.WIDTH(B_W), .DEPTH(BROM_DEPTH), .ADDR_W(OB_W), .INIT_FILE(B_FILE)) u_bias (
         .clk(clk), .addr(post_o), .data(b_q)
