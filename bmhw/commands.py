@@ -183,6 +183,11 @@ def cmd_quantize(args) -> int:
                     f"{layer['widths']['Y']} bits"]
         table.add_row(*row)
     console.print(table)
+    if net.is_mac:
+        console.print(f"wrote {args.output}: the MAC twin of a classical network ({args.weight_bits}-bit weights); "
+                      "export it with --target verilog")
+    else:
+        console.print(f"wrote {args.output}")
     return 0
 
 

@@ -76,11 +76,15 @@ def synth_arrays(synth_mnist):
     return {split: load_mnist(synth_mnist, split) for split in ("train", "test")}
 
 
-def build_sequential(spec: dict) -> nn.Sequential:
-    """A Sequential of BM layers from a spec: {"seed", "in": (C, H, W), "convs": [(out, k, stride, pad,
-    pool)], "linears": [outs]}; ReLU after every weight layer but the last, pool after the ReLU."""
+def build_sequential(spec: dict, classical: bool = False) -> nn.Sequential:
+    """A Sequential of BM layers (classical ones with ``classical``) from a spec: {"seed", "in": (C, H, W),
+    "convs": [(out, k, stride, pad, pool)], "linears": [outs]}; ReLU after every weight layer but the last,
+    pool after the ReLU."""
     torch.manual_seed(spec["seed"])
     from bmhw.nn import BMConv2d, BMLinear
+
+    if classical:
+        BMConv2d, BMLinear = nn.Conv2d, nn.Linear  # noqa: N806 - the same constructor signatures
 
     c, h, w = spec["in"]
     modules = []

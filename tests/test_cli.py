@@ -378,9 +378,14 @@ def test_quantize_errors(classical_ckpt, tmp_path, argv_tail, fragment):
     assert not (tmp_path / "m.bmq").exists()
 
 
-def test_quantize_refuses_a_classical_checkpoint(classical_ckpt, tmp_path):
-    code, _, err = run_main(["quantize", classical_ckpt, "-o", tmp_path / "m.bmq"])
-    assert "convert the network to 1.5-branch BM" in assert_one_line_error(code, err)
+def test_quantize_refuses_a_network_mixing_bm_and_classical_layers(tmp_path):
+    from bmhw.checkpoint import save_checkpoint
+    from bmhw.models import lenet
+
+    mixed = save_checkpoint(tmp_path / "mixed.pt", lenet("bm15", layers={"fc3": {"neuron": "classical"}}))
+    code, _, err = run_main(["quantize", mixed, "-o", tmp_path / "m.bmq"])
+    assert "layer fc3 is a classical Linear in a BM network" in assert_one_line_error(code, err)
+    assert not (tmp_path / "m.bmq").exists()
 
 
 def test_eval_of_a_damaged_bmq(tmp_path):

@@ -134,7 +134,35 @@ def _bm_patch(layer: dict, t: dict, patch: list) -> list:
     return outputs
 
 
-def _bm_conv2d(layer: dict, t: dict, x: list) -> list:
+def _mac_tables(layer: dict, tables: dict) -> dict:
+    name, K, O = layer["name"], layer["fan_in"], layer["out_count"]
+    t = {key: tables[f"{name}/{key}"] for key in ("weights", "bias")}
+    assert len(t["weights"]) == O and all(len(row) == K for row in t["weights"]), f"{name}: weights"
+    assert len(t["bias"]) == O, f"{name}: bias length"
+    top = (1 << (layer["weight_bits"] - 1)) - 1
+    assert all(-top <= w <= top for row in t["weights"] for w in row), f"{name}: weight outside +-{top}"
+    return t
+
+
+def _mac_patch(layer: dict, t: dict, patch: list) -> list:
+    """Steps 1-3 of "The classical MAC layer" for one input patch: the O outputs."""
+    for q in patch:
+        assert 0 <= q <= layer["in_max"], f"{layer['name']}: input code {q} outside [0, {layer['in_max']}]"
+    outputs = []
+    for o in range(layer["out_count"]):
+        ACC = 0
+        for k in range(layer["fan_in"]):
+            ACC += patch[k] * t["weights"][o][k]
+        Y = ACC + t["bias"][o]
+        if layer["relu"]:
+            outputs.append(clamp(round_shift(Y, layer["out_scale_exp"] - layer["acc_scale_exp"]), 0,
+                                 layer["out_max"]))
+        else:
+            outputs.append(Y)
+    return outputs
+
+
+def _bm_conv2d(layer: dict, t: dict, x: list, patch_fn=_bm_patch) -> list:
     C, H, W = layer["in_shape"]
     O, Ho, Wo = layer["out_shape"]
     kh, kw = layer["kernel"]
@@ -152,7 +180,7 @@ def _bm_conv2d(layer: dict, t: dict, x: list) -> list:
                         iy, ix = oy * sh - ph + ky, ox * sw - pw + kx
                         inside = 0 <= iy < H and 0 <= ix < W
                         patch.append(x[(c * H + iy) * W + ix] if inside else 0)  # padding reads code 0
-            values = _bm_patch(layer, t, patch)
+            values = patch_fn(layer, t, patch)
             for o in range(O):
                 out[(o * Ho + oy) * Wo + ox] = values[o]
     return out
@@ -193,6 +221,11 @@ def ref_forward(model: dict, tables: dict, image) -> dict:
         elif op == "bm_linear":
             assert layer["fan_in"] == len(x), layer["name"]
             x = _bm_patch(layer, _bm_tables(layer, tables), x)
+        elif op == "mac_conv2d":
+            x = _bm_conv2d(layer, _mac_tables(layer, tables), x, _mac_patch)
+        elif op == "mac_linear":
+            assert layer["fan_in"] == len(x), layer["name"]
+            x = _mac_patch(layer, _mac_tables(layer, tables), x)
         elif op == "maxpool2d":
             x = _maxpool2d(layer, x)
         elif op == "flatten":
@@ -225,6 +258,26 @@ def ref_ranges(layer: dict, tables: dict) -> dict:
     R["C"] = [0, round_shift(K * Qin * CSUM, H)]
     R["Y"] = [R["E"][0] - R["C"][1] + R["B"][0], R["E"][1] + R["B"][1]]
     R["q_out"] = [0, layer["out_max"]] if layer["relu"] else list(R["Y"])
+    return R
+
+
+def ref_mac_ranges(layer: dict, tables: dict) -> dict:
+    """Every signal's [lo, hi] for one MAC layer ("The classical MAC layer", Widths)."""
+    t = _mac_tables(layer, tables)
+    Qin = layer["in_max"]
+    w_flat = [w for row in t["weights"] for w in row]
+    R = {"q_in": [0, Qin], "W": [min(w_flat), max(w_flat)], "B": [min(t["bias"]), max(t["bias"])]}
+    R["P"] = [min(0, Qin * R["W"][0]), max(0, Qin * R["W"][1])]
+    lows = [Qin * sum(min(w, 0) for w in row) for row in t["weights"]]
+    highs = [Qin * sum(max(w, 0) for w in row) for row in t["weights"]]
+    R["ACC"] = [min(lows), max(highs)]
+    R["Y"] = [min(lo + b for lo, b in zip(lows, t["bias"])), max(hi + b for hi, b in zip(highs, t["bias"]))]
+    if layer["relu"]:
+        shift = layer["out_scale_exp"] - layer["acc_scale_exp"]
+        R["YR"] = [round_shift(R["Y"][0], shift), round_shift(R["Y"][1], shift)]
+        R["q_out"] = [0, layer["out_max"]]
+    else:
+        R["q_out"] = list(R["Y"])
     return R
 
 
@@ -263,13 +316,14 @@ def compare_layers(model: dict, tables: dict, golden_all: dict, codes: np.ndarra
 def check_ranges(model: dict, tables: dict, net, label: str = "") -> None:
     """IR ranges/widths (in the file and on the in-memory net) against the spec's derivation."""
     for layer in model["layers"]:
-        if layer["op"] not in ("bm_conv2d", "bm_linear"):
+        if layer["op"] not in ("bm_conv2d", "bm_linear", "mac_conv2d", "mac_linear"):
             continue
         name = layer["name"]
-        want = ref_ranges(layer, tables)
-        assert set(layer["ranges"]) == set(SIGNALS), f"{label}layer {name}: range signals {sorted(layer['ranges'])}"
-        assert set(layer["widths"]) == set(SIGNALS), f"{label}layer {name}: width signals {sorted(layer['widths'])}"
-        for signal in SIGNALS:
+        want = ref_mac_ranges(layer, tables) if layer["op"].startswith("mac") else ref_ranges(layer, tables)
+        signals = tuple(want)
+        assert set(layer["ranges"]) == set(signals), f"{label}layer {name}: range signals {sorted(layer['ranges'])}"
+        assert set(layer["widths"]) == set(signals), f"{label}layer {name}: width signals {sorted(layer['widths'])}"
+        for signal in signals:
             lo, hi = want[signal]
             assert lo <= hi, f"{label}layer {name}: reference range of {signal} is empty [{lo}, {hi}]"
             assert list(layer["ranges"][signal]) == [lo, hi], (
@@ -291,7 +345,7 @@ def check_outputs_in_range(model: dict, golden_all: dict, label: str = "") -> No
     """Every layer's outputs lie in the code range (hidden) or the Y range (logits)."""
     for layer in model["layers"]:
         got = np.asarray(golden_all[layer["name"]])
-        if layer["op"] in ("bm_conv2d", "bm_linear"):
+        if layer["op"] in ("bm_conv2d", "bm_linear", "mac_conv2d", "mac_linear"):
             lo, hi = layer["ranges"]["q_out"]
         else:
             lo, hi = 0, None
@@ -336,11 +390,16 @@ def quantize_spec(spec: dict, folder: Path):
     from bmhw.ir import save_bmq
     from bmhw.quant import quantize
 
-    model = build_sequential(spec)
+    model = build_sequential(spec, classical=spec.get("classical", False))
     rng = np.random.default_rng(spec["input_seed"])
     calib = rng.integers(0, spec["calib_max"] + 1, size=(8, *spec["in"]), dtype=np.int64).astype(np.uint8)
-    net = quantize(model, calib, act_bits=spec["act_bits"], log_frac_bits=spec["log_frac_bits"],
-                   exp_frac_bits=spec.get("exp_frac_bits", 16), guard_bits=spec.get("guard_bits", 8))
+    if spec.get("classical"):
+        from bmhw.quant import quantize_classical
+
+        net = quantize_classical(model, calib, act_bits=spec["act_bits"], weight_bits=spec["weight_bits"])
+    else:
+        net = quantize(model, calib, act_bits=spec["act_bits"], log_frac_bits=spec["log_frac_bits"],
+                       exp_frac_bits=spec.get("exp_frac_bits", 16), guard_bits=spec.get("guard_bits", 8))
     path = folder / "net.bmq"
     save_bmq(net, path)
     codes = np.stack([rng.integers(0, 256, size=spec["in"]),
@@ -376,6 +435,25 @@ def _run_spec(spec: dict) -> None:
 
 @pytest.mark.parametrize("spec", EDGE_SPECS, ids=["fanin1-1x1", "stride2-pad-pool", "all-padding"])
 def test_edge_networks_match_reference(spec):
+    _run_spec(spec)
+
+
+@pytest.mark.parametrize("spec", EDGE_SPECS, ids=["fanin1-1x1", "stride2-pad-pool", "all-padding"])
+def test_edge_mac_twins_match_reference(spec):
+    _run_spec({**spec, "classical": True, "weight_bits": 8})
+
+
+@st.composite
+def mac_specs(draw):
+    spec = draw_layers(draw, max_side=6, max_pool=3)
+    spec.update(classical=True, act_bits=draw(st.integers(2, 8)), weight_bits=draw(st.integers(2, 12)),
+                calib_max=draw(st.sampled_from([255, 255, 40, 3])), input_seed=draw(st.integers(0, 2**31 - 1)))
+    return spec
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=mac_specs())
+def test_random_mac_twins_match_reference(spec):
     _run_spec(spec)
 
 
