@@ -177,3 +177,59 @@ def test_a_layer_with_fan_in_one(tmp_path):
     assert result.passed, result.mismatch
     expected = verilog.cycle_summary(net, verilog.resolve_pe(net, 2, cap_at_fan_in=True))["total"]
     assert result.cycles == [expected] * 6
+
+
+# ---------------------------------------------------------------------------------------------------
+# The MAC twin, verified by the same bench
+# ---------------------------------------------------------------------------------------------------
+
+
+def small_twin(spec=None, act_bits=5, weight_bits=6):
+    from bmhw.quant import quantize_classical
+    from conftest import build_sequential
+
+    spec = spec or {"seed": 11, "in": (2, 7, 6), "convs": [(3, 3, 2, 1, 0), (4, 1, 1, 0, 2)], "linears": [5, 3]}
+    images = random_images(16, shape=spec["in"], seed=spec["seed"])
+    return quantize_classical(build_sequential(spec, classical=True), images, act_bits=act_bits,
+                              weight_bits=weight_bits)
+
+
+@pytest.mark.parametrize("pe", [1, 2, 3])
+def test_mac_twin_with_padding_stride_and_narrow_codes(tmp_path, pe):
+    net = small_twin()
+    project = verilog.export(net, tmp_path / "rtl", pe=pe)
+    result = rtlsim.run(project, small_images())
+    assert result.passed, result.mismatch
+    assert result.images == result.layer_images == 12
+    expected = verilog.cycle_summary(net, verilog.resolve_pe(net, pe, cap_at_fan_in=True))["total"]
+    assert result.cycles == [expected] * 12
+
+
+def test_mac_twin_with_fan_in_one_and_back_pressure(tmp_path):
+    net = small_twin({"seed": 4, "in": (1, 5, 5), "convs": [(3, 1, 1, 0, 0)], "linears": [3]}, act_bits=6)
+    assert net.layers[0]["fan_in"] == 1
+    project = verilog.export(net, tmp_path / "rtl", pe=2)
+    images = random_images(6, shape=(1, 5, 5), seed=5)
+    images[0] = 0
+    result = rtlsim.run(project, images, in_gaps=True, out_stalls=True)
+    assert result.passed, result.mismatch
+
+
+def test_lenet_mac_twin_is_bit_exact_and_a_corrupted_weight_is_caught(tmp_path):
+    from bmhw.quant import quantize_classical
+    from bmhw.checkpoint import load_checkpoint
+
+    images = load_dataset("mnist", None, "test")[0]
+    model = load_checkpoint(examples_dir() / "lenet_classical_mnist.pt").model
+    net = quantize_classical(model, images[:100])
+    project = verilog.export(net, tmp_path / "twin", pe=4, pe_layers={"fc1": 16})
+    result = rtlsim.run(project, images[:3])
+    assert result.passed, result.mismatch
+    expected = verilog.cycle_summary(net, verilog.resolve_pe(net, 4, {"fc1": 16}, cap_at_fan_in=True))["total"]
+    assert result.cycles == [expected] * 3
+    weights = project / "mem" / "conv2_w.mem"
+    lines = weights.read_text().split()
+    lines[0] = format(int(lines[0], 16) ^ 1, f"0{len(lines[0])}x")  # one bit of one weight of PE 0
+    weights.write_text("\n".join(lines) + "\n")
+    code, out, err = run_main(["sim", project, "--images", "3"])
+    assert code == 2 and "layer conv2 index" in err

@@ -166,3 +166,82 @@ def test_a_network_without_log_fraction_bits_is_refused(tmp_path):
     with pytest.raises(BmhwError, match="F >= 1 log-domain fraction bits"):
         verilog.export(net, tmp_path / "rtl")
     assert not (tmp_path / "rtl").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The MAC twin: the same architecture with multiply-accumulate PEs
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def twin():
+    from bmhw.checkpoint import load_checkpoint
+    from bmhw.data import load_mnist_sample
+    from bmhw.quant import quantize_classical
+
+    model = load_checkpoint(examples_dir() / "lenet_classical_mnist.pt").model
+    return quantize_classical(model, load_mnist_sample()[0][:100])
+
+
+@pytest.mark.parametrize("pe", [1, 5])
+def test_mac_twin_passes_verilator_lint_with_all_warnings(twin, tmp_path, pe):
+    code, output = lint(verilog.export(twin, tmp_path / "rtl", pe=pe))
+    assert code == 0 and "%Warning" not in output, output
+
+
+def test_mac_twin_shares_the_architecture_of_the_bm_network(lenet, twin, tmp_path):
+    # Identical buffers (names and depths), blocks and instance names; only the layer module differs.
+    bm, mac = verilog.build_context(lenet, pe=4)[0], verilog.build_context(twin, pe=4)[0]
+    assert [(b["name"], b["depth"]) for b in bm["buffers"]] == [(b["name"], b["depth"]) for b in mac["buffers"]]
+    assert [b["inst"] for b in bm["blocks"]] == [b["inst"] for b in mac["blocks"]]
+    modules = {(b["module"], m["module"]) for b, m in zip(bm["blocks"], mac["blocks"])}
+    assert modules == {("bmhw_bm_layer", "bmhw_mac_layer"), ("bmhw_maxpool", "bmhw_maxpool")}
+    assert bm["pes"] == mac["pes"]
+    shape_keys = ("IN_H", "IN_W", "OUT_H", "OUT_W", "KH", "KW", "SH", "SW", "PH", "PW", "K", "O", "PE", "IN_AW", "OUT_AW")
+    for b, m in zip(bm["blocks"], mac["blocks"]):
+        if b["module"] == "bmhw_bm_layer":
+            assert [kv for kv in b["params"] if kv[0] in shape_keys] == [kv for kv in m["params"] if kv[0] in shape_keys]
+    top = (verilog.export(twin, tmp_path / "rtl") / "rtl" / "bmhw_net.v").read_text()
+    assert top.count("bmhw_mac_layer #(") == 5 and "bmhw_bm_layer" not in top
+
+
+def test_mac_twin_rom_files_hold_the_ir_tables(twin, tmp_path):
+    project = verilog.export(twin, tmp_path / "rtl", pe=3)
+    for layer in twin.weight_layers():
+        name, plan = layer["name"], verilog.mac_layer_plan(twin, layer, layer["name"], 3)["params"]
+        bias = twin.table(layer, "bias")
+        assert np.array_equal(read_mem(project / f"mem/{name}_b.mem", plan["B_W"])[:len(bias)], bias)
+        w, wt = twin.table(layer, "weights"), plan["WT_W"]
+        words = [int(line, 16) for line in (project / f"mem/{name}_w.mem").read_text().split()]
+        k = w.shape[1]
+        assert len(words) == -(-w.shape[0] // 3) * k
+        for o in range(w.shape[0]):
+            for step in (0, k - 1):
+                lane = (words[(o // 3) * k + step] >> ((o % 3) * wt)) & ((1 << wt) - 1)
+                assert lane - (1 << wt) * (lane >> (wt - 1)) == w[o, step]
+
+
+def test_mac_cycle_model_by_hand(twin):
+    rows = {r["layer"]: r["cycles"] for r in verilog.cycle_model(twin, verilog.resolve_pe(twin, 4, cap_at_fan_in=True))}
+    # positions * folds * K + outputs of the last fold + 8 (no exp pipeline: 3 cycles fewer than BM's 11)
+    assert rows["conv1"] == 576 * 2 * 25 + 2 + 8
+    assert rows["fc1"] == 1 * 30 * 256 + 4 + 8
+    assert rows["fc3"] == 1 * 3 * 84 + 2 + 8
+
+
+@pytest.mark.slow
+def test_mac_twin_synthesizes_with_one_multiplier_per_pe(tmp_path):
+    # The twin really multiplies: before techmap, exactly one $mul cell per MAC PE (and no other).
+    from bmhw.quant import quantize_classical
+    from conftest import build_sequential
+
+    spec = {"seed": 5, "in": (1, 6, 6), "convs": [(2, 3, 1, 1, 2)], "linears": [3]}
+    net = quantize_classical(build_sequential(spec, classical=True), random_images(16, shape=(1, 6, 6), seed=5),
+                             act_bits=4, weight_bits=5)
+    project = verilog.export(net, tmp_path / "rtl", pe=2)
+    sources = " ".join((project / "files.f").read_text().split())
+    script = (f"read_verilog {sources}; hierarchy -check -top bmhw_net; proc; flatten; opt; "
+              "select -assert-count 4 t:$mul; select -assert-none t:$div t:$mod t:$pow; synth -top bmhw_net; "
+              "check -assert; stat")
+    log = synth.run_yosys(script, project, timeout=900)
+    assert "cells" in log

@@ -178,8 +178,10 @@ def mac_layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dic
     folds = -(-params["O"] // pe)
     w, bias = (net.table(layer, t) for t in ir.MAC_TABLES)
     wt_w, b_w = signed_width(*ranges["W"]), signed_width(*ranges["B"])
-    acc_w = signed_width(*ranges["ACC"])
-    y_w = signed_width(*ranges["Y"])
+    # The PE forms the (Q_W + 1) x WT_W-bit signed product; with a small fan-in the sums may need fewer bits.
+    acc_w = max(signed_width(*ranges["ACC"]), int(widths["q_in"]) + 1 + wt_w)
+    # Y = ACC + B is computed at the widest of the three (Y's own range may be narrower than ACC's).
+    y_w = max(signed_width(*ranges["Y"]), acc_w, b_w)
     checks = []
     params.update({"Q_W": int(widths["q_in"]), "WT_W": wt_w, "ACC_W": acc_w, "B_W": b_w, "Y_W": y_w,
                    "RELU": int(bool(layer["relu"]))})
