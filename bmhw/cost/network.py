@@ -9,7 +9,8 @@ stage shared by them. What differs is the PE and the per-layer tables and arithm
 * ``bm4``: the 4-branch neuron: four add-max PEs per output channel (x+/-, w+/-), two ln tables, two
   weight planes, three additions of the four exponentials, no correction;
 * ``mac``: classical integer multiply-accumulate with the same activation codes and ``weight_bits``-bit
-  weights, requantized by a 16-bit fixed-point multiplier;
+  weights, requantized by a 16-bit fixed-point multiplier; or, given the MAC twin (a classical network
+  quantized by bmhw), exactly the twin's exported datapath: its widths and its shift requantization;
 * ``addernet``: ``-sum |x - w|``: subtract, absolute value, accumulate (same weights, same requantization);
 * ``xnor``: binarized activations and weights: XNOR and popcount, a threshold per output.
 
@@ -64,8 +65,45 @@ def _requantize_int(acc_w: int, a: int) -> Cost:
     return multiplier(acc_w, REQUANT_SCALE_BITS) + adder(acc_w + REQUANT_SCALE_BITS) + mux(a) * 2
 
 
-def layer_costs(net: ir.QuantizedNet, layer: dict, name: str, pe: int, weight_bits: int = 8) -> dict:
-    """``kind -> LayerCost`` for one BM layer of the IR with ``pe`` PEs."""
+def check_twin(net: ir.QuantizedNet, twin: ir.QuantizedNet) -> None:
+    """``twin`` must be a MAC network with the BM network's layers, shapes and activation widths."""
+    from bmhw.errors import BmhwError
+
+    if not twin.is_mac:
+        raise BmhwError("the twin must be a classical network (a classical checkpoint or its .bmq), not a BM one")
+    if len(twin.layers) != len(net.layers):
+        raise BmhwError(f"the twin has {len(twin.layers)} layers, the BM network {len(net.layers)}: give the "
+                        "classical network of the same architecture")
+    for bm, mac in zip(net.layers, twin.layers):
+        ops_match = bm["op"].replace("bm_", "mac_") == mac["op"]
+        keys = ("in_shape", "out_shape", "kernel", "stride", "padding")
+        if not ops_match or any(bm.get(k) != mac.get(k) for k in keys):
+            raise BmhwError(f"layer {bm['name']}: the twin's layer {mac['name']} ({mac['op']} {mac['out_shape']}) does "
+                            f"not match ({bm['op']} {bm['out_shape']}): give the classical network of the same "
+                            "architecture")
+        if bm["op"] in ir.BM_OPS and bm["widths"]["q_in"] != mac["widths"]["q_in"]:
+            raise BmhwError(f"layer {bm['name']}: the twin's input codes are {mac['widths']['q_in']} bits, the BM "
+                            f"network's {bm['widths']['q_in']}: quantize both with the same --act-bits")
+
+
+def _mac_twin_costs(twin: ir.QuantizedNet, layer: dict, name: str, pe: int, positions: int, folds: int):
+    """The MAC kind at the exported twin's own widths: its PE, tables and shift requantization."""
+    p = verilog.mac_layer_plan(twin, layer, name, pe)["params"]
+    k, acc, y_w = int(layer["fan_in"]), int(p["ACC_W"]), int(p["Y_W"])
+    mac = multiplier(int(p["Q_W"]) + 1, int(p["WT_W"])) + adder(acc) + register(acc)
+    requant = adder(int(p["YR_W"])) + mux(int(p["OUT_D"])) * 2 if layer["relu"] else Cost()
+    shared = rom(folds * k, pe * int(p["WT_W"])) + rom(folds * pe, int(p["B_W"])) + adder(y_w) + register(y_w) \
+        + requant
+    steps, outputs = positions * int(layer["out_count"]) * k, positions * int(layer["out_count"])
+    energy = steps * (mul_energy_pj(int(p["Q_W"]) + 1, int(p["WT_W"])) + add_energy_pj(acc)) \
+        + outputs * 2 * add_energy_pj(y_w)
+    return LayerCost(name, "mac", pe, (mac + hold_register(acc)) * pe + shared, mac, energy, steps)
+
+
+def layer_costs(net: ir.QuantizedNet, layer: dict, name: str, pe: int, weight_bits: int = 8,
+                twin: ir.QuantizedNet | None = None) -> dict:
+    """``kind -> LayerCost`` for one BM layer of the IR with ``pe`` PEs; with ``twin`` (the MAC twin), the MAC
+    kind is costed at the twin's widths and requantization rather than at ``weight_bits``."""
     p = verilog.bm_layer_plan(net, layer, name, pe)["params"]
     k, o = int(layer["fan_in"]), int(layer["out_count"])
     positions = int(p["OUT_H"]) * int(p["OUT_W"])
@@ -104,6 +142,9 @@ def layer_costs(net: ir.QuantizedNet, layer: dict, name: str, pe: int, weight_bi
     energy = steps * (mul_energy_pj(a + 1, weight_bits) + add_energy_pj(acc)) \
         + outputs * (mul_energy_pj(acc, REQUANT_SCALE_BITS) + add_energy_pj(acc + REQUANT_SCALE_BITS))
     costs["mac"] = LayerCost(name, "mac", pe, (mac + hold_register(acc)) * pe + shared, mac, energy, steps)
+    if twin is not None:
+        mac_layer = twin.layers[net.layers.index(layer)]
+        costs["mac"] = _mac_twin_costs(twin, mac_layer, name, pe, positions, folds)
 
     # AdderNet: |x - w| accumulated.
     diff = max(a, weight_bits) + 1
@@ -124,12 +165,16 @@ def layer_costs(net: ir.QuantizedNet, layer: dict, name: str, pe: int, weight_bi
     return costs
 
 
-def network_costs(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None, weight_bits: int = 8) -> list:
-    """One ``{kind: LayerCost}`` per BM layer, in order, with the PE counts of the Verilog export."""
+def network_costs(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None, weight_bits: int = 8,
+                  twin: ir.QuantizedNet | None = None) -> list:
+    """One ``{kind: LayerCost}`` per BM layer, in order, with the PE counts of the Verilog export (the MAC kind
+    at the MAC twin's widths when ``twin`` is given)."""
     if int(weight_bits) < 2:
         raise ValueError(f"weight_bits must be at least 2, got {weight_bits}")
+    if twin is not None:
+        check_twin(net, twin)
     pes = verilog.resolve_pe(net, pe, pe_layers, cap_at_fan_in=True)
-    return [layer_costs(net, layer, name, layer_pe, weight_bits)
+    return [layer_costs(net, layer, name, layer_pe, weight_bits, twin)
             for layer, name, layer_pe in zip(net.layers, verilog.layer_names(net), pes) if layer_pe is not None]
 
 

@@ -61,15 +61,17 @@ def parse_report(log: str, device: str, seconds: float) -> PnrResult:
 
 
 def place_and_route(project, top: str = "bmhw_net", device: str = DEFAULT_DEVICE, package: str = DEFAULT_PACKAGE,
-                    target_mhz: float = 100.0, seed: int = 1, timeout: float = 1800) -> PnrResult:
-    """synth_ecp5, then nextpnr-ecp5 on ``project`` (its files.f); the report of the routed design."""
+                    target_mhz: float = 100.0, seed: int = 1, timeout: float = 1800, dsp: bool = True) -> PnrResult:
+    """synth_ecp5, then nextpnr-ecp5 on ``project`` (its files.f); the report of the routed design. Without
+    ``dsp``, multipliers are built from LUTs (synth_ecp5 -nodsp)."""
     if device not in ECP5_DEVICES:
         raise BmhwError(f"unknown ECP5 device {device!r}: choose one of {', '.join(ECP5_DEVICES)}")
     project = Path(project)
     sources = " ".join((project / "files.f").read_text().split())
     start = time.perf_counter()
-    run_yosys(f"read_verilog {sources}; synth_ecp5 -top {top} -json pnr_netlist.json", project, "pnr_yosys.log",
-              timeout)
+    nodsp = "" if dsp else " -nodsp"
+    run_yosys(f"read_verilog {sources}; synth_ecp5{nodsp} -top {top} -json pnr_netlist.json", project,
+              "pnr_yosys.log", timeout)
     command = [nextpnr_command(), f"--{device}", "--package", package, "--json", "pnr_netlist.json", "--textcfg",
                "pnr_design.config", "--freq", f"{target_mhz:g}", "--seed", str(seed), "--timing-allow-fail",
                "--log", "pnr_nextpnr.log"]

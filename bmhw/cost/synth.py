@@ -32,6 +32,7 @@ class SynthCount:
     luts: int = 0  # Xilinx LUT1..LUT6
     carry: int = 0  # CARRY4
     bram: int = 0  # RAMB18/36
+    memories: int = 0  # memories kept whole ($mem_v2: buffers and ROMs of a whole accelerator)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -104,6 +105,8 @@ def parse_counts(log: str) -> SynthCount:
             count.carry += n
         elif cell.startswith("RAMB"):
             count.bram += n
+        elif cell.startswith("$mem"):
+            count.memories += n
     return count
 
 
@@ -126,6 +129,10 @@ def synth_module(project: Path, sources: list, module: str, params: dict, target
     read = f"read_verilog {' '.join(sources)}; {_chparams(module, params)}hierarchy -check -top {module}; "
     if target == "generic":
         script = read + "synth -flatten -top " + module + "; abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX; opt_clean; stat"
+    elif target == "generic-memories":
+        # Buffers and ROMs stay memories (counted apart) instead of becoming flip-flops and logic.
+        script = (read + f"synth -flatten -top {module} -run begin:fine; memory -nomap; opt -full; techmap; opt; "
+                  "abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX; opt_clean; stat")
     elif target == "xilinx":
         script = read + f"synth_xilinx -nodsp -flatten -top {module}; stat"
     else:
@@ -133,47 +140,78 @@ def synth_module(project: Path, sources: list, module: str, params: dict, target
     return parse_counts(run_yosys(script, project, log_name=f"yosys_{module}_{target}.log"))
 
 
-def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=None) -> list:
-    """Synthesize, for every BM layer, its add-max PE (and its PE array when PE > 1) and the MAC PE of the same
-    activation width (generic gates and Xilinx LUTs), and the first BM layer's whole block; rows for the report: block, kind,
-    analytical (a Cost), generic and xilinx counts."""
+def _both(project: Path, sources: list, module: str, params: dict, seen: dict, progress, generic="generic"):
+    """Generic gates and Xilinx LUTs of one module (each distinct module and parameter set once)."""
+    key = (str(project), module, tuple(sorted(params.items())))
+    if key not in seen:
+        if progress:
+            progress(f"synthesizing {module} {params}" if params else f"synthesizing {module} (the whole accelerator)")
+        seen[key] = (synth_module(project, sources, module, params, generic),
+                     synth_module(project, sources, module, params, "xilinx"))
+    return seen[key]
+
+
+def _library_sources(project: Path, whole: bool = False) -> list:
+    from bmhw.backends import verilog
+
+    sources = (Path(project) / "files.f").read_text().split()
+    return sources if whole else [s for s in sources if not s.endswith(f"{verilog.TOP}.v")]
+
+
+def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=None, twin_project: Path | None = None,
+                 twin=None, whole: bool = True) -> list:
+    """Synthesize, for every BM layer, its add-max PE and the MAC PE (the MAC twin's, or one of the same activation
+    width and ``weight_bits``-bit weights), their PE arrays where PE > 1, the first layer of both (the MAC one
+    with a twin) and, with ``whole``, the whole accelerators; generic gates and Xilinx LUTs. Rows for the report:
+    block, kind, module, analytical (a Cost), generic and xilinx counts, memories_kept."""
     from bmhw.backends import verilog
     from bmhw.cost import network
 
     project = Path(project)
-    sources = [s for s in (project / "files.f").read_text().split() if not s.endswith(f"{verilog.TOP}.v")]
-    rows, seen, layer_costs = [], {}, []
-    bm_layers = [(layer, name, pe) for layer, name, pe in zip(net.layers, verilog.layer_names(net), pes)
-                 if pe is not None]
-    for layer, name, pe in bm_layers:
-        costs = network.layer_costs(net, layer, name, pe, weight_bits)
-        layer_costs.append(costs)
-        plan = verilog.bm_layer_plan(net, layer, name, pe)["params"]
-        acc = network.mac_accumulator_bits(int(plan["Q_W"]), weight_bits, int(layer["fan_in"]))
-        blocks = [("bm15", "bmhw_addmax_pe", {"LN_W": plan["LN_W"], "WT_W": plan["WT_W"], "M_W": plan["M_W"]},
-                   costs["bm15"].pe_cost),
-                  ("mac", "bmhw_mac_pe", {"X_W": plan["Q_W"], "WT_W": weight_bits, "ACC_W": acc},
-                   costs["mac"].pe_cost)]
+    sources = _library_sources(project)
+    twin_sources = _library_sources(twin_project) if twin is not None else None
+    rows, seen, first = [], {}, None
+    names = verilog.layer_names(net)
+    for index, (layer, name, pe) in enumerate(zip(net.layers, names, pes)):
+        if pe is None:
+            continue
+        costs = network.layer_costs(net, layer, name, pe, weight_bits, twin)
+        bm = verilog.bm_layer_plan(net, layer, name, pe)["params"]
+        if twin is not None:
+            mac_layer = twin.layers[index]
+            mac = verilog.mac_layer_plan(twin, mac_layer, name, pe)["params"]
+            mac_project, mac_sources = twin_project, twin_sources
+        else:
+            acc = network.mac_accumulator_bits(int(bm["Q_W"]), weight_bits, int(layer["fan_in"]))
+            mac = {"Q_W": bm["Q_W"], "WT_W": weight_bits, "ACC_W": acc}
+            mac_project, mac_sources = project, sources
+        bm_pe = {"LN_W": bm["LN_W"], "WT_W": bm["WT_W"], "M_W": bm["M_W"]}
+        mac_pe = {"X_W": mac["Q_W"], "WT_W": mac["WT_W"], "ACC_W": mac["ACC_W"]}
+        blocks = [("bm15", project, sources, "bmhw_addmax_pe", bm_pe, costs["bm15"].pe_cost, f"{name} PE"),
+                  ("mac", mac_project, mac_sources, "bmhw_mac_pe", mac_pe, costs["mac"].pe_cost, f"{name} PE")]
         if pe > 1:
-            blocks.append(("bm15", "bmhw_pe_array", {"PE": pe, "LN_W": plan["LN_W"], "WT_W": plan["WT_W"],
-                                                     "M_W": plan["M_W"]}, costs["bm15"].pe_cost * pe))
-        for kind, module, params, analytical in blocks:
-            key = (module, tuple(sorted(params.items())))
-            if key not in seen:
-                if progress:
-                    progress(f"synthesizing {module} {params}")
-                seen[key] = (synth_module(project, sources, module, params, "generic"),
-                             synth_module(project, sources, module, params, "xilinx"))
-            generic, xilinx = seen[key]
-            block = f"{name} PE array of {pe}" if module == "bmhw_pe_array" else f"{name} PE"
+            blocks += [("bm15", project, sources, "bmhw_pe_array", {"PE": pe, **bm_pe}, costs["bm15"].pe_cost * pe,
+                        f"{name} PE array of {pe}"),
+                       ("mac", mac_project, mac_sources, "bmhw_mac_array", {"PE": pe, **mac_pe},
+                        costs["mac"].pe_cost * pe, f"{name} PE array of {pe}")]
+        if first is None:
+            first = name
+            blocks.append(("bm15", project, sources, "bmhw_bm_layer", bm, costs["bm15"].cost, f"{name} layer"))
+            if twin is not None:
+                blocks.append(("mac", mac_project, mac_sources, "bmhw_mac_layer", mac, costs["mac"].cost,
+                               f"{name} layer"))
+        for kind, where, srcs, module, params, analytical, block in blocks:
+            generic, xilinx = _both(where, srcs, module, params, seen, progress)
             rows.append({"block": block, "kind": kind, "module": module, "analytical": analytical,
-                         "generic": generic, "xilinx": xilinx})
-    layer, name, pe = bm_layers[0]
-    params = verilog.bm_layer_plan(net, layer, name, pe)["params"]
-    if progress:
-        progress(f"synthesizing the whole {name} layer (bmhw_bm_layer)")
-    rows.append({"block": f"{name} layer", "kind": "bm15", "module": "bmhw_bm_layer",
-                 "analytical": layer_costs[0]["bm15"].cost,
-                 "generic": synth_module(project, sources, "bmhw_bm_layer", params, "generic"),
-                 "xilinx": synth_module(project, sources, "bmhw_bm_layer", params, "xilinx")})
+                         "generic": generic, "xilinx": xilinx, "memories_kept": False})
+    if whole:
+        # The model's datapath of every layer (buffers and control are not in the model).
+        totals = network.totals([network.layer_costs(net, layer, name, pe, weight_bits, twin)
+                                 for layer, name, pe in zip(net.layers, names, pes) if pe is not None])
+        wholes = [("bm15", project)] + ([("mac", twin_project)] if twin is not None else [])
+        for kind, where in wholes:
+            generic, xilinx = _both(where, _library_sources(where, whole=True), verilog.TOP, {}, seen, progress,
+                                    generic="generic-memories")
+            rows.append({"block": "whole accelerator", "kind": kind, "module": verilog.TOP,
+                         "analytical": totals[kind][0], "generic": generic, "xilinx": xilinx, "memories_kept": True})
     return rows
