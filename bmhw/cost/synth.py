@@ -140,12 +140,13 @@ def synth_module(project: Path, sources: list, module: str, params: dict, target
     return parse_counts(run_yosys(script, project, log_name=f"yosys_{module}_{target}.log"))
 
 
-def _both(project: Path, sources: list, module: str, params: dict, seen: dict, progress, generic="generic"):
+def _both(project: Path, sources: list, module: str, params: dict, seen: dict, progress, label: str,
+          generic="generic"):
     """Generic gates and Xilinx LUTs of one module (each distinct module and parameter set once)."""
     key = (str(project), module, tuple(sorted(params.items())))
     if key not in seen:
         if progress:
-            progress(f"synthesizing {module} {params}" if params else f"synthesizing {module} (the whole accelerator)")
+            progress(f"synthesizing {label} ({module})")
         seen[key] = (synth_module(project, sources, module, params, generic),
                      synth_module(project, sources, module, params, "xilinx"))
     return seen[key]
@@ -166,6 +167,7 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
     block, kind, module, analytical (a Cost), generic and xilinx counts, memories_kept."""
     from bmhw.backends import verilog
     from bmhw.cost import network
+    from bmhw.cost.units import Cost
 
     project = Path(project)
     sources = _library_sources(project)
@@ -196,12 +198,17 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
                         costs["mac"].pe_cost * pe, f"{name} PE array of {pe}")]
         if first is None:
             first = name
+            # The schedule and window addressing both layers share, which the model leaves out.
+            scan = {key: bm[key] for key in ("IN_H", "IN_W", "OUT_H", "OUT_W", "KH", "KW", "SH", "SW", "PH", "PW", "K",
+                                             "O", "PE", "IN_AW", "OUT_AW")}
+            blocks.append(("both", project, sources, "bmhw_layer_scan", scan, Cost(),
+                           f"{name} control (not modelled)"))
             blocks.append(("bm15", project, sources, "bmhw_bm_layer", bm, costs["bm15"].cost, f"{name} layer"))
             if twin is not None:
                 blocks.append(("mac", mac_project, mac_sources, "bmhw_mac_layer", mac, costs["mac"].cost,
                                f"{name} layer"))
         for kind, where, srcs, module, params, analytical, block in blocks:
-            generic, xilinx = _both(where, srcs, module, params, seen, progress)
+            generic, xilinx = _both(where, srcs, module, params, seen, progress, f"{block}, {kind}")
             rows.append({"block": block, "kind": kind, "module": module, "analytical": analytical,
                          "generic": generic, "xilinx": xilinx, "memories_kept": False})
     if whole:
@@ -211,7 +218,7 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
         wholes = [("bm15", project)] + ([("mac", twin_project)] if twin is not None else [])
         for kind, where in wholes:
             generic, xilinx = _both(where, _library_sources(where, whole=True), verilog.TOP, {}, seen, progress,
-                                    generic="generic-memories")
+                                    f"the whole accelerator, {kind}", generic="generic-memories")
             rows.append({"block": "whole accelerator", "kind": kind, "module": verilog.TOP,
                          "analytical": totals[kind][0], "generic": generic, "xilinx": xilinx, "memories_kept": True})
     return rows
