@@ -68,7 +68,8 @@ def test_wheel_contains_the_package_and_its_resources(names):
         assert f"bmhw/{module}.py" in names
     # The Verilog blocks and template, and the cocotb benches with their harness.
     for shipped in ("bmhw/templates/verilog/bmhw_net.v.j2", "bmhw/templates/verilog/lib/bmhw_bm_layer.v",
-                    "bmhw/sim/hdl/bmhw_net_tb.v", "bmhw/sim/test_network.py", "bmhw/sim/scoreboard.py"):
+                    "bmhw/sim/hdl/bmhw_net_tb.v", "bmhw/sim/test_network.py", "bmhw/sim/scoreboard.py",
+                    "bmhw/nn/csrc/maxplus.cpp", "bmhw/templates/verilog/lib/bmhw_mac_layer.v"):
         assert shipped in names, shipped
     # Every module of the source tree is in the wheel.
     for path in (REPO / "bmhw").rglob("*.py"):

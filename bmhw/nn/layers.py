@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bmhw.nn.maxplus import REDUCTIONS, maxplus
+from bmhw.nn.maxplus import REDUCTIONS, maxplus, maxplus_conv
 
 BRANCHES = (4, 1.5)
 
@@ -239,8 +239,30 @@ class BMConv2d(_BMNeuron):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         ho, wo = self.output_size(x.shape[2], x.shape[3])
-        y = self.neuron(self.patches(x))  # B*L x O
+        if self.branches == 1.5 and float(self.delta_x) > 0:
+            y = self._neuron_15_image(x)
+        else:
+            y = self.neuron(self.patches(x))  # B*L x O
         return y.reshape(b, ho, wo, self.out_channels).permute(0, 3, 1, 2)
+
+    def _neuron_15_image(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`neuron` of the 1.5-branch layer on all patches, with the logarithm taken on the image (K
+        times fewer logs than on the patches) and the input sums by a convolution with ones. The log is
+        shifted by ln(dx) so that it is 0 where x is 0 and the zero padding of the patches stays exact;
+        every reduction R commutes with adding a constant, so the shift comes back on R's output."""
+        log_dx = math.log(float(self.delta_x))
+        image = torch.log((x + self.delta_x).clamp_min(math.exp(LOG_ZERO))) - log_dx
+        o = self.out_count
+        v = self.v.reshape(o, -1)
+        # The hard max reads the patches from the image in the fused kernel; otherwise they are unfolded.
+        m = maxplus_conv(image, v, self.kernel_size, self.stride, self.padding) if self.reduce == "max" else None
+        if m is None:
+            m = maxplus(self.patches(image), v, self.reduce, self._alpha())
+        max_term = torch.exp(m + log_dx)
+        ones = x.new_ones(1, self.in_channels, *self.kernel_size)
+        sums = F.conv2d(x, ones, stride=self.stride, padding=self.padding).permute(0, 2, 3, 1).reshape(-1, 1)
+        y = max_term - self.delta_w * sums - self.delta_x * torch.exp(v).sum(1)
+        return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

@@ -15,15 +15,20 @@ where ``R`` is the hard maximum or one of its continuous approximations with tem
   the (positive) products in the linear domain and returned in the log domain, like the others, so
   that the layer's ``exp`` turns it back into a product-sized value.
 
-Memory: the full N x O x K tensor of sums is never kept. The forward pass works on row chunks of at
-most ``CHUNK_ELEMENTS`` elements and keeps only what backward needs: the arg-max indices (N x O) for
-the hard max, the inputs for the smooth reductions, whose backward recomputes each chunk. A later,
-faster kernel can replace the chunk loops without changing this interface.
+Memory: the full N x O x K tensor of sums is never kept. On the CPU, the hard max and LSE run in the
+fused C++ kernels of ``bmhw.nn.kernels`` (compiled on first use; each output reduced in registers, the
+hard max's backward a scatter to one arg-max per output, LSE's backward recomputing the softmax weights).
+Elsewhere, or without a compiler, and for S-morph and L-morph, the forward pass works on row chunks of at
+most ``CHUNK_ELEMENTS`` elements and keeps only what backward needs: the arg-max indices (N x O) for the
+hard max, the inputs for the smooth reductions, whose backward recomputes each chunk. Both paths give the
+same values; ties in the hard max go to the first (smallest) k.
 """
 
 from __future__ import annotations
 
 import torch
+
+from bmhw.nn import kernels
 
 REDUCTIONS = ("max", "lse", "smorph", "lmorph")
 
@@ -113,15 +118,96 @@ class _SmoothPlus(torch.autograd.Function):
         return grad_u, grad_v, grad_alpha, None
 
 
+class _MaxPlusFused(torch.autograd.Function):
+    """The hard max-plus product in the C++ kernel; backward scatters to the saved first arg-max."""
+
+    @staticmethod
+    def forward(ctx, u, v):
+        y, idx = kernels.extension().max_forward(u, v)
+        ctx.save_for_backward(idx)
+        ctx.fan_in = u.shape[1]
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (idx,) = ctx.saved_tensors
+        grad_u, grad_v = kernels.extension().max_backward(grad_y, idx, ctx.fan_in, ctx.needs_input_grad[0],
+                                                          ctx.needs_input_grad[1])
+        return (grad_u if ctx.needs_input_grad[0] else None), (grad_v if ctx.needs_input_grad[1] else None)
+
+
+class _LsePlusFused(torch.autograd.Function):
+    """The LSE max-plus product in the C++ kernel (stable at any alpha: shifted by the hard max)."""
+
+    @staticmethod
+    def forward(ctx, u, v, alpha):
+        y = kernels.extension().lse_forward(u, v, float(alpha))
+        ctx.save_for_backward(u, v, alpha, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        u, v, alpha, y = ctx.saved_tensors
+        grad_u, grad_v, grad_alpha = kernels.extension().lse_backward(grad_y, u, v, y, float(alpha))
+        return grad_u, grad_v, grad_alpha.reshape(alpha.shape)
+
+
+class _MaxConvFused(torch.autograd.Function):
+    """The hard max-plus product of a convolution read straight from the image (no unfolded patches)."""
+
+    @staticmethod
+    def forward(ctx, image, v, geometry):
+        y, idx = kernels.extension().max_conv_forward(image, v, list(geometry))
+        ctx.save_for_backward(idx)
+        ctx.geometry, ctx.shape, ctx.fan_in = geometry, list(image.shape), v.shape[1]
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (idx,) = ctx.saved_tensors
+        ext = kernels.extension()
+        grad_image = grad_v = None
+        if ctx.needs_input_grad[0]:
+            grad_image = ext.max_conv_backward_image(grad_y, idx, ctx.shape, list(ctx.geometry))
+        if ctx.needs_input_grad[1]:
+            grad_v = ext.max_backward(grad_y, idx, ctx.fan_in, False, True)[1]
+        return grad_image, grad_v, None
+
+
+def maxplus_conv(image: torch.Tensor, v: torch.Tensor, kernel, stride, padding):
+    """The hard max-plus product of every patch of ``image`` (B, C, H, W; zero outside) with ``v`` (O, C*kh*kw),
+    rows in BMConv2d.patches order, without unfolding the patches; None where the fused kernels do not
+    serve these tensors (the caller then unfolds)."""
+    if not _fused(image, v):
+        return None
+    return _MaxConvFused.apply(image.contiguous(), v, (*kernel, *stride, *padding))
+
+
+def _fused(u: torch.Tensor, v: torch.Tensor) -> bool:
+    """The C++ kernels serve float32/float64 CPU tensors, where they could be built."""
+    return (u.device.type == "cpu" and v.device.type == "cpu" and u.dtype == v.dtype
+            and u.dtype in (torch.float32, torch.float64) and kernels.extension() is not None)
+
+
 def maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str = "max", alpha=None) -> torch.Tensor:
     """``y[n, o] = R_k(u[n, k] + v[o, k])``; see the module docstring."""
     if u.dim() != 2 or v.dim() != 2 or u.shape[1] != v.shape[1]:
         raise ValueError(f"maxplus needs u (N, K) and v (O, K); got {tuple(u.shape)} and {tuple(v.shape)}")
     if reduce == "max":
-        return _MaxPlus.apply(u, v)
+        return _MaxPlusFused.apply(u, v) if _fused(u, v) else _MaxPlus.apply(u, v)
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
     if alpha is None:
         raise ValueError(f"reduce={reduce!r} needs a temperature alpha")
+    alpha = torch.as_tensor(alpha, dtype=u.dtype, device=u.device)
+    if reduce == "lse" and alpha.numel() == 1 and _fused(u, v) and bool(alpha > 0):
+        return _LsePlusFused.apply(u, v, alpha)
+    return _SmoothPlus.apply(u, v, alpha, reduce)
+
+
+def reference_maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str = "max", alpha=None) -> torch.Tensor:
+    """The chunked PyTorch path alone (the reference the fused kernels are tested against)."""
+    if reduce == "max":
+        return _MaxPlus.apply(u, v)
     alpha = torch.as_tensor(alpha, dtype=u.dtype, device=u.device)
     return _SmoothPlus.apply(u, v, alpha, reduce)

@@ -1,0 +1,431 @@
+// Fused max-plus and log-sum-exp products for BM layers on the CPU (bmhw.nn.kernels compiles this on first
+// use, with g++ -O3 -march=native -fopenmp). y[n, o] = R_k (u[n, k] + v[o, k]) with R the hard maximum or
+// (1/a) ln sum_k exp(a t_k).
+//
+// Nothing of size N x O x K is ever stored: each output is reduced in registers. The forward works on
+// tiles of ROWS rows x COLS outputs with v transposed to (K, O), so the inner loop runs over COLS
+// consecutive outputs (vectors) and every u[n, k] is broadcast once per tile.
+// Threads (OpenMP) take tiles of rows; no two threads write the same output.
+// The hard max keeps the first (smallest) k among equal maxima: ties resolve the same way every run.
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace {
+
+// A tile's maxima and arg-maxima stay in vector registers (4 x 8 floats and 4 x 8 indices with AVX2).
+constexpr int64_t ROWS = 4;
+constexpr int64_t COLS = 8;
+
+// One AVX2 register of T (8 floats or 4 doubles); GCC's vector extensions keep the tile in registers.
+template <typename T>
+struct Vec {
+    typedef T type __attribute__((vector_size(32)));
+};
+
+// A tile is 4 rows x one register of outputs: 4 running maxima and 4 arg-maxima (kept in T, exact for
+// k < 2^24 in float, so that compare and selects are lanes of one vector type) stay in registers while k
+// runs; each step is one load of v, four broadcasts of u, four adds, compares and two selects each.
+template <typename T>
+void max_forward_kernel(const T* u, const T* vt, T* y, int32_t* idx, int64_t n, int64_t o, int64_t k) {
+    typedef typename Vec<T>::type V;
+    constexpr int64_t L = 32 / sizeof(T);
+#pragma omp parallel for schedule(static)
+    for (int64_t r0 = 0; r0 < n; r0 += ROWS) {
+        const int64_t rows = std::min(ROWS, n - r0);
+        const T* urow[ROWS];
+        for (int64_t r = 0; r < ROWS; ++r) urow[r] = u + (r0 + std::min(r, rows - 1)) * k;  // a partial tile repeats its last row
+        for (int64_t c0 = 0; c0 < o; c0 += L) {
+            const int64_t cols = std::min(L, o - c0);
+            const V ninf = V{} - std::numeric_limits<T>::infinity();
+            const V one = V{} + T(1);
+            V b0 = ninf, b1 = ninf, b2 = ninf, b3 = ninf;
+            V a0 = {}, a1 = {}, a2 = {}, a3 = {}, kf = {};
+            for (int64_t kk = 0; kk < k; ++kk) {
+                V vv;
+                if (cols == L) {
+                    std::memcpy(&vv, vt + kk * o + c0, sizeof vv);
+                } else {  // the last, partial column tile
+                    T pad[L] = {};
+                    std::memcpy(pad, vt + kk * o + c0, cols * sizeof(T));
+                    std::memcpy(&vv, pad, sizeof vv);
+                }
+                const V t0 = vv + urow[0][kk], t1 = vv + urow[1][kk], t2 = vv + urow[2][kk], t3 = vv + urow[3][kk];
+                const auto m0 = t0 > b0, m1 = t1 > b1, m2 = t2 > b2, m3 = t3 > b3;
+                b0 = m0 ? t0 : b0;
+                a0 = m0 ? kf : a0;
+                b1 = m1 ? t1 : b1;
+                a1 = m1 ? kf : a1;
+                b2 = m2 ? t2 : b2;
+                a2 = m2 ? kf : a2;
+                b3 = m3 ? t3 : b3;
+                a3 = m3 ? kf : a3;
+                kf += one;
+            }
+            const V best[ROWS] = {b0, b1, b2, b3}, arg[ROWS] = {a0, a1, a2, a3};
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t c = 0; c < cols; ++c) {
+                    // A row of NaNs or -inf keeps k = 0, like torch.max.
+                    y[(r0 + r) * o + c0 + c] = best[r][c];
+                    idx[(r0 + r) * o + c0 + c] = static_cast<int32_t>(arg[r][c]);
+                }
+        }
+    }
+}
+
+// The same product for a convolution without unfolding it: u is the (log) image (B, C, H, W), read
+// through the window of each output position (zero outside the image: the caller's padding value), and
+// rows n = (b * HO + oh) * WO + ow, the order of BMConv2d.patches.
+struct ConvGeometry {
+    int64_t c, h, w, kh, kw, sh, sw, ph, pw, ho, wo;
+};
+
+template <typename T>
+void max_conv_forward_kernel(const T* img, const T* vt, T* y, int32_t* idx, const ConvGeometry& g, int64_t o,
+                             int64_t nrows) {
+    typedef typename Vec<T>::type V;
+    constexpr int64_t L = 32 / sizeof(T);
+    const int64_t k = g.c * g.kh * g.kw;
+    std::vector<int64_t> koff(k), dh(k), dw(k);
+    for (int64_t cc = 0, kk = 0; cc < g.c; ++cc)
+        for (int64_t i = 0; i < g.kh; ++i)
+            for (int64_t j = 0; j < g.kw; ++j, ++kk) {
+                koff[kk] = (cc * g.h + i) * g.w + j;
+                dh[kk] = i;
+                dw[kk] = j;
+            }
+    const int64_t per_image = g.ho * g.wo;
+    const bool padded = g.ph > 0 || g.pw > 0;
+#pragma omp parallel for schedule(static)
+    for (int64_t r0 = 0; r0 < nrows; r0 += ROWS) {
+        const int64_t rows = std::min(ROWS, nrows - r0);
+        const T* base[ROWS];
+        int64_t ih0[ROWS], iw0[ROWS];
+        for (int64_t r = 0; r < ROWS; ++r) {
+            const int64_t row = r0 + std::min(r, rows - 1);
+            const int64_t b = row / per_image, pos = row % per_image;
+            ih0[r] = (pos / g.wo) * g.sh - g.ph;
+            iw0[r] = (pos % g.wo) * g.sw - g.pw;
+            // The window's origin; with padding it may lie outside the image, and is then only offset, never read.
+            base[r] = img + b * g.c * g.h * g.w + ih0[r] * g.w + iw0[r];
+        }
+        for (int64_t c0 = 0; c0 < o; c0 += L) {
+            const int64_t cols = std::min(L, o - c0);
+            const V ninf = V{} - std::numeric_limits<T>::infinity();
+            const V one = V{} + T(1);
+            V b0 = ninf, b1 = ninf, b2 = ninf, b3 = ninf;
+            V a0 = {}, a1 = {}, a2 = {}, a3 = {}, kf = {};
+            for (int64_t kk = 0; kk < k; ++kk) {
+                V vv;
+                if (cols == L) {
+                    std::memcpy(&vv, vt + kk * o + c0, sizeof vv);
+                } else {
+                    T pad[L] = {};
+                    std::memcpy(pad, vt + kk * o + c0, cols * sizeof(T));
+                    std::memcpy(&vv, pad, sizeof vv);
+                }
+                T x[ROWS];
+                const int64_t off = koff[kk];
+                if (!padded) {
+                    for (int64_t r = 0; r < ROWS; ++r) x[r] = base[r][off];
+                } else {
+                    for (int64_t r = 0; r < ROWS; ++r) {
+                        const int64_t ih = ih0[r] + dh[kk], iw = iw0[r] + dw[kk];
+                        const bool inside = ih >= 0 && ih < g.h && iw >= 0 && iw < g.w;
+                        x[r] = inside ? base[r][off] : T(0);
+                    }
+                }
+                const V t0 = vv + x[0], t1 = vv + x[1], t2 = vv + x[2], t3 = vv + x[3];
+                const auto m0 = t0 > b0, m1 = t1 > b1, m2 = t2 > b2, m3 = t3 > b3;
+                b0 = m0 ? t0 : b0;
+                a0 = m0 ? kf : a0;
+                b1 = m1 ? t1 : b1;
+                a1 = m1 ? kf : a1;
+                b2 = m2 ? t2 : b2;
+                a2 = m2 ? kf : a2;
+                b3 = m3 ? t3 : b3;
+                a3 = m3 ? kf : a3;
+                kf += one;
+            }
+            const V best[ROWS] = {b0, b1, b2, b3}, arg[ROWS] = {a0, a1, a2, a3};
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t c = 0; c < cols; ++c) {
+                    y[(r0 + r) * o + c0 + c] = best[r][c];
+                    idx[(r0 + r) * o + c0 + c] = static_cast<int32_t>(arg[r][c]);
+                }
+        }
+    }
+}
+
+// The image's gradient: each output's to the pixel of its arg-max (nothing for a padded one); one thread
+// per image, so no two threads add to the same pixel.
+template <typename T>
+void max_conv_backward_kernel(const T* grad, const int32_t* idx, T* gimg, const ConvGeometry& g, int64_t o,
+                              int64_t batch) {
+    const int64_t per_image = g.ho * g.wo, kk2 = g.kh * g.kw;
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < batch; ++b) {
+        T* gi = gimg + b * g.c * g.h * g.w;
+        for (int64_t pos = 0; pos < per_image; ++pos) {
+            const int64_t row = b * per_image + pos;
+            const int64_t ih0 = (pos / g.wo) * g.sh - g.ph, iw0 = (pos % g.wo) * g.sw - g.pw;
+            for (int64_t c = 0; c < o; ++c) {
+                const int64_t kk = idx[row * o + c];
+                const int64_t cc = kk / kk2, i = (kk % kk2) / g.kw, j = kk % g.kw;
+                const int64_t ih = ih0 + i, iw = iw0 + j;
+                if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) gi[(cc * g.h + ih) * g.w + iw] += grad[row * o + c];
+            }
+        }
+    }
+}
+
+// exp(x) for x <= 0 in a form the compiler vectorises (std::exp is a library call it does not): x = n ln 2 + r
+// with |r| <= ln 2 / 2, exp(r) by its Taylor series (degree 7 for float, 13 for double: below one unit in
+// the last place), 2^n by building the exponent bits. Arguments below the smallest normal are clamped
+// (the result is then ~1e-38 or ~1e-308 instead of 0: negligible next to the sum's largest term, 1).
+template <typename T>
+struct FastExp;
+
+template <>
+struct FastExp<float> {
+    static inline float eval(float x) {
+        x = x < -87.0f ? -87.0f : x;
+        const float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+        const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+        float p = 1.0f / 5040;
+        p = p * r + 1.0f / 720;
+        p = p * r + 1.0f / 120;
+        p = p * r + 1.0f / 24;
+        p = p * r + 1.0f / 6;
+        p = p * r + 0.5f;
+        p = p * r + 1.0f;
+        p = p * r + 1.0f;
+        const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+        float scale;
+        __builtin_memcpy(&scale, &bits, sizeof scale);
+        return p * scale;
+    }
+};
+
+template <>
+struct FastExp<double> {
+    static inline double eval(double x) {
+        x = x < -708.0 ? -708.0 : x;
+        const double n = __builtin_floor(x * 1.4426950408889634 + 0.5);
+        const double r = (x - n * 0.6931471803691238) - n * 1.9082149292705877e-10;
+        double p = 1.0 / 6227020800.0;
+        const double coef[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0,
+                               1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
+        for (double c : coef) p = p * r + c;
+        const int64_t bits = (static_cast<int64_t>(n) + 1023) << 52;
+        double scale;
+        __builtin_memcpy(&scale, &bits, sizeof scale);
+        return p * scale;
+    }
+};
+
+// y = m + ln(sum_k exp(a (t_k - m))) / a with m = max_k t_k: stable for any a > 0.
+template <typename T>
+void lse_forward_kernel(const T* u, const T* vt, const T* m, T* y, T a, int64_t n, int64_t o, int64_t k) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r0 = 0; r0 < n; r0 += ROWS) {
+        const int64_t rows = std::min(ROWS, n - r0);
+        for (int64_t c0 = 0; c0 < o; c0 += COLS) {
+            const int64_t cols = std::min(COLS, o - c0);
+            T sum[ROWS][COLS] = {};
+            T top[ROWS][COLS];
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t c = 0; c < cols; ++c) top[r][c] = m[(r0 + r) * o + c0 + c];
+            for (int64_t kk = 0; kk < k; ++kk) {
+                const T* vrow = vt + kk * o + c0;
+                for (int64_t r = 0; r < rows; ++r) {
+                    const T ur = u[(r0 + r) * k + kk];
+#pragma omp simd
+                    for (int64_t c = 0; c < cols; ++c) sum[r][c] += FastExp<T>::eval(a * (ur + vrow[c] - top[r][c]));
+                }
+            }
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t c = 0; c < cols; ++c)
+                    y[(r0 + r) * o + c0 + c] = top[r][c] + std::log(sum[r][c]) / a;
+        }
+    }
+}
+
+// p = exp(a (t - y)) is the softmax weight of term k; dy/dt = p, dy/da = (sum_k p t_k - y) / a.
+// grad_u[n, k] = sum_o g p, by rows (one thread per row block); grad_v[o, k] = sum_n g p, by outputs.
+template <typename T>
+void lse_backward_kernel(const T* u, const T* v, const T* y, const T* g, T a, T* gu, T* gv, T* ga, int64_t n,
+                         int64_t o, int64_t k) {
+    T alpha_sum = 0;
+#pragma omp parallel for schedule(static) reduction(+ : alpha_sum)
+    for (int64_t row = 0; row < n; ++row) {
+        const T* ur = u + row * k;
+        T* gur = gu + row * k;
+        for (int64_t c = 0; c < o; ++c) {
+            const T gy = g[row * o + c];
+            const T yy = y[row * o + c];
+            if (gy == 0) continue;
+            const T* vc = v + c * k;
+            T pt = 0;
+#pragma omp simd reduction(+ : pt)
+            for (int64_t kk = 0; kk < k; ++kk) {
+                const T t = ur[kk] + vc[kk];
+                const T p = FastExp<T>::eval(a * (t - yy));
+                gur[kk] += gy * p;
+                pt += p * t;
+            }
+            alpha_sum += gy * (pt - yy) / a;
+        }
+    }
+    *ga = alpha_sum;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < o; ++c) {
+        const T* vc = v + c * k;
+        T* gvc = gv + c * k;
+        for (int64_t row = 0; row < n; ++row) {
+            const T gy = g[row * o + c];
+            if (gy == 0) continue;
+            const T yy = y[row * o + c];
+            const T* ur = u + row * k;
+#pragma omp simd
+            for (int64_t kk = 0; kk < k; ++kk) gvc[kk] += gy * FastExp<T>::eval(a * (ur[kk] + vc[kk] - yy));
+        }
+    }
+}
+
+template <typename T>
+void max_backward_kernel(const T* g, const int32_t* idx, T* gu, T* gv, int64_t n, int64_t o, int64_t k) {
+    if (gu != nullptr) {
+#pragma omp parallel for schedule(static)
+        for (int64_t row = 0; row < n; ++row)
+            for (int64_t c = 0; c < o; ++c) gu[row * k + idx[row * o + c]] += g[row * o + c];
+    }
+    if (gv != nullptr) {
+#pragma omp parallel for schedule(static)
+        for (int64_t c = 0; c < o; ++c)
+            for (int64_t row = 0; row < n; ++row) gv[c * k + idx[row * o + c]] += g[row * o + c];
+    }
+}
+
+void check(const torch::Tensor& u, const torch::Tensor& v) {
+    TORCH_CHECK(u.dim() == 2 && v.dim() == 2 && u.size(1) == v.size(1), "maxplus needs u (N, K) and v (O, K)");
+    TORCH_CHECK(u.device().is_cpu() && v.device().is_cpu(), "the C++ maxplus kernels run on the CPU");
+    TORCH_CHECK(u.scalar_type() == v.scalar_type(), "u and v must have the same dtype");
+    TORCH_CHECK(u.size(1) < (int64_t(1) << 24), "fan-in above 2^24: the kernels keep indices in float");
+}
+
+}  // namespace
+
+std::vector<torch::Tensor> max_forward(torch::Tensor u, torch::Tensor v) {
+    check(u, v);
+    u = u.contiguous();
+    auto vt = v.t().contiguous();
+    const int64_t n = u.size(0), k = u.size(1), o = v.size(0);
+    auto y = torch::empty({n, o}, u.options());
+    auto idx = torch::empty({n, o}, u.options().dtype(torch::kInt32));
+    AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "max_forward", [&] {
+        max_forward_kernel<scalar_t>(u.data_ptr<scalar_t>(), vt.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                                     idx.data_ptr<int32_t>(), n, o, k);
+    });
+    return {y, idx};
+}
+
+// The hard max's backward is a scatter: each output's gradient goes to its one arg-max.
+std::vector<torch::Tensor> max_backward(torch::Tensor g, torch::Tensor idx, int64_t k, bool need_u, bool need_v) {
+    g = g.contiguous();
+    idx = idx.contiguous();
+    const int64_t n = g.size(0), o = g.size(1);
+    auto gu = need_u ? torch::zeros({n, k}, g.options()) : torch::Tensor();
+    auto gv = need_v ? torch::zeros({o, k}, g.options()) : torch::Tensor();
+    AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "max_backward", [&] {
+        max_backward_kernel<scalar_t>(g.data_ptr<scalar_t>(), idx.data_ptr<int32_t>(),
+                                      need_u ? gu.data_ptr<scalar_t>() : nullptr,
+                                      need_v ? gv.data_ptr<scalar_t>() : nullptr, n, o, k);
+    });
+    return {gu, gv};
+}
+
+ConvGeometry geometry(const torch::Tensor& img, const std::vector<int64_t>& kernel) {
+    TORCH_CHECK(img.dim() == 4 && kernel.size() == 6, "max_conv needs an image (B, C, H, W) and kh, kw, sh, sw, ph, pw");
+    ConvGeometry g{img.size(1), img.size(2), img.size(3), kernel[0], kernel[1], kernel[2], kernel[3], kernel[4],
+                   kernel[5], 0, 0};
+    g.ho = (g.h + 2 * g.ph - g.kh) / g.sh + 1;
+    g.wo = (g.w + 2 * g.pw - g.kw) / g.sw + 1;
+    return g;
+}
+
+std::vector<torch::Tensor> max_conv_forward(torch::Tensor img, torch::Tensor v, std::vector<int64_t> kernel) {
+    img = img.contiguous();
+    const ConvGeometry g = geometry(img, kernel);
+    TORCH_CHECK(v.dim() == 2 && v.size(1) == g.c * g.kh * g.kw, "v must be (O, C * kh * kw)");
+    TORCH_CHECK(img.scalar_type() == v.scalar_type() && img.device().is_cpu(), "image and v: same dtype, on the CPU");
+    auto vt = v.t().contiguous();
+    const int64_t o = v.size(0), nrows = img.size(0) * g.ho * g.wo;
+    auto y = torch::empty({nrows, o}, img.options());
+    auto idx = torch::empty({nrows, o}, img.options().dtype(torch::kInt32));
+    AT_DISPATCH_FLOATING_TYPES(img.scalar_type(), "max_conv_forward", [&] {
+        max_conv_forward_kernel<scalar_t>(img.data_ptr<scalar_t>(), vt.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                                          idx.data_ptr<int32_t>(), g, o, nrows);
+    });
+    return {y, idx};
+}
+
+torch::Tensor max_conv_backward_image(torch::Tensor grad, torch::Tensor idx, std::vector<int64_t> shape,
+                                      std::vector<int64_t> kernel) {
+    grad = grad.contiguous();
+    idx = idx.contiguous();
+    auto gimg = torch::zeros(shape, grad.options());
+    const ConvGeometry g = geometry(gimg, kernel);
+    AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "max_conv_backward", [&] {
+        max_conv_backward_kernel<scalar_t>(grad.data_ptr<scalar_t>(), idx.data_ptr<int32_t>(), gimg.data_ptr<scalar_t>(),
+                                           g, grad.size(1), shape[0]);
+    });
+    return gimg;
+}
+
+torch::Tensor lse_forward(torch::Tensor u, torch::Tensor v, double alpha) {
+    check(u, v);
+    TORCH_CHECK(alpha > 0, "the LSE temperature alpha must be positive");
+    auto max_out = max_forward(u, v);
+    u = u.contiguous();
+    auto vt = v.t().contiguous();
+    const int64_t n = u.size(0), k = u.size(1), o = v.size(0);
+    auto y = torch::empty({n, o}, u.options());
+    AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "lse_forward", [&] {
+        lse_forward_kernel<scalar_t>(u.data_ptr<scalar_t>(), vt.data_ptr<scalar_t>(),
+                                     max_out[0].data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                                     static_cast<scalar_t>(alpha), n, o, k);
+    });
+    return y;
+}
+
+std::vector<torch::Tensor> lse_backward(torch::Tensor g, torch::Tensor u, torch::Tensor v, torch::Tensor y,
+                                        double alpha) {
+    g = g.contiguous();
+    u = u.contiguous();
+    v = v.contiguous();
+    y = y.contiguous();
+    const int64_t n = u.size(0), k = u.size(1), o = v.size(0);
+    auto gu = torch::zeros_like(u);
+    auto gv = torch::zeros_like(v);
+    auto ga = torch::zeros({}, u.options());
+    AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "lse_backward", [&] {
+        lse_backward_kernel<scalar_t>(u.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                                      g.data_ptr<scalar_t>(), static_cast<scalar_t>(alpha), gu.data_ptr<scalar_t>(),
+                                      gv.data_ptr<scalar_t>(), ga.data_ptr<scalar_t>(), n, o, k);
+    });
+    return {gu, gv, ga};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+    m.def("max_forward", &max_forward, "hard max-plus product: (y, first arg-max as int32)");
+    m.def("max_backward", &max_backward, "scatter of the hard max's gradient to its arg-max");
+    m.def("max_conv_forward", &max_conv_forward, "hard max-plus product of a convolution, read from the image");
+    m.def("max_conv_backward_image", &max_conv_backward_image, "the image's gradient of max_conv_forward");
+    m.def("lse_forward", &lse_forward, "log-sum-exp max-plus product with temperature alpha");
+    m.def("lse_backward", &lse_backward, "gradients of the LSE product: u, v and alpha");
+}
