@@ -27,12 +27,61 @@ struct Vec {
     typedef T type __attribute__((vector_size(32)));
 };
 
+// One register of v^T's row kk from column c0 on (zeros past the last of the `cols` outputs).
+template <typename T>
+inline typename Vec<T>::type load_v(const T* vt, int64_t kk, int64_t o, int64_t c0, int64_t cols) {
+    typedef typename Vec<T>::type V;
+    constexpr int64_t L = 32 / sizeof(T);
+    V vv;
+    if (cols == L) {
+        std::memcpy(&vv, vt + kk * o + c0, sizeof vv);
+    } else {  // the last, partial column tile
+        T pad[L] = {};
+        std::memcpy(pad, vt + kk * o + c0, cols * sizeof(T));
+        std::memcpy(&vv, pad, sizeof vv);
+    }
+    return vv;
+}
+
+// The running maxima and first arg-maxima of a tile of 4 rows x one register of outputs.
+template <typename T>
+struct MaxTile {
+    typedef typename Vec<T>::type V;
+    V b0, b1, b2, b3, a0 = {}, a1 = {}, a2 = {}, a3 = {}, kf = {};
+
+    MaxTile() { b0 = b1 = b2 = b3 = V{} - std::numeric_limits<T>::infinity(); }
+
+    // One k: the sums x_r + v, compared with the maxima (strictly: the first maximum keeps its index).
+    inline void step(V vv, T x0, T x1, T x2, T x3) {
+        const V t0 = vv + x0, t1 = vv + x1, t2 = vv + x2, t3 = vv + x3;
+        const auto m0 = t0 > b0, m1 = t1 > b1, m2 = t2 > b2, m3 = t3 > b3;
+        b0 = m0 ? t0 : b0;
+        a0 = m0 ? kf : a0;
+        b1 = m1 ? t1 : b1;
+        a1 = m1 ? kf : a1;
+        b2 = m2 ? t2 : b2;
+        a2 = m2 ? kf : a2;
+        b3 = m3 ? t3 : b3;
+        a3 = m3 ? kf : a3;
+        kf += T(1);
+    }
+
+    void store(T* y, int32_t* idx, int64_t r0, int64_t rows, int64_t c0, int64_t cols, int64_t o) const {
+        const V best[ROWS] = {b0, b1, b2, b3}, arg[ROWS] = {a0, a1, a2, a3};
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < cols; ++c) {
+                // A row of NaNs or -inf keeps k = 0, like torch.max.
+                y[(r0 + r) * o + c0 + c] = best[r][c];
+                idx[(r0 + r) * o + c0 + c] = static_cast<int32_t>(arg[r][c]);
+            }
+    }
+};
+
 // A tile is 4 rows x one register of outputs: 4 running maxima and 4 arg-maxima (kept in T, exact for
 // k < 2^24 in float, so that compare and selects are lanes of one vector type) stay in registers while k
 // runs; each step is one load of v, four broadcasts of u, four adds, compares and two selects each.
 template <typename T>
 void max_forward_kernel(const T* u, const T* vt, T* y, int32_t* idx, int64_t n, int64_t o, int64_t k) {
-    typedef typename Vec<T>::type V;
     constexpr int64_t L = 32 / sizeof(T);
 #pragma omp parallel for schedule(static)
     for (int64_t r0 = 0; r0 < n; r0 += ROWS) {
@@ -41,38 +90,10 @@ void max_forward_kernel(const T* u, const T* vt, T* y, int32_t* idx, int64_t n, 
         for (int64_t r = 0; r < ROWS; ++r) urow[r] = u + (r0 + std::min(r, rows - 1)) * k;  // a partial tile repeats its last row
         for (int64_t c0 = 0; c0 < o; c0 += L) {
             const int64_t cols = std::min(L, o - c0);
-            const V ninf = V{} - std::numeric_limits<T>::infinity();
-            const V one = V{} + T(1);
-            V b0 = ninf, b1 = ninf, b2 = ninf, b3 = ninf;
-            V a0 = {}, a1 = {}, a2 = {}, a3 = {}, kf = {};
-            for (int64_t kk = 0; kk < k; ++kk) {
-                V vv;
-                if (cols == L) {
-                    std::memcpy(&vv, vt + kk * o + c0, sizeof vv);
-                } else {  // the last, partial column tile
-                    T pad[L] = {};
-                    std::memcpy(pad, vt + kk * o + c0, cols * sizeof(T));
-                    std::memcpy(&vv, pad, sizeof vv);
-                }
-                const V t0 = vv + urow[0][kk], t1 = vv + urow[1][kk], t2 = vv + urow[2][kk], t3 = vv + urow[3][kk];
-                const auto m0 = t0 > b0, m1 = t1 > b1, m2 = t2 > b2, m3 = t3 > b3;
-                b0 = m0 ? t0 : b0;
-                a0 = m0 ? kf : a0;
-                b1 = m1 ? t1 : b1;
-                a1 = m1 ? kf : a1;
-                b2 = m2 ? t2 : b2;
-                a2 = m2 ? kf : a2;
-                b3 = m3 ? t3 : b3;
-                a3 = m3 ? kf : a3;
-                kf += one;
-            }
-            const V best[ROWS] = {b0, b1, b2, b3}, arg[ROWS] = {a0, a1, a2, a3};
-            for (int64_t r = 0; r < rows; ++r)
-                for (int64_t c = 0; c < cols; ++c) {
-                    // A row of NaNs or -inf keeps k = 0, like torch.max.
-                    y[(r0 + r) * o + c0 + c] = best[r][c];
-                    idx[(r0 + r) * o + c0 + c] = static_cast<int32_t>(arg[r][c]);
-                }
+            MaxTile<T> tile;
+            for (int64_t kk = 0; kk < k; ++kk)
+                tile.step(load_v(vt, kk, o, c0, cols), urow[0][kk], urow[1][kk], urow[2][kk], urow[3][kk]);
+            tile.store(y, idx, r0, rows, c0, cols, o);
         }
     }
 }
@@ -87,7 +108,6 @@ struct ConvGeometry {
 template <typename T>
 void max_conv_forward_kernel(const T* img, const T* vt, T* y, int32_t* idx, const ConvGeometry& g, int64_t o,
                              int64_t nrows) {
-    typedef typename Vec<T>::type V;
     constexpr int64_t L = 32 / sizeof(T);
     const int64_t k = g.c * g.kh * g.kw;
     std::vector<int64_t> koff(k), dh(k), dw(k);
@@ -115,19 +135,8 @@ void max_conv_forward_kernel(const T* img, const T* vt, T* y, int32_t* idx, cons
         }
         for (int64_t c0 = 0; c0 < o; c0 += L) {
             const int64_t cols = std::min(L, o - c0);
-            const V ninf = V{} - std::numeric_limits<T>::infinity();
-            const V one = V{} + T(1);
-            V b0 = ninf, b1 = ninf, b2 = ninf, b3 = ninf;
-            V a0 = {}, a1 = {}, a2 = {}, a3 = {}, kf = {};
+            MaxTile<T> tile;
             for (int64_t kk = 0; kk < k; ++kk) {
-                V vv;
-                if (cols == L) {
-                    std::memcpy(&vv, vt + kk * o + c0, sizeof vv);
-                } else {
-                    T pad[L] = {};
-                    std::memcpy(pad, vt + kk * o + c0, cols * sizeof(T));
-                    std::memcpy(&vv, pad, sizeof vv);
-                }
                 T x[ROWS];
                 const int64_t off = koff[kk];
                 if (!padded) {
@@ -139,24 +148,9 @@ void max_conv_forward_kernel(const T* img, const T* vt, T* y, int32_t* idx, cons
                         x[r] = inside ? base[r][off] : T(0);
                     }
                 }
-                const V t0 = vv + x[0], t1 = vv + x[1], t2 = vv + x[2], t3 = vv + x[3];
-                const auto m0 = t0 > b0, m1 = t1 > b1, m2 = t2 > b2, m3 = t3 > b3;
-                b0 = m0 ? t0 : b0;
-                a0 = m0 ? kf : a0;
-                b1 = m1 ? t1 : b1;
-                a1 = m1 ? kf : a1;
-                b2 = m2 ? t2 : b2;
-                a2 = m2 ? kf : a2;
-                b3 = m3 ? t3 : b3;
-                a3 = m3 ? kf : a3;
-                kf += one;
+                tile.step(load_v(vt, kk, o, c0, cols), x[0], x[1], x[2], x[3]);
             }
-            const V best[ROWS] = {b0, b1, b2, b3}, arg[ROWS] = {a0, a1, a2, a3};
-            for (int64_t r = 0; r < rows; ++r)
-                for (int64_t c = 0; c < cols; ++c) {
-                    y[(r0 + r) * o + c0 + c] = best[r][c];
-                    idx[(r0 + r) * o + c0 + c] = static_cast<int32_t>(arg[r][c]);
-                }
+            tile.store(y, idx, r0, rows, c0, cols, o);
         }
     }
 }
@@ -228,25 +222,76 @@ struct FastExp<double> {
     }
 };
 
-// y = m + ln(sum_k exp(a (t_k - m))) / a with m = max_k t_k: stable for any a > 0.
+// The same exp on a whole register (GCC vector extensions): the compiler does not vectorise the scalar one.
+template <typename T>
+struct VecExp;
+
+template <>
+struct VecExp<float> {
+    typedef Vec<float>::type V;
+    typedef int32_t I __attribute__((vector_size(32)));
+    static inline V eval(V x) {
+        x = x < -87.0f ? V{} - 87.0f : x;
+        const V y = x * 1.44269504088896341f + 0.5f;
+        I ni = __builtin_convertvector(y, I);
+        ni += (__builtin_convertvector(ni, V) > y);  // truncation to floor: a true mask lane is -1
+        const V n = __builtin_convertvector(ni, V);
+        const V r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+        V p = V{} + 1.0f / 5040;
+        p = p * r + 1.0f / 720;
+        p = p * r + 1.0f / 120;
+        p = p * r + 1.0f / 24;
+        p = p * r + 1.0f / 6;
+        p = p * r + 0.5f;
+        p = p * r + 1.0f;
+        p = p * r + 1.0f;
+        const I bits = (ni + 127) << 23;
+        return p * reinterpret_cast<const V&>(bits);
+    }
+};
+
+template <>
+struct VecExp<double> {
+    typedef Vec<double>::type V;
+    typedef int64_t I __attribute__((vector_size(32)));
+    static inline V eval(V x) {
+        x = x < -708.0 ? V{} - 708.0 : x;
+        const V y = x * 1.4426950408889634 + 0.5;
+        I ni = __builtin_convertvector(y, I);
+        ni += (__builtin_convertvector(ni, V) > y);
+        const V n = __builtin_convertvector(ni, V);
+        const V r = (x - n * 0.6931471803691238) - n * 1.9082149292705877e-10;
+        V p = V{} + 1.0 / 6227020800.0;
+        const double coef[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0,
+                               1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
+        for (double c : coef) p = p * r + c;
+        const I bits = (ni + 1023) << 52;
+        return p * reinterpret_cast<const V&>(bits);
+    }
+};
+
+// y = m + ln(sum_k exp(a (t_k - m))) / a with m = max_k t_k: stable for any a > 0. Tiles as in the max.
 template <typename T>
 void lse_forward_kernel(const T* u, const T* vt, const T* m, T* y, T a, int64_t n, int64_t o, int64_t k) {
+    typedef typename Vec<T>::type V;
+    constexpr int64_t L = 32 / sizeof(T);
 #pragma omp parallel for schedule(static)
     for (int64_t r0 = 0; r0 < n; r0 += ROWS) {
         const int64_t rows = std::min(ROWS, n - r0);
-        for (int64_t c0 = 0; c0 < o; c0 += COLS) {
-            const int64_t cols = std::min(COLS, o - c0);
-            T sum[ROWS][COLS] = {};
-            T top[ROWS][COLS];
-            for (int64_t r = 0; r < rows; ++r)
-                for (int64_t c = 0; c < cols; ++c) top[r][c] = m[(r0 + r) * o + c0 + c];
+        const T* urow[ROWS];
+        for (int64_t r = 0; r < ROWS; ++r) urow[r] = u + (r0 + std::min(r, rows - 1)) * k;
+        for (int64_t c0 = 0; c0 < o; c0 += L) {
+            const int64_t cols = std::min(L, o - c0);
+            V top[ROWS], sum[ROWS];
+            for (int64_t r = 0; r < ROWS; ++r) {
+                T pad[L] = {};
+                std::memcpy(pad, m + (r0 + std::min(r, rows - 1)) * o + c0, cols * sizeof(T));
+                std::memcpy(&top[r], pad, sizeof(V));
+                sum[r] = V{};
+            }
             for (int64_t kk = 0; kk < k; ++kk) {
-                const T* vrow = vt + kk * o + c0;
-                for (int64_t r = 0; r < rows; ++r) {
-                    const T ur = u[(r0 + r) * k + kk];
-#pragma omp simd
-                    for (int64_t c = 0; c < cols; ++c) sum[r][c] += FastExp<T>::eval(a * (ur + vrow[c] - top[r][c]));
-                }
+                const V vv = load_v(vt, kk, o, c0, cols);
+                for (int64_t r = 0; r < ROWS; ++r) sum[r] += VecExp<T>::eval(a * (vv + urow[r][kk] - top[r]));
             }
             for (int64_t r = 0; r < rows; ++r)
                 for (int64_t c = 0; c < cols; ++c)
@@ -256,10 +301,14 @@ void lse_forward_kernel(const T* u, const T* vt, const T* m, T* y, T a, int64_t 
 }
 
 // p = exp(a (t - y)) is the softmax weight of term k; dy/dt = p, dy/da = (sum_k p t_k - y) / a.
-// grad_u[n, k] = sum_o g p, by rows (one thread per row block); grad_v[o, k] = sum_n g p, by outputs.
+// grad_u[n, k] = sum_o g p, by rows (one thread per row block); grad_v[o, k] = sum_n g p, by outputs. The
+// k loops run a register at a time.
 template <typename T>
 void lse_backward_kernel(const T* u, const T* v, const T* y, const T* g, T a, T* gu, T* gv, T* ga, int64_t n,
                          int64_t o, int64_t k) {
+    typedef typename Vec<T>::type V;
+    constexpr int64_t L = 32 / sizeof(T);
+    const int64_t k_vec = k - k % L;
     T alpha_sum = 0;
 #pragma omp parallel for schedule(static) reduction(+ : alpha_sum)
     for (int64_t row = 0; row < n; ++row) {
@@ -267,12 +316,24 @@ void lse_backward_kernel(const T* u, const T* v, const T* y, const T* g, T a, T*
         T* gur = gu + row * k;
         for (int64_t c = 0; c < o; ++c) {
             const T gy = g[row * o + c];
-            const T yy = y[row * o + c];
             if (gy == 0) continue;
+            const T yy = y[row * o + c];
             const T* vc = v + c * k;
+            V ptv = {};
+            for (int64_t kk = 0; kk < k_vec; kk += L) {
+                V uu, vv, gg;
+                std::memcpy(&uu, ur + kk, sizeof uu);
+                std::memcpy(&vv, vc + kk, sizeof vv);
+                std::memcpy(&gg, gur + kk, sizeof gg);
+                const V t = uu + vv;
+                const V p = VecExp<T>::eval(a * (t - yy));
+                gg += gy * p;
+                std::memcpy(gur + kk, &gg, sizeof gg);
+                ptv += p * t;
+            }
             T pt = 0;
-#pragma omp simd reduction(+ : pt)
-            for (int64_t kk = 0; kk < k; ++kk) {
+            for (int64_t l = 0; l < L; ++l) pt += ptv[l];
+            for (int64_t kk = k_vec; kk < k; ++kk) {
                 const T t = ur[kk] + vc[kk];
                 const T p = FastExp<T>::eval(a * (t - yy));
                 gur[kk] += gy * p;
@@ -291,8 +352,15 @@ void lse_backward_kernel(const T* u, const T* v, const T* y, const T* g, T a, T*
             if (gy == 0) continue;
             const T yy = y[row * o + c];
             const T* ur = u + row * k;
-#pragma omp simd
-            for (int64_t kk = 0; kk < k; ++kk) gvc[kk] += gy * FastExp<T>::eval(a * (ur[kk] + vc[kk] - yy));
+            for (int64_t kk = 0; kk < k_vec; kk += L) {
+                V uu, vv, gg;
+                std::memcpy(&uu, ur + kk, sizeof uu);
+                std::memcpy(&vv, vc + kk, sizeof vv);
+                std::memcpy(&gg, gvc + kk, sizeof gg);
+                gg += gy * VecExp<T>::eval(a * (uu + vv - yy));
+                std::memcpy(gvc + kk, &gg, sizeof gg);
+            }
+            for (int64_t kk = k_vec; kk < k; ++kk) gvc[kk] += gy * FastExp<T>::eval(a * (ur[kk] + vc[kk] - yy));
         }
     }
 }
