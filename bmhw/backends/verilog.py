@@ -70,8 +70,8 @@ def _round_shift_width(in_w: int, n: int) -> int:
     return in_w + 1 - n if n > 0 else in_w - n
 
 
-def _geometry(layer: dict, pe: int) -> dict:
-    """The shape parameters every layer block takes (bmhw_layer_scan's)."""
+def layer_geometry(layer: dict, pe: int) -> dict:
+    """The shape parameters every layer block takes: bmhw_layer_scan's."""
     conv = layer["op"] in ir.CONV_OPS
     in_h, in_w = (list(layer["in_shape"][1:]) if conv else [1, 1])
     out_h, out_w = (list(layer["out_shape"][1:]) if conv else [1, 1])
@@ -135,7 +135,7 @@ def _plan(params: dict, mems: dict, name: str, positions: int) -> dict:
 def bm_layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dict:
     """Parameters of one ``bmhw_bm_layer`` and the contents of its four ROMs."""
     ranges, widths = layer["ranges"], layer["widths"]
-    params = _geometry(layer, pe)
+    params = layer_geometry(layer, pe)
     f, p, g, h, csum = (int(layer[key]) for key in ("F", "P", "G", "H", "csum"))
     folds = -(-params["O"] // pe)
 
@@ -174,7 +174,7 @@ def bm_layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dict
 def mac_layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dict:
     """Parameters of one ``bmhw_mac_layer`` (the MAC twin) and the contents of its two ROMs."""
     ranges, widths = layer["ranges"], layer["widths"]
-    params = _geometry(layer, pe)
+    params = layer_geometry(layer, pe)
     folds = -(-params["O"] // pe)
     w, bias = (net.table(layer, t) for t in ir.MAC_TABLES)
     wt_w, b_w = signed_width(*ranges["W"]), signed_width(*ranges["B"])

@@ -22,8 +22,6 @@ from bmhw.errors import BmhwError
 DEVICES = {"ecp5": ("25k", "45k", "85k", "um-25k", "um-45k", "um-85k", "um5g-25k", "um5g-45k", "um5g-85k"),
            "ice40": ("lp384", "lp1k", "lp8k", "hx1k", "hx8k", "up3k", "up5k", "u1k", "u2k", "u4k")}
 DEFAULTS = {"ecp5": ("85k", "CABGA381"), "ice40": ("hx8k", "ct256")}
-ECP5_DEVICES = DEVICES["ecp5"]
-DEFAULT_DEVICE, DEFAULT_PACKAGE = DEFAULTS["ecp5"]
 # What each family calls its cells, in nextpnr's utilisation report.
 CELLS = {"ecp5": {"luts": "TRELLIS_COMB", "flip_flops": "TRELLIS_FF", "bram": "DP16KD", "dsp": "MULT18X18D"},
          "ice40": {"luts": "ICESTORM_LC", "flip_flops": "ICESTORM_LC", "bram": "ICESTORM_RAM", "dsp": "ICESTORM_DSP"}}
@@ -72,6 +70,16 @@ def parse_report(log: str, device: str, seconds: float, family: str = "ecp5", fl
                      _used(log, cells["bram"]), _used(log, cells["dsp"]), float(fmax[-1]), seconds, family)
 
 
+def resolve_target(family: str, device: str | None = None, package: str | None = None) -> tuple[str, str]:
+    """The device and package to use (the family's defaults where not given); an unknown one is an error."""
+    if family not in DEVICES:
+        raise BmhwError(f"unknown FPGA family {family!r}: choose one of {', '.join(DEVICES)}")
+    device = device or DEFAULTS[family][0]
+    if device not in DEVICES[family]:
+        raise BmhwError(f"unknown {family.upper()} device {device!r}: choose one of {', '.join(DEVICES[family])}")
+    return device, package or DEFAULTS[family][1]
+
+
 def place_and_route(project, top: str = "bmhw_net", device: str | None = None, package: str | None = None,
                     target_mhz: float = 100.0, seed: int = 1, timeout: float = 1800, dsp: bool = True,
                     family: str = "ecp5") -> PnrResult:
@@ -79,12 +87,7 @@ def place_and_route(project, top: str = "bmhw_net", device: str | None = None, p
     Without ``dsp``, multipliers are built from LUTs (ECP5: -nodsp; iCE40 uses its DSPs only with ``dsp``)."""
     from bmhw.cost.synth import parse_counts
 
-    if family not in DEVICES:
-        raise BmhwError(f"unknown FPGA family {family!r}: choose one of {', '.join(DEVICES)}")
-    device = device or DEFAULTS[family][0]
-    package = package or DEFAULTS[family][1]
-    if device not in DEVICES[family]:
-        raise BmhwError(f"unknown {family.upper()} device {device!r}: choose one of {', '.join(DEVICES[family])}")
+    device, package = resolve_target(family, device, package)
     project = Path(project)
     sources = " ".join((project / "files.f").read_text().split())
     start = time.perf_counter()

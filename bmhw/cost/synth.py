@@ -172,12 +172,12 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
     project = Path(project)
     sources = _library_sources(project)
     twin_sources = _library_sources(twin_project) if twin is not None else None
-    rows, seen, first = [], {}, None
-    names = verilog.layer_names(net)
-    for index, (layer, name, pe) in enumerate(zip(net.layers, names, pes)):
+    rows, seen, first, all_costs = [], {}, None, []
+    for index, (layer, name, pe) in enumerate(zip(net.layers, verilog.layer_names(net), pes)):
         if pe is None:
             continue
         costs = network.layer_costs(net, layer, name, pe, weight_bits, twin)
+        all_costs.append(costs)
         bm = verilog.bm_layer_plan(net, layer, name, pe)["params"]
         if twin is not None:
             mac_layer = twin.layers[index]
@@ -199,9 +199,7 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
         if first is None:
             first = name
             # The schedule and window addressing both layers share, which the model leaves out.
-            scan = {key: bm[key] for key in ("IN_H", "IN_W", "OUT_H", "OUT_W", "KH", "KW", "SH", "SW", "PH", "PW", "K",
-                                             "O", "PE", "IN_AW", "OUT_AW")}
-            blocks.append(("both", project, sources, "bmhw_layer_scan", scan, Cost(),
+            blocks.append(("both", project, sources, "bmhw_layer_scan", verilog.layer_geometry(layer, pe), Cost(),
                            f"{name} control (not modelled)"))
             blocks.append(("bm15", project, sources, "bmhw_bm_layer", bm, costs["bm15"].cost, f"{name} layer"))
             if twin is not None:
@@ -213,8 +211,7 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
                          "generic": generic, "xilinx": xilinx, "memories_kept": False})
     if whole:
         # The model's datapath of every layer (buffers and control are not in the model).
-        totals = network.totals([network.layer_costs(net, layer, name, pe, weight_bits, twin)
-                                 for layer, name, pe in zip(net.layers, names, pes) if pe is not None])
+        totals = network.totals(all_costs)
         wholes = [("bm15", project)] + ([("mac", twin_project)] if twin is not None else [])
         for kind, where in wholes:
             generic, xilinx = _both(where, _library_sources(where, whole=True), verilog.TOP, {}, seen, progress,

@@ -136,21 +136,24 @@ class _BMNeuron(nn.Module):
 
     def neuron(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the BM neuron to input patches ``x`` (N x K); returns N x O."""
+        if self.branches == 1.5:
+            return self._combine_15(self.max_term(x), x.sum(1, keepdim=True))
         alpha = self._alpha()
         o = self.out_count
-        if self.branches == 1.5:
-            # sum_k w_k x_k = sum (x+dx)(w+dw) - dw sum x - dx sum (w + dw), with w + dw = exp(v)
-            y = (self.max_term(x) - self.delta_w * x.sum(1, keepdim=True)
-                 - self.delta_x * torch.exp(self.v.reshape(o, -1)).sum(1))
-        else:
-            v_both = torch.cat([self.v_pos.reshape(o, -1), self.v_neg.reshape(o, -1)])
-            floor = math.exp(LOG_ZERO)
-            m_pos = torch.exp(maxplus(torch.log(x.clamp_min(floor)), v_both, self.reduce, alpha))
-            m_neg = torch.exp(maxplus(torch.log((-x).clamp_min(floor)), v_both, self.reduce, alpha))
-            y = (m_pos[:, :o] - m_pos[:, o:]) - (m_neg[:, :o] - m_neg[:, o:])
+        v_both = torch.cat([self.v_pos.reshape(o, -1), self.v_neg.reshape(o, -1)])
+        floor = math.exp(LOG_ZERO)
+        m_pos = torch.exp(maxplus(torch.log(x.clamp_min(floor)), v_both, self.reduce, alpha))
+        m_neg = torch.exp(maxplus(torch.log((-x).clamp_min(floor)), v_both, self.reduce, alpha))
+        y = (m_pos[:, :o] - m_pos[:, o:]) - (m_neg[:, :o] - m_neg[:, o:])
         if self.bias is not None:
             y = y + self.bias
         return y
+
+    def _combine_15(self, max_term: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
+        """The 1.5-branch output from the max term (N x O) and the input sums (N x 1):
+        sum_k w_k x_k = sum (x+dx)(w+dw) - dw sum x - dx sum (w + dw), with w + dw = exp(v); plus the bias."""
+        y = max_term - self.delta_w * sums - self.delta_x * torch.exp(self.v.reshape(self.out_count, -1)).sum(1)
+        return y if self.bias is None else y + self.bias
 
     def classical_weight(self) -> torch.Tensor:
         """The classical weight this layer stands for: exp(v) - dw, or exp(v+) - exp(v-)."""
@@ -258,11 +261,9 @@ class BMConv2d(_BMNeuron):
         m = maxplus_conv(image, v, self.kernel_size, self.stride, self.padding) if self.reduce == "max" else None
         if m is None:
             m = maxplus(self.patches(image), v, self.reduce, self._alpha())
-        max_term = torch.exp(m + log_dx)
         ones = x.new_ones(1, self.in_channels, *self.kernel_size)
         sums = F.conv2d(x, ones, stride=self.stride, padding=self.padding).permute(0, 2, 3, 1).reshape(-1, 1)
-        y = max_term - self.delta_w * sums - self.delta_x * torch.exp(v).sum(1)
-        return y if self.bias is None else y + self.bias
+        return self._combine_15(torch.exp(m + log_dx), sums)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

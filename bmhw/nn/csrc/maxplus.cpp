@@ -3,8 +3,8 @@
 // (1/a) ln sum_k exp(a t_k).
 //
 // Nothing of size N x O x K is ever stored: each output is reduced in registers. The forward works on
-// tiles of ROWS rows x COLS outputs with v transposed to (K, O), so the inner loop runs over COLS
-// consecutive outputs (vectors) and every u[n, k] is broadcast once per tile.
+// tiles of ROWS rows x one vector register of consecutive outputs, with v transposed to (K, O), and every
+// u[n, k] is broadcast once per tile.
 // Threads (OpenMP) take tiles of rows; no two threads write the same output.
 // The hard max keeps the first (smallest) k among equal maxima: ties resolve the same way every run.
 #include <torch/extension.h>
@@ -17,9 +17,8 @@
 
 namespace {
 
-// A tile's maxima and arg-maxima stay in vector registers (4 x 8 floats and 4 x 8 indices with AVX2).
+// Rows of a tile: its maxima and arg-maxima stay in vector registers (4 x 8 floats and 4 x 8 indices with AVX2).
 constexpr int64_t ROWS = 4;
-constexpr int64_t COLS = 8;
 
 // One AVX2 register of T (8 floats or 4 doubles); GCC's vector extensions keep the tile in registers.
 template <typename T>
@@ -388,11 +387,9 @@ void check(const torch::Tensor& u, const torch::Tensor& v) {
 
 }  // namespace
 
-std::vector<torch::Tensor> max_forward(torch::Tensor u, torch::Tensor v) {
-    check(u, v);
-    u = u.contiguous();
-    auto vt = v.t().contiguous();
-    const int64_t n = u.size(0), k = u.size(1), o = v.size(0);
+// y and the first arg-max of a contiguous u (N, K) and v^T (K, O).
+static std::vector<torch::Tensor> max_forward_transposed(const torch::Tensor& u, const torch::Tensor& vt) {
+    const int64_t n = u.size(0), k = u.size(1), o = vt.size(1);
     auto y = torch::empty({n, o}, u.options());
     auto idx = torch::empty({n, o}, u.options().dtype(torch::kInt32));
     AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "max_forward", [&] {
@@ -400,6 +397,11 @@ std::vector<torch::Tensor> max_forward(torch::Tensor u, torch::Tensor v) {
                                      idx.data_ptr<int32_t>(), n, o, k);
     });
     return {y, idx};
+}
+
+std::vector<torch::Tensor> max_forward(torch::Tensor u, torch::Tensor v) {
+    check(u, v);
+    return max_forward_transposed(u.contiguous(), v.t().contiguous());
 }
 
 // The hard max's backward is a scatter: each output's gradient goes to its one arg-max.
@@ -458,9 +460,9 @@ torch::Tensor max_conv_backward_image(torch::Tensor grad, torch::Tensor idx, std
 torch::Tensor lse_forward(torch::Tensor u, torch::Tensor v, double alpha) {
     check(u, v);
     TORCH_CHECK(alpha > 0, "the LSE temperature alpha must be positive");
-    auto max_out = max_forward(u, v);
     u = u.contiguous();
     auto vt = v.t().contiguous();
+    auto max_out = max_forward_transposed(u, vt);
     const int64_t n = u.size(0), k = u.size(1), o = v.size(0);
     auto y = torch::empty({n, o}, u.options());
     AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "lse_forward", [&] {
