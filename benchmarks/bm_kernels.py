@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
@@ -95,7 +96,10 @@ def _peak_fresh(args, queue):
 
 def peak_mib(shape, variant, batch) -> float:
     """Peak resident-set rise of one forward + backward over the process with its inputs in place, in a
-    fresh process (Linux: /proc/self/clear_refs resets the peak, VmHWM reads it), in MiB."""
+    fresh process (Linux: /proc/self/clear_refs resets the peak, VmHWM reads it), in MiB. The process gets
+    a fixed malloc mmap threshold, so that every large buffer goes back to the system when it is freed and
+    the peak is that of the live tensors, not of what glibc's adaptive threshold would keep in its heap."""
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "131072"  # read by the spawned process's C library at start
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_peak_fresh, args=((shape, variant, batch), queue))

@@ -251,3 +251,31 @@ def test_hard_max_layer_has_no_alpha():
 
 def test_default_alpha_is_one_for_smooth_reductions():
     assert float(BMLinear(4, 3, reduce="lse").alpha) == 1.0
+
+
+@pytest.mark.parametrize("branches", [1.5, 4])
+@pytest.mark.parametrize("reduce", ["max", "lse", "smorph", "lmorph"])
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_layer_gradcheck_in_double_for_every_branch_type_and_reduction(branches, reduce, kind):
+    # The layers as users call them (fused kernels, exponential-domain products, image-side logarithm):
+    # gradients of input, log-weights, bias and a learned alpha against finite differences.
+    torch.manual_seed(0)
+    alpha = None if reduce == "max" else 1.5
+    if kind == "linear":
+        layer = BMLinear(7, 4, branches=branches, reduce=reduce, alpha=alpha, learn_alpha=alpha is not None)
+        x = torch.rand(3, 7, dtype=torch.float64) + 0.1
+    else:
+        layer = BMConv2d(2, 3, 3, padding=1, stride=2, branches=branches, reduce=reduce, alpha=alpha,
+                         learn_alpha=alpha is not None)
+        x = torch.rand(2, 2, 5, 5, dtype=torch.float64) + 0.1
+    if branches == 4:
+        x = x - 0.6  # both signs: both halves of the four branches carry gradient
+    layer = layer.double()
+    names = [name for name, _ in layer.named_parameters()]
+    x.requires_grad_(True)
+
+    def run(inp, *values):
+        return torch.func.functional_call(layer, dict(zip(names, values)), (inp,))
+
+    values = [p.detach().clone().requires_grad_(True) for p in layer.parameters()]
+    assert torch.autograd.gradcheck(run, (x, *values), atol=1e-6, rtol=1e-5)

@@ -68,6 +68,23 @@ def log_weights_4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return v_pos, v_neg
 
 
+class _ShiftedLog(torch.autograd.Function):
+    """ln(max(sign * x + dx, exp(LOG_ZERO))) - shift, saving only x (which the layer keeps anyway) for
+    backward: the input logarithms without more input-sized tensors held until backward."""
+
+    @staticmethod
+    def forward(ctx, x, dx: float, shift: float, sign: float = 1.0):
+        ctx.save_for_backward(x)
+        ctx.dx, ctx.sign = dx, sign
+        return (sign * x + dx).clamp_min_(math.exp(LOG_ZERO)).log_().sub_(shift)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        z = ctx.sign * x + ctx.dx
+        return torch.where(z >= math.exp(LOG_ZERO), grad * ctx.sign / z, 0), None, None, None
+
+
 class _BMNeuron(nn.Module):
     """Parameters and the neuron formula shared by BMLinear and BMConv2d.
 
@@ -131,7 +148,7 @@ class _BMNeuron(nn.Module):
 
     def max_term(self, x: torch.Tensor) -> torch.Tensor:
         """1.5 branches: exp R_k(ln(x_k + dx) + v_k), the term that stands for sum (x+dx)(w+dw); N x O."""
-        u = torch.log((x + self.delta_x).clamp_min(math.exp(LOG_ZERO)))
+        u = _ShiftedLog.apply(x, float(self.delta_x), 0.0)
         return torch.exp(maxplus(u, self.v.reshape(self.out_count, -1), self.reduce, self._alpha()))
 
     def neuron(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,9 +158,8 @@ class _BMNeuron(nn.Module):
         alpha = self._alpha()
         o = self.out_count
         v_both = torch.cat([self.v_pos.reshape(o, -1), self.v_neg.reshape(o, -1)])
-        floor = math.exp(LOG_ZERO)
-        m_pos = torch.exp(maxplus(torch.log(x.clamp_min(floor)), v_both, self.reduce, alpha))
-        m_neg = torch.exp(maxplus(torch.log((-x).clamp_min(floor)), v_both, self.reduce, alpha))
+        m_pos = torch.exp(maxplus(_ShiftedLog.apply(x, 0.0, 0.0), v_both, self.reduce, alpha))
+        m_neg = torch.exp(maxplus(_ShiftedLog.apply(x, 0.0, 0.0, -1.0), v_both, self.reduce, alpha))
         y = (m_pos[:, :o] - m_pos[:, o:]) - (m_neg[:, :o] - m_neg[:, o:])
         if self.bias is not None:
             y = y + self.bias
@@ -152,8 +168,10 @@ class _BMNeuron(nn.Module):
     def _combine_15(self, max_term: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
         """The 1.5-branch output from the max term (N x O) and the input sums (N x 1):
         sum_k w_k x_k = sum (x+dx)(w+dw) - dw sum x - dx sum (w + dw), with w + dw = exp(v); plus the bias."""
-        y = max_term - self.delta_w * sums - self.delta_x * torch.exp(self.v.reshape(self.out_count, -1)).sum(1)
-        return y if self.bias is None else y + self.bias
+        offset = -self.delta_x * torch.exp(self.v.reshape(self.out_count, -1)).sum(1)  # per output: O values
+        if self.bias is not None:
+            offset = offset + self.bias
+        return (max_term + offset) - self.delta_w * sums
 
     def classical_weight(self) -> torch.Tensor:
         """The classical weight this layer stands for: exp(v) - dw, or exp(v+) - exp(v-)."""
@@ -250,20 +268,28 @@ class BMConv2d(_BMNeuron):
 
     def _neuron_15_image(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`neuron` of the 1.5-branch layer on all patches, with the logarithm taken on the image (K
-        times fewer logs than on the patches) and the input sums by a convolution with ones. The log is
+        times fewer logs than on the patches) and the input sums by a box filter. The log is
         shifted by ln(dx) so that it is 0 where x is 0 and the zero padding of the patches stays exact;
         every reduction R commutes with adding a constant, so the shift comes back on R's output."""
         log_dx = math.log(float(self.delta_x))
-        image = torch.log((x + self.delta_x).clamp_min(math.exp(LOG_ZERO))) - log_dx
+        image = _ShiftedLog.apply(x, float(self.delta_x), log_dx)
         o = self.out_count
-        v = self.v.reshape(o, -1)
-        # The hard max reads the patches from the image in the fused kernel; otherwise they are unfolded.
-        m = maxplus_conv(image, v, self.kernel_size, self.stride, self.padding) if self.reduce == "max" else None
+        v = self.v.reshape(o, -1) + log_dx  # the shift, added to the O x K log-weights rather than to the output
+        # The product reads the patches from the image (bmhw.nn.maxplus); where it cannot, they are unfolded.
+        m = maxplus_conv(image, v, self.kernel_size, self.stride, self.padding, self.reduce, self._alpha())
         if m is None:
             m = maxplus(self.patches(image), v, self.reduce, self._alpha())
-        ones = x.new_ones(1, self.in_channels, *self.kernel_size)
-        sums = F.conv2d(x, ones, stride=self.stride, padding=self.padding).permute(0, 2, 3, 1).reshape(-1, 1)
-        return self._combine_15(torch.exp(m + log_dx), sums)
+        return self._combine_15(torch.exp(m), self._patch_sums(x).reshape(-1, 1))
+
+    def _patch_sums(self, x: torch.Tensor) -> torch.Tensor:
+        """sum_k x_k of every patch (B x Ho x Wo): a box filter over the channel sums (an average pool times
+        the window's size, far cheaper than a convolution with ones, forward and backward)."""
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        channel_sums = x.sum(1, keepdim=True)
+        if 2 * ph <= kh and 2 * pw <= kw:  # what avg_pool2d accepts
+            return F.avg_pool2d(channel_sums, self.kernel_size, self.stride, self.padding)[:, 0] * (kh * kw)
+        ones = x.new_ones(1, 1, kh, kw)
+        return F.conv2d(channel_sums, ones, stride=self.stride, padding=self.padding)[:, 0]
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

@@ -15,20 +15,23 @@ where ``R`` is the hard maximum or one of its continuous approximations with tem
   the (positive) products in the linear domain and returned in the log domain, like the others, so
   that the layer's ``exp`` turns it back into a product-sized value.
 
-Memory: the full N x O x K tensor of sums is never kept. On the CPU, the hard max and LSE run in the
-fused C++ kernels of ``bmhw.nn.kernels`` (compiled on first use; each output reduced in registers, the
-hard max's backward a scatter to one arg-max per output, LSE's backward recomputing the softmax weights).
-Elsewhere, or without a compiler, and for S-morph and L-morph, the forward pass works on row chunks of at
-most ``CHUNK_ELEMENTS`` elements and keeps only what backward needs: the arg-max indices (N x O) for the
-hard max, the inputs for the smooth reductions, whose backward recomputes each chunk. Both paths give the
-same values; ties in the hard max go to the first (smallest) k.
+Memory: the full N x O x K tensor of sums is never kept. On the CPU, the hard max runs in the fused C++
+kernels of ``bmhw.nn.kernels`` (compiled on first use; each output reduced in registers, the backward a
+scatter to one arg-max per output). The smooth reductions with a positive scalar alpha are matrix
+products in the exponential domain (``bmhw.nn.expdomain``: a GEMM, or a convolution reading the image),
+differentiated by autograd, on any device; the outputs whose sums underflow there (large alpha) are
+recomputed term by term. Term by term means the fused LSE kernel (forward, and a backward recomputing the
+softmax weights) or, elsewhere, for S-morph and L-morph, and without a compiler, the chunked PyTorch path:
+row chunks of at most ``CHUNK_ELEMENTS`` elements, keeping only what backward needs (the arg-max indices
+for the hard max, the inputs for the smooth reductions, whose backward recomputes each chunk). All paths
+give the same values to rounding; ties in the hard max go to the first (smallest) k.
 """
 
 from __future__ import annotations
 
 import torch
 
-from bmhw.nn import kernels
+from bmhw.nn import expdomain, kernels
 
 REDUCTIONS = ("max", "lse", "smorph", "lmorph")
 
@@ -174,13 +177,34 @@ class _MaxConvFused(torch.autograd.Function):
         return grad_image, grad_v, None
 
 
-def maxplus_conv(image: torch.Tensor, v: torch.Tensor, kernel, stride, padding):
-    """The hard max-plus product of every patch of ``image`` (B, C, H, W; zero outside) with ``v`` (O, C*kh*kw),
-    rows in BMConv2d.patches order, without unfolding the patches; None where the fused kernels do not
-    serve these tensors (the caller then unfolds)."""
-    if not _fused(image, v):
+def maxplus_conv(image: torch.Tensor, v: torch.Tensor, kernel, stride, padding, reduce: str = "max", alpha=None):
+    """The max-plus product of every patch of ``image`` (B, C, H, W; zero outside) with ``v`` (O, C*kh*kw),
+    rows in BMConv2d.patches order, without unfolding the patches: the hard max in the fused kernel, the
+    smooth reductions as convolutions in the exponential domain. None where neither serves these tensors
+    (the caller then unfolds)."""
+    if reduce == "max":
+        if not _fused(image, v):
+            return None
+        return _MaxConvFused.apply(image.contiguous(), v, (*kernel, *stride, *padding))
+    alpha = _exp_domain_alpha(reduce, alpha, image)
+    if alpha is None:
         return None
-    return _MaxConvFused.apply(image.contiguous(), v, (*kernel, *stride, *padding))
+    return expdomain.conv(image, v, reduce, alpha, kernel, stride, padding, _direct_smooth)
+
+
+def _exp_domain_alpha(reduce, alpha, like):
+    """alpha as a tensor where the exponential-domain products apply (a positive scalar), else None."""
+    if reduce not in expdomain.SMOOTH or alpha is None:
+        return None
+    alpha = torch.as_tensor(alpha, dtype=like.dtype, device=like.device)
+    return alpha if alpha.numel() == 1 and bool(alpha > 0) else None
+
+
+def _direct_smooth(u, v, reduce, alpha):
+    """A smooth product term by term: the fused LSE kernel, or the chunked PyTorch path."""
+    if reduce == "lse" and _fused(u, v):
+        return _LsePlusFused.apply(u, v, alpha)
+    return _SmoothPlus.apply(u, v, alpha, reduce)
 
 
 def _fused(u: torch.Tensor, v: torch.Tensor) -> bool:
@@ -199,10 +223,18 @@ def maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str = "max", alpha=None) -
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
     if alpha is None:
         raise ValueError(f"reduce={reduce!r} needs a temperature alpha")
-    alpha = torch.as_tensor(alpha, dtype=u.dtype, device=u.device)
-    if reduce == "lse" and alpha.numel() == 1 and _fused(u, v) and bool(alpha > 0):
-        return _LsePlusFused.apply(u, v, alpha)
-    return _SmoothPlus.apply(u, v, alpha, reduce)
+    scalar = _exp_domain_alpha(reduce, alpha, u)
+    if scalar is not None:
+        return expdomain.dense(u, v, reduce, scalar, _direct_smooth)
+    return _SmoothPlus.apply(u, v, torch.as_tensor(alpha, dtype=u.dtype, device=u.device), reduce)
+
+
+def direct_maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str = "max", alpha=None) -> torch.Tensor:
+    """The product term by term (the fused kernels where they serve, else the chunked path), without the
+    exponential-domain products: what ``maxplus`` falls back to where their sums underflow."""
+    if reduce == "max":
+        return maxplus(u, v)
+    return _direct_smooth(u, v, reduce, torch.as_tensor(alpha, dtype=u.dtype, device=u.device))
 
 
 def reference_maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str = "max", alpha=None) -> torch.Tensor:
