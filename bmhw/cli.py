@@ -63,7 +63,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--init", type=Path, default=None, metavar="CKPT",
                    help="start from this checkpoint's weights (a classical one is converted to --neuron first)")
+    p.add_argument("--method", choices=("direct", "layerwise", "layerwise-freeze"), default="direct",
+                   help="direct: train --neuron as it is (default); layerwise / layerwise-freeze: convert the "
+                   "classical --init network one layer at a time, fine-tuning the whole network after each "
+                   "(and freezing each converted layer after its fine-tune)")
+    p.add_argument("--epochs-per-layer", type=float, default=1.0,
+                   help="layerwise methods: fine-tune epochs after each conversion (default: 1)")
+    p.add_argument("--learn-alpha-epochs", type=float, default=0.0, metavar="E",
+                   help="learn each layer's temperature for the first E epochs (its own step in the layerwise "
+                   "methods), then freeze it (default: 0, fixed --alpha)")
     p.add_argument("-o", "--output", type=Path, default=None, help="checkpoint to write (default: MODEL_NEURON.pt)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("distill", help="train a BM network from a classical teacher by distillation",
+                       description="Knowledge distillation into a BM network (docs/training.md): kd converts the "
+                       "teacher and distils the whole network; lwkd grows a 1.5-branch student layer by layer "
+                       "through the teacher's remaining layers; lse-max trains with LSE (by --base), swaps in the "
+                       "exact max keeping the weights and fine-tunes by distillation.")
+    p.add_argument("--teacher", type=Path, required=True, metavar="CKPT", help="trained classical checkpoint")
+    p.add_argument("--method", choices=("kd", "lwkd", "lse-max"), default="lwkd", help="default: lwkd")
+    p.add_argument("--base", choices=("kd", "lwkd", "direct"), default="lwkd",
+                   help="lse-max: how the LSE network is trained first (default: lwkd)")
+    p.add_argument("--neuron", choices=("bm15", "bm4"), default="bm15", help="student neurons (default: bm15)")
+    p.add_argument("--reduce", choices=("max", "lse", "smorph", "lmorph"), default="max",
+                   help="BM reduction of the student (default: max; lse-max uses lse, then max)")
+    p.add_argument("--alpha", type=float, default=None, help="temperature of a smooth reduction (lse-max: of its "
+                   "LSE phase)")
+    p.add_argument("--learn-alpha-epochs", type=float, default=0.0, metavar="E",
+                   help="learn each layer's temperature for the first E epochs (kd) or during its own step "
+                   "(lwkd), then freeze it (default: 0)")
+    p.add_argument("--alpha-end", type=float, default=None,
+                   help="lwkd with a smooth reduction: raise each new layer's alpha geometrically to this value "
+                   "during its step")
+    p.add_argument("--max-epochs", type=float, default=0.0,
+                   help="lwkd with a smooth reduction: then train each layer this many epochs with the exact max")
+    _add_data_option(p, "required: MNIST IDX files or CIFAR-10 batches, train split (test split scored if present)")
+    p.add_argument("--epochs", type=float, default=6.0, help="kd: epochs (default: 6)")
+    p.add_argument("--epochs-per-layer", type=float, default=1.0, help="lwkd: epochs per layer (default: 1)")
+    p.add_argument("--finetune-epochs", type=float, default=2.0,
+                   help="lse-max: distillation epochs after the swap to the exact max (default: 2)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3)")
+    p.add_argument("--beta", type=float, default=1.0, help="weight of the per-layer feature MSE (default: 1)")
+    p.add_argument("--kd-alpha", type=float, default=1.0, help="kd: weight of the cross-entropy terms (default: 1)")
+    p.add_argument("--temperature", type=float, default=4.0, help="kd: soft-target temperature (default: 4)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--shift", type=int, default=0, help="augment by random translations of up to this many pixels")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("convert", help="convert a classical checkpoint to BM layers",

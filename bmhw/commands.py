@@ -62,7 +62,10 @@ def _summary(title: str, rows: list[tuple[str, str]]) -> None:
 
 def cmd_train(args) -> int:
     _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    spec = make_spec(args.neuron, args.reduce, args.alpha, args.learn_alpha)
+    if args.method != "direct":
+        return _train_by_method(args)
+    learn_alpha = args.learn_alpha or args.learn_alpha_epochs > 0
+    spec = make_spec(args.neuron, args.reduce, args.alpha, learn_alpha)
     if args.init is not None:
         ckpt = load_checkpoint(args.init)
         model = ckpt.model
@@ -72,39 +75,111 @@ def cmd_train(args) -> int:
                                                    for s in describe(model)["layers"].values()):
             raise BmhwError(f"--init {args.init} is already a BM network; leave out --neuron/--reduce/--alpha "
                             "or start from a classical checkpoint")
-        if arch_name(model) != args.model:
-            raise BmhwError(f"--init {args.init} holds a {arch_name(model)}, not a {args.model}: pass --model "
-                            f"{arch_name(model)}")
+        _check_arch(model, args.model, "--init", args.init)
     else:
         torch.manual_seed(args.seed)
         model = create(args.model, spec["neuron"], spec.get("reduce", "max"), spec.get("alpha"),
                        spec.get("learn_alpha", False))
     dataset = _dataset_of(model)
-    if args.data is None:
-        raise BmhwError(f"bmhw train needs --data DIR with the {dataset} training files (the built-in sample has "
-                        "test images only)")
-    images, labels = _limit(*load_dataset(dataset, args.data, "train"), args.limit)
+    images, labels = _training_data(args, dataset, "train")
     console.print(f"training {args.model} ({spec['neuron']}) on {len(images)} {dataset} images, "
                   f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr:g}, seed {args.seed}")
-    result = train_classifier(model, images, labels, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                              seed=args.seed, shift=args.shift, quiet=args.quiet)
+    results = []
+
+    def run(epochs):
+        results.append(train_classifier(model, images, labels, epochs=int(epochs), batch_size=args.batch_size,
+                                        lr=args.lr, seed=args.seed, shift=args.shift, quiet=args.quiet))
+
+    if args.learn_alpha_epochs > 0:
+        from bmhw.methods import MethodConfig, in_two_phases
+
+        in_two_phases(model, MethodConfig(learn_alpha_epochs=int(args.learn_alpha_epochs)), args.epochs, run)
+    else:
+        run(args.epochs)
+    result = results[-1]
+    seconds = sum(r.seconds for r in results)
+    rows = [("train loss (last epoch)", f"{result.train_loss:.4f}"),
+            ("train accuracy (last epoch)", f"{result.train_accuracy:.2%}")]
+    _finish(model, args, dataset, "direct" if args.init is None else "direct (from --init)", seconds, rows,
+            epochs=args.epochs, train_images=len(images), init=str(args.init) if args.init else None,
+            output=args.output or Path(f"{args.model}_{spec['neuron']}.pt"))
+    return 0
+
+
+def _check_arch(model, expected: str, option: str, path) -> None:
+    if arch_name(model) != expected:
+        raise BmhwError(f"{option} {path} holds a {arch_name(model)}, not a {expected}: pass --model {arch_name(model)}")
+
+
+def _training_data(args, dataset: str, command: str):
+    if args.data is None:
+        raise BmhwError(f"bmhw {command} needs --data DIR with the {dataset} training files (the built-in sample "
+                        "has test images only)")
+    return _limit(*load_dataset(dataset, args.data, "train"), args.limit)
+
+
+def _finish(model, args, dataset: str, method: str, seconds: float, rows: list, output: Path, **metadata) -> None:
+    """Score on the test split where there is one, save the checkpoint, print the summary."""
     try:
         test_images, test_labels = load_dataset(dataset, args.data, "test")
         accuracy = evaluate(model, test_images, test_labels)
     except BmhwError as err:
         console.print(f"[yellow]no test split evaluated: {err}[/yellow]")
         test_images, accuracy = [], None
-    out = args.output or Path(f"{args.model}_{spec['neuron']}.pt")
-    save_checkpoint(out, model, method="direct" if args.init is None else "direct (from --init)",
-                    accuracy=accuracy, test_images=len(test_images) or None, dataset=dataset, seed=args.seed,
-                    epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, shift=args.shift,
-                    train_images=len(images), train_seconds=round(result.seconds, 1),
-                    init=str(args.init) if args.init else None)
-    rows = [("train loss (last epoch)", f"{result.train_loss:.4f}"),
-            ("train accuracy (last epoch)", f"{result.train_accuracy:.2%}"),
-            ("test accuracy", "-" if accuracy is None else f"{accuracy:.2%} on {len(test_images)} images"),
-            ("wall time", f"{result.seconds:.1f} s"), ("checkpoint", str(out))]
-    _summary("bmhw train", rows)
+    save_checkpoint(output, model, method=method, accuracy=accuracy, test_images=len(test_images) or None,
+                    dataset=dataset, seed=args.seed, batch_size=args.batch_size, lr=args.lr, shift=args.shift,
+                    train_seconds=round(seconds, 1), **metadata)
+    rows = rows + [("test accuracy", "-" if accuracy is None else f"{accuracy:.2%} on {len(test_images)} images"),
+                   ("wall time", f"{seconds:.1f} s"), ("checkpoint", str(output))]
+    _summary(f"bmhw {args.command} ({method})", rows)
+
+
+def _method_config(args, **overrides):
+    from bmhw.methods import MethodConfig
+
+    fields = MethodConfig.__dataclass_fields__
+    values = {name: getattr(args, name) for name in fields if hasattr(args, name) and getattr(args, name) is not None}
+    return MethodConfig(**{**values, **overrides})
+
+
+def _train_by_method(args) -> int:
+    """bmhw train --method layerwise|layerwise-freeze: from the classical --init network."""
+    from bmhw import methods
+
+    if args.init is None:
+        raise BmhwError(f"--method {args.method} converts a trained classical network: pass it as --init CKPT")
+    if args.neuron not in ("bm4", "bm15"):
+        raise BmhwError(f"--method {args.method} makes a BM network: pass --neuron bm4 or bm15")
+    ckpt = load_checkpoint(args.init)
+    if not _is_classical(ckpt.config):
+        raise BmhwError(f"--init {args.init} already has BM layers: {args.method} starts from a classical network")
+    _check_arch(ckpt.model, args.model, "--init", args.init)
+    dataset = _dataset_of(ckpt.model)
+    images, labels = _training_data(args, dataset, "train")
+    cfg = _method_config(args)
+    result = methods.run(args.method, ckpt.model, args.model, images, labels, cfg, quiet=args.quiet)
+    _finish(result.model, args, dataset, args.method, result.seconds, [], output=args.output or
+            Path(f"{args.model}_{args.neuron}_{args.method}.pt"), init=str(args.init), config=vars(cfg),
+            log=result.log, train_images=len(images))
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from bmhw import methods
+
+    _check_positive(batch_size=args.batch_size, lr=args.lr)
+    ckpt = load_checkpoint(args.teacher)
+    if not _is_classical(ckpt.config):
+        raise BmhwError(f"--teacher {args.teacher} has BM layers: distil from a trained classical network")
+    arch = arch_name(ckpt.model)
+    dataset = _dataset_of(ckpt.model)
+    images, labels = _training_data(args, dataset, "distill")
+    cfg = _method_config(args)
+    console.print(f"distilling {args.teacher} into a {args.neuron} {arch} by {args.method} on {len(images)} "
+                  f"{dataset} images")
+    result = methods.run(args.method, ckpt.model, arch, images, labels, cfg, quiet=args.quiet)
+    _finish(result.model, args, dataset, args.method, result.seconds, [], output=args.output,
+            teacher=str(args.teacher), config=vars(cfg), log=result.log, train_images=len(images))
     return 0
 
 

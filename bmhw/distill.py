@@ -20,6 +20,7 @@ The model must offer ``WEIGHT_LAYERS``, ``layer_input(name, h)``, ``stage(name, 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -50,6 +51,21 @@ def relative_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(student, teacher) / teacher.pow(2).mean().clamp_min(1e-12)
 
 
+def lwkd_loss(out_s, out_t, out1, out2, y, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer-wise step's loss ``beta relMSE(out_s, out_t) + CE(out1, y) + CE(out2, y)`` and its MSE term."""
+    mse = relative_mse(out_s, out_t)
+    return beta * mse + F.cross_entropy(out1, y) + F.cross_entropy(out2, y), mse
+
+
+def kd_loss(logits, teacher_logits, y, feats_s: dict, feats_t: dict, beta: float, alpha: float,
+            temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``beta sum_layers relMSE + alpha [T^2 CE_T(student, teacher) + CE(student, y)]`` and its MSE sum; CE_T is
+    the cross-entropy of the student's softmax at temperature T against the teacher's (soft targets)."""
+    mse = sum(relative_mse(feats_s[n], feats_t[n]) for n in feats_t)
+    soft = -(F.softmax(teacher_logits / temperature, 1) * F.log_softmax(logits / temperature, 1)).sum(1).mean()
+    return beta * mse + alpha * (temperature ** 2 * soft + F.cross_entropy(logits, y)), mse
+
+
 @dataclass
 class LayerwiseConfig:
     epochs_per_layer: float = 1.0
@@ -61,6 +77,46 @@ class LayerwiseConfig:
     seed: int = 0
     reduce: str = "max"
     alpha: float | None = None
+    # A smooth start (reduce "lse" etc.): the temperature rises geometrically from ``alpha`` to
+    # ``alpha_end`` over the layer's step; then ``max_epochs`` more with the exact max (LSE -> MAX per layer).
+    alpha_end: float | None = None
+    max_epochs: float = 0.0
+    # Re-fit each converted layer on a calibration batch (bmhw.calibrate); a conversion to LSE at alpha 1
+    # is exact and needs none.
+    refit: bool = True
+    # Each new layer's temperature is trained during its step (then frozen with the layer).
+    learn_alpha: bool = False
+    # Train the layer's offset dw during the smooth phase, then round it to the nearest power of two (the
+    # hardware's shift) before the exact-max phase.
+    learn_delta_w: bool = False
+
+
+def set_exact_max(layer) -> None:
+    """Swap a BM layer's reduction for the exact max, keeping its weights (LSE -> MAX)."""
+    layer.reduce = "max"
+    if isinstance(getattr(layer, "alpha", None), nn.Parameter):
+        del layer.alpha
+    layer.alpha = None
+    layer.learn_alpha = False
+
+
+def _learn_delta_w(layer) -> None:
+    """Make dw a trainable parameter (kept under the same name, so checkpoints do not change)."""
+    value = layer.delta_w.detach().clone()
+    del layer.delta_w
+    layer.delta_w = nn.Parameter(value)
+
+
+def _round_delta_w(layer) -> None:
+    """Back to a fixed power of two, the nearest to the learned dw in log scale (at least 2^-16)."""
+    value = max(float(layer.delta_w.detach()), 2.0**-16)
+    del layer.delta_w
+    layer.register_buffer("delta_w", torch.tensor(2.0 ** round(math.log2(value))))
+
+
+def _set_alpha(layer, value: float) -> None:
+    with torch.no_grad():
+        layer.alpha.fill_(value)
 
 
 @dataclass
@@ -86,40 +142,59 @@ def layerwise_distill(teacher: nn.Module, images: np.ndarray, labels: np.ndarray
     log = []
     with make_progress(disable=quiet) as progress:
         for k, name in enumerate(names):
-            layer = to_bm(getattr(teacher, name), branches=1.5, reduce=cfg.reduce, alpha=cfg.alpha)
-            with torch.no_grad():
-                x_in = student.layer_input(name, student.forward_range(calib, 0, k))
-                target = getattr(teacher, name)(teacher.layer_input(name, teacher.forward_range(calib, 0, k)))
-            fit = refit_layer(layer, x_in, target, getattr(teacher, name).weight)
+            layer = to_bm(getattr(teacher, name), branches=1.5, reduce=cfg.reduce, alpha=cfg.alpha,
+                          learn_alpha=cfg.learn_alpha and cfg.reduce != "max" and cfg.alpha_end is None)
+            fit = {"r2": None}
+            if cfg.refit:
+                with torch.no_grad():
+                    x_in = student.layer_input(name, student.forward_range(calib, 0, k))
+                    target = getattr(teacher, name)(teacher.layer_input(name, teacher.forward_range(calib, 0, k)))
+                fit = refit_layer(layer, x_in, target, getattr(teacher, name).weight)
             setattr(student, name, layer)
-            trainable = list(layer.parameters()) + [p for n in names[k + 1:] for p in getattr(teacher, n).parameters()]
-            opt = torch.optim.Adam(trainable, lr=cfg.lr)
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
-            task = progress.add_task(f"layer {name}", total=steps, info="")
-            for idx in _batches(len(images), cfg.batch_size, steps, gen):
-                x = random_shift(to_tensor(images[idx]), cfg.shift, gen)
-                y = labels_t[idx]
-                with torch.no_grad():
-                    h_s = student.forward_range(x, 0, k)
-                    h_t_in = teacher.forward_range(x, 0, k)
-                out_s = student.stage(name, h_s)
-                with torch.no_grad():
-                    out_t = teacher.stage(name, h_t_in)
-                loss_mse = relative_mse(out_s, out_t)
-                out1 = teacher.forward_range(out_s, k + 1)
-                out2 = teacher.forward_range(out_t, k + 1)
-                loss = cfg.beta * loss_mse + F.cross_entropy(out1, y) + F.cross_entropy(out2, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                progress.update(task, advance=1, info=f"mse {float(loss_mse.detach()):.4f} loss {float(loss.detach()):.4f}")
+            learn_dw = cfg.learn_delta_w and cfg.reduce != "max"
+            if learn_dw:
+                _learn_delta_w(layer)
+            phases = [("", steps)]
+            if cfg.max_epochs > 0 and layer.reduce != "max":
+                phases.append((" max", max(1, int(round(cfg.max_epochs * len(images) / cfg.batch_size)))))
+            for suffix, phase_steps in phases:
+                if suffix:
+                    set_exact_max(layer)
+                    if learn_dw:
+                        _round_delta_w(layer)
+                        learn_dw = False
+                trainable = list(layer.parameters()) + [p for n in names[k + 1:] for p in getattr(teacher, n).parameters()]
+                opt = torch.optim.Adam(trainable, lr=cfg.lr)
+                sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=phase_steps)
+                anneal = not suffix and cfg.alpha_end is not None and layer.alpha is not None
+                task = progress.add_task(f"layer {name}{suffix}", total=phase_steps, info="")
+                for i, idx in enumerate(_batches(len(images), cfg.batch_size, phase_steps, gen)):
+                    if anneal:
+                        _set_alpha(layer, cfg.alpha * (cfg.alpha_end / cfg.alpha) ** (i / max(1, phase_steps - 1)))
+                    x = random_shift(to_tensor(images[idx]), cfg.shift, gen)
+                    y = labels_t[idx]
+                    with torch.no_grad():
+                        h_s = student.forward_range(x, 0, k)
+                        h_t_in = teacher.forward_range(x, 0, k)
+                    out_s = student.stage(name, h_s)
+                    with torch.no_grad():
+                        out_t = teacher.stage(name, h_t_in)
+                    out1 = teacher.forward_range(out_s, k + 1)
+                    out2 = teacher.forward_range(out_t, k + 1)
+                    loss, loss_mse = lwkd_loss(out_s, out_t, out1, out2, y, cfg.beta)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    progress.update(task, advance=1, info=f"mse {float(loss_mse.detach()):.4f} loss {float(loss.detach()):.4f}")
+            if learn_dw:
+                _round_delta_w(layer)
             for p in layer.parameters():
                 p.requires_grad_(False)
-            entry = {"layer": name, "refit_r2": fit["r2"], "final_mse": float(loss_mse.detach()), "final_loss": float(loss.detach())}
+            entry = {"layer": name, "delta_w": float(layer.delta_w), "refit_r2": fit["r2"], "final_mse": float(loss_mse.detach()), "final_loss": float(loss.detach())}
             log.append(entry)
             if on_step is not None:
-                on_step(entry, student)
+                on_step(entry, student, teacher)
     for p in student.parameters():
         p.requires_grad_(True)
     student.eval()
@@ -156,7 +231,6 @@ def knowledge_distill(student: nn.Module, teacher: nn.Module, images: np.ndarray
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
     student.train()
-    t2 = cfg.temperature ** 2
     with make_progress(disable=quiet) as progress:
         task = progress.add_task("distillation", total=steps, info="")
         for idx in _batches(len(images), cfg.batch_size, steps, gen):
@@ -166,9 +240,8 @@ def knowledge_distill(student: nn.Module, teacher: nn.Module, images: np.ndarray
             logits = student.forward_range(x, features=feats_s)
             with torch.no_grad():
                 soft = teacher.forward_range(x, features=feats_t)
-            mse = sum(relative_mse(feats_s[n], feats_t[n]) for n in names)
-            soft_ce = -(F.softmax(soft / cfg.temperature, 1) * F.log_softmax(logits / cfg.temperature, 1)).sum(1).mean()
-            loss = cfg.beta * mse + cfg.alpha * (t2 * soft_ce + F.cross_entropy(logits, y))
+            loss, mse = kd_loss(logits, soft, y, {n: feats_s[n] for n in names}, {n: feats_t[n] for n in names},
+                                cfg.beta, cfg.alpha, cfg.temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -54,7 +54,7 @@ def make_bm15(data: Path, teacher_path: Path, out: Path) -> None:
     teacher = load_checkpoint(teacher_path).model
     start = time.perf_counter()
 
-    def on_step(entry, student):
+    def on_step(entry, student, teacher):
         print(f"  layer {entry['layer']}: re-fit R^2 {entry['refit_r2']:.3f}, final relative feature MSE {entry['final_mse']:.4f}")
 
     grown = layerwise_distill(teacher, images, labels, LAYERWISE, on_step=on_step)

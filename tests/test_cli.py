@@ -235,6 +235,27 @@ def test_train_from_init_checkpoint(classical_ckpt, small_mnist, tmp_path):
     assert ckpt.metadata["init"] == str(classical_ckpt) and "from --init" in ckpt.metadata["method"]
 
 
+@pytest.mark.parametrize("argv, method, reduce", [
+    (["train", "--method", "layerwise-freeze", "--neuron", "bm4", "--epochs-per-layer", "0.5"], "layerwise-freeze",
+     "max"),
+    (["distill", "--method", "kd", "--neuron", "bm4", "--reduce", "lse", "--alpha", "2", "--learn-alpha-epochs",
+      "0.5", "--epochs", "1"], "kd", "lse"),
+    (["distill", "--method", "lse-max", "--base", "lwkd", "--alpha", "2", "--epochs-per-layer", "0.2",
+      "--finetune-epochs", "0.5"], "lse-max", "max"),
+])
+def test_methods_from_the_command_line(argv, method, reduce, classical_ckpt, small_mnist, tmp_path):
+    path = tmp_path / "student.pt"
+    teacher = ["--init" if argv[0] == "train" else "--teacher", classical_ckpt]
+    out = ok([*argv, *teacher, "--data", small_mnist, "--batch-size", "32", "--quiet", "-o", path])
+    assert "test accuracy" in out
+    ckpt = load_checkpoint(path)
+    assert ckpt.metadata["method"] == method and ckpt.metadata["config"]["lr"] > 0
+    assert all(s["neuron"] in ("bm4", "bm15") and s["reduce"] == reduce for s in ckpt.config["layers"].values())
+    if method == "kd":
+        # alpha learned for half an epoch, then frozen: a fixed value per layer, no longer a parameter.
+        assert all(s["learn_alpha"] is False and s["alpha"] > 0 for s in ckpt.config["layers"].values())
+
+
 # --------------------------------------------------------------------------------------------
 # convert
 
@@ -301,6 +322,15 @@ ERROR_CASES = {
     "train missing init": ["train", "--data", "{data}", "--init", "{in}/missing.pt", "-o", "{out}"],
     "train init random bytes": ["train", "--data", "{data}", "--init", "{in}/random.pt", "-o", "{out}"],
     "train alpha with max": ["train", "--data", "{data}", "--neuron", "bm15", "--alpha", "2", "-o", "{out}"],
+    "train layerwise without init": ["train", "--data", "{data}", "--method", "layerwise", "--neuron", "bm4",
+                                     "-o", "{out}"],
+    "train layerwise classical": ["train", "--data", "{data}", "--method", "layerwise", "--init", "{ckpt}",
+                                  "-o", "{out}"],
+    "distill missing teacher": ["distill", "--teacher", "{in}/missing.pt", "--data", "{data}", "-o", "{out}"],
+    "distill without data": ["distill", "--teacher", "{ckpt}", "-o", "{out}"],
+    "distill lwkd bm4": ["distill", "--teacher", "{ckpt}", "--neuron", "bm4", "--data", "{data}", "-o", "{out}"],
+    "distill lse-max without alpha": ["distill", "--teacher", "{ckpt}", "--method", "lse-max", "--data", "{data}",
+                                      "-o", "{out}"],
     "convert missing": ["convert", "{in}/missing.pt", "-o", "{out}"],
     "convert random bytes": ["convert", "{in}/random.pt", "-o", "{out}"],
     "convert bare state dict": ["convert", "{in}/bare.pt", "-o", "{out}"],

@@ -23,7 +23,7 @@ def test_layerwise_distill_grows_a_frozen_bm15_student_layer_by_layer():
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     snapshots = []
 
-    def on_step(entry, student):
+    def on_step(entry, student, teacher):
         snapshots.append({k: v.clone() for k, v in student.state_dict().items()})
 
     cfg = LayerwiseConfig(epochs_per_layer=0.5, batch_size=32, calib_images=64)

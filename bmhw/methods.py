@@ -1,0 +1,238 @@
+"""The training methods of the literature for BM networks (method.md section 3), one function each.
+
+* ``direct``: back-propagation on a BM network from scratch (``bmhw.train.train_classifier``).
+* ``layerwise`` / ``layerwise-freeze`` (Limonova et al.): from a trained classical network, convert one
+  weight layer at a time, in network order, and fine-tune the whole network on the labels after each
+  conversion; with freezing, a converted layer stops training once its fine-tune ends.
+* ``kd``: convert the whole teacher, then whole-network distillation (``bmhw.distill.knowledge_distill``).
+* ``lwkd``: layer-wise knowledge distillation (``bmhw.distill.layerwise_distill``), 1.5 branches.
+* ``lse-max``: any of the above with LSE, then the exact max swapped in keeping every weight, then a
+  distillation fine-tune (or a direct one when there is no teacher): no approximation left.
+
+α learned per layer, then frozen (what the paper did): with ``learn_alpha_epochs > 0`` the temperatures are
+trainable for that many epochs at the start of ``direct`` and ``kd`` (a first, short run of the same
+method), and during the step of their own layer in the layer-wise methods; they are frozen afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from bmhw.distill import KDConfig, LayerwiseConfig, knowledge_distill, layerwise_distill, set_exact_max
+from bmhw.errors import BmhwError
+from bmhw.nn import to_bm
+from bmhw.nn.layers import _BMNeuron
+from bmhw.train import train_classifier
+
+METHODS = ("direct", "layerwise", "layerwise-freeze", "kd", "lwkd", "lse-max")
+NEEDS_TEACHER = ("layerwise", "layerwise-freeze", "kd", "lwkd")
+# The methods lse-max can start from.
+LSE_MAX_BASES = ("direct", "kd", "lwkd")
+
+
+@dataclass
+class MethodConfig:
+    """Everything a method run needs besides the data; one dataclass so that results record it whole."""
+
+    neuron: str = "bm15"  # bm15 or bm4
+    reduce: str = "max"
+    alpha: float | None = None
+    learn_alpha_epochs: float = 0.0
+    epochs: float = 6.0  # direct and kd; the fine-tune of lse-max uses finetune_epochs
+    epochs_per_layer: float = 1.0  # layerwise, layerwise-freeze, lwkd
+    finetune_epochs: float = 2.0
+    base: str = "kd"  # what lse-max starts from
+    lr: float = 3e-3
+    batch_size: int = 128
+    seed: int = 0
+    shift: int = 0
+    beta: float = 1.0  # weight of the feature MSE in kd and lwkd
+    kd_alpha: float = 1.0  # weight of the cross-entropy terms in kd
+    temperature: float = 4.0
+    alpha_end: float | None = None  # lwkd with a smooth reduction: raise alpha to this during each step
+    max_epochs: float = 0.0  # lwkd with a smooth reduction: then this many epochs with the exact max per layer
+    refit: bool | None = None  # re-fit converted 1.5-branch layers (default: for the exact max)
+    calib_images: int = 2000
+
+    @property
+    def branches(self) -> float:
+        return 1.5 if self.neuron == "bm15" else 4
+
+    def check(self, method: str) -> None:
+        if method not in METHODS:
+            raise BmhwError(f"unknown training method {method!r}: choose one of {', '.join(METHODS)}")
+        if self.neuron not in ("bm15", "bm4"):
+            raise BmhwError(f"the training methods make BM networks: --neuron bm15 or bm4, not {self.neuron!r}")
+        if method == "lwkd" and self.neuron != "bm15":
+            raise BmhwError("lwkd grows 1.5-branch students (the paper's method): use --neuron bm15")
+        if method == "lse-max" and self.base not in LSE_MAX_BASES:
+            raise BmhwError(f"lse-max starts from one of {', '.join(LSE_MAX_BASES)}, not {self.base!r}")
+        if (method == "lse-max" or self.reduce != "max") and self.alpha is None:
+            raise BmhwError(f"{'lse-max' if method == 'lse-max' else '--reduce ' + self.reduce} needs --alpha "
+                            "(the temperature to start from)")
+        for name in ("epochs", "epochs_per_layer", "finetune_epochs", "lr", "learn_alpha_epochs"):
+            if getattr(self, name) < 0 or (name == "lr" and self.lr <= 0):
+                raise BmhwError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class MethodResult:
+    model: nn.Module
+    seconds: float
+    log: list = field(default_factory=list)
+
+
+def bm_layers(model: nn.Module) -> dict[str, _BMNeuron]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, _BMNeuron)}
+
+
+def freeze_alpha(model: nn.Module) -> None:
+    """Turn every learned temperature into a fixed one with the value it reached."""
+    for layer in bm_layers(model).values():
+        if isinstance(layer.alpha, nn.Parameter):
+            value = layer.alpha.detach().clone()
+            del layer.alpha
+            layer.register_buffer("alpha", value)
+            layer.learn_alpha = False
+
+
+def learned_alphas(model: nn.Module) -> dict[str, float]:
+    return {name: round(float(m.alpha.detach()), 4) for name, m in bm_layers(model).items() if m.alpha is not None}
+
+
+def _convert(model: nn.Module, cfg: MethodConfig, reduce: str, layers=None, learn_alpha: bool = False) -> nn.Module:
+    return to_bm(model, branches=cfg.branches, reduce=reduce, alpha=None if reduce == "max" else cfg.alpha,
+                 learn_alpha=learn_alpha and reduce != "max", layers=layers)
+
+
+def _kd_config(cfg: MethodConfig, epochs: float) -> KDConfig:
+    return KDConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, beta=cfg.beta, alpha=cfg.kd_alpha,
+                    temperature=cfg.temperature, shift=cfg.shift, seed=cfg.seed)
+
+
+def in_two_phases(model: nn.Module, cfg: MethodConfig, epochs: float, run) -> None:
+    """``run(epochs)`` with the temperatures learned for the first ``learn_alpha_epochs``, then frozen."""
+    first = min(epochs, cfg.learn_alpha_epochs) if any(isinstance(m.alpha, nn.Parameter)
+                                                       for m in bm_layers(model).values()) else 0
+    if first > 0:
+        run(first)
+    freeze_alpha(model)
+    if epochs - first > 0:
+        run(epochs - first)
+
+
+def _train(model, images, labels, cfg: MethodConfig, epochs: float, quiet: bool) -> None:
+    # train_classifier counts whole epochs; a fraction of one is a prefix of the shuffled set.
+    whole, part = int(epochs), epochs - int(epochs)
+    if whole:
+        train_classifier(model, images, labels, epochs=whole, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                         shift=cfg.shift, quiet=quiet)
+    if part > 0:
+        order = np.random.default_rng(cfg.seed).permutation(len(images))[:max(cfg.batch_size, int(part * len(images)))]
+        train_classifier(model, images[order], labels[order], epochs=1, batch_size=cfg.batch_size, lr=cfg.lr,
+                         seed=cfg.seed, shift=cfg.shift, quiet=quiet)
+
+
+def direct(arch: str, images, labels, cfg: MethodConfig, quiet: bool = False) -> MethodResult:
+    from bmhw.models import create
+
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    model = create(arch, cfg.neuron, cfg.reduce, None if cfg.reduce == "max" else cfg.alpha,
+                   cfg.learn_alpha_epochs > 0 and cfg.reduce != "max")
+    in_two_phases(model, cfg, cfg.epochs, lambda e: _train(model, images, labels, cfg, e, quiet))
+    return MethodResult(model, time.perf_counter() - start, [{"alpha": learned_alphas(model)}])
+
+
+def layerwise(teacher: nn.Module, images, labels, cfg: MethodConfig, freeze: bool, quiet: bool = False) -> MethodResult:
+    """Convert one layer at a time (formula 2 / ln(w + dw)), fine-tuning the whole network on the labels
+    after each; with ``freeze``, each converted layer is fixed after its own fine-tune."""
+    start = time.perf_counter()
+    model = copy.deepcopy(teacher)
+    log = []
+    for name in list(model.weight_layers()):
+        model = _convert(model, cfg, cfg.reduce, layers={name}, learn_alpha=cfg.learn_alpha_epochs > 0)
+        _train(model, images, labels, cfg, cfg.epochs_per_layer, quiet)
+        freeze_alpha(model)
+        if freeze:
+            for p in model.get_submodule(name).parameters():
+                p.requires_grad_(False)
+        log.append({"layer": name})
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return MethodResult(model.eval(), time.perf_counter() - start, log + [{"alpha": learned_alphas(model)}])
+
+
+def convert_teacher(teacher: nn.Module, cfg: MethodConfig, reduce: str, images=None) -> nn.Module:
+    """The whole teacher converted; 1.5 branches with the exact max are re-fitted on a calibration batch
+    (plain conversion puts them at chance: docs/training.md)."""
+    student = _convert(teacher, cfg, reduce, learn_alpha=cfg.learn_alpha_epochs > 0)
+    refit = cfg.refit if cfg.refit is not None else (cfg.neuron == "bm15" and reduce == "max")
+    if refit and images is not None:
+        from bmhw.calibrate import refit_bm15
+        from bmhw.data import calibration_sample
+        from bmhw.train import to_tensor
+
+        refit_bm15(student, teacher, to_tensor(calibration_sample(images, cfg.calib_images, cfg.seed)))
+    return student
+
+
+def kd(teacher: nn.Module, images, labels, cfg: MethodConfig, quiet: bool = False) -> MethodResult:
+    start = time.perf_counter()
+    student = convert_teacher(teacher, cfg, cfg.reduce, images)
+    in_two_phases(student, cfg, cfg.epochs,
+                   lambda e: knowledge_distill(student, teacher, images, labels, _kd_config(cfg, e), quiet=quiet))
+    return MethodResult(student.eval(), time.perf_counter() - start, [{"alpha": learned_alphas(student)}])
+
+
+def lwkd(teacher: nn.Module, images, labels, cfg: MethodConfig, quiet: bool = False) -> MethodResult:
+    refit = cfg.refit if cfg.refit is not None else cfg.reduce == "max"
+    lw = LayerwiseConfig(epochs_per_layer=cfg.epochs_per_layer, batch_size=cfg.batch_size, lr=cfg.lr, beta=cfg.beta,
+                         calib_images=cfg.calib_images, shift=cfg.shift, seed=cfg.seed, reduce=cfg.reduce,
+                         alpha=None if cfg.reduce == "max" else cfg.alpha, alpha_end=cfg.alpha_end,
+                         max_epochs=cfg.max_epochs, refit=refit, learn_alpha=cfg.learn_alpha_epochs > 0)
+    result = layerwise_distill(teacher, images, labels, lw, quiet=quiet)
+    return MethodResult(result.student, result.seconds, result.log + [{"alpha": learned_alphas(result.student)}])
+
+
+def lse_max(teacher: nn.Module | None, arch: str, images, labels, cfg: MethodConfig, quiet: bool = False) -> MethodResult:
+    """Train with LSE by ``cfg.base``, swap every layer to the exact max keeping the weights, fine-tune."""
+    start = time.perf_counter()
+    smooth = replace(cfg, reduce="lse")
+    first = run(cfg.base, teacher, arch, images, labels, smooth, quiet)
+    model = first.model
+    freeze_alpha(model)
+    alphas = learned_alphas(model)
+    for layer in bm_layers(model).values():
+        set_exact_max(layer)
+    if cfg.finetune_epochs > 0:
+        if teacher is None:
+            _train(model, images, labels, cfg, cfg.finetune_epochs, quiet)
+        else:
+            knowledge_distill(model, teacher, images, labels, _kd_config(cfg, cfg.finetune_epochs), quiet=quiet)
+    return MethodResult(model.eval(), time.perf_counter() - start, first.log + [{"alpha_before_max": alphas}])
+
+
+def run(method: str, teacher: nn.Module | None, arch: str, images, labels, cfg: MethodConfig,
+        quiet: bool = False) -> MethodResult:
+    """Train a BM network by ``method`` (see the module docstring); ``teacher`` is a trained classical
+    network of the same architecture, needed by every method but ``direct`` (and lse-max from direct)."""
+    cfg.check(method)
+    needs = method in NEEDS_TEACHER or (method == "lse-max" and cfg.base != "direct")
+    if needs and teacher is None:
+        raise BmhwError(f"method {method} needs a trained classical teacher (bmhw distill --teacher CKPT)")
+    if method == "direct":
+        return direct(arch, images, labels, cfg, quiet)
+    if method in ("layerwise", "layerwise-freeze"):
+        return layerwise(teacher, images, labels, cfg, freeze=method == "layerwise-freeze", quiet=quiet)
+    if method == "kd":
+        return kd(teacher, images, labels, cfg, quiet)
+    if method == "lwkd":
+        return lwkd(teacher, images, labels, cfg, quiet)
+    return lse_max(teacher, arch, images, labels, cfg, quiet)

@@ -1,0 +1,196 @@
+"""The training methods (bmhw.methods) and their losses (bmhw.distill) on tiny synthetic data."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bmhw.distill import kd_loss, lwkd_loss, relative_mse, set_exact_max
+from bmhw.errors import BmhwError
+from bmhw.methods import MethodConfig, bm_layers, convert_teacher, freeze_alpha, run
+from bmhw.models import create, describe, lenet
+from bmhw.nn import BMLinear
+from bmhw.train import to_tensor, train_classifier
+from conftest import synthetic_mnist
+
+
+def train_loss(model, images, labels) -> float:
+    model.eval()
+    with torch.no_grad():
+        return float(F.cross_entropy(model(to_tensor(images)), torch.from_numpy(labels.astype(np.int64))))
+
+
+@pytest.fixture(scope="module")
+def teacher_and_data():
+    # A teacher that has learned the synthetic task (train loss ~0.002), so that distillation has a target.
+    images, labels = synthetic_mnist(256, seed=5)
+    images = images[:, None]
+    torch.manual_seed(0)
+    teacher = lenet("classical", widths=(4, 6, 16, 12))
+    train_classifier(teacher, images, labels, epochs=10, batch_size=32, lr=1e-2, quiet=True)
+    assert train_loss(teacher, images, labels) < 0.1
+    return teacher, images, labels
+
+
+SMALL = dict(batch_size=32, epochs=2, epochs_per_layer=0.5, finetune_epochs=1, calib_images=64, lr=3e-3)
+
+
+@pytest.mark.parametrize("method, neuron, reduce", [
+    ("direct", "bm15", "lse"), ("direct", "bm4", "max"),
+    ("layerwise", "bm4", "max"), ("layerwise-freeze", "bm4", "smorph"),
+    ("kd", "bm4", "lse"), ("kd", "bm15", "max"),
+    ("lwkd", "bm15", "max"), ("lse-max", "bm15", "max"),
+])
+def test_every_method_lowers_the_loss_of_its_starting_point(teacher_and_data, method, neuron, reduce):
+    teacher, images, labels = teacher_and_data
+    cfg = MethodConfig(neuron=neuron, reduce=reduce, alpha=None if reduce == "max" else 2.0, **SMALL)
+    if method == "lse-max":
+        cfg = MethodConfig(neuron=neuron, alpha=2.0, base="kd", **SMALL)
+    # Where each method starts: a fresh BM network (direct) or the whole teacher converted.
+    if method == "direct":
+        torch.manual_seed(cfg.seed)  # what direct() does before creating its network: the same start
+        start = create("lenet", neuron, reduce, cfg.alpha if reduce != "max" else None)
+        before = train_loss(start, images, labels)
+        result = run(method, None, "lenet", images, labels, cfg, quiet=True)
+        after = train_loss(result.model, images, labels)
+    else:
+        start = convert_teacher(teacher, cfg, "max" if method == "lse-max" else reduce, images)
+        before = train_loss(start, images, labels)
+        result = run(method, teacher, "lenet", images, labels, cfg, quiet=True)
+        after = train_loss(result.model, images, labels)
+    assert math.isfinite(after) and after < before, (before, after)
+    final = result.model
+    layers = describe(final)["layers"]
+    assert all(spec["neuron"] == neuron for spec in layers.values())  # no classical layer left
+    if method == "lse-max":
+        assert all(spec["reduce"] == "max" for spec in layers.values())
+
+
+def test_lwkd_freezes_finished_layers_bit_for_bit_and_ends_all_bm(teacher_and_data):
+    teacher, images, labels = teacher_and_data
+    from bmhw.distill import LayerwiseConfig, layerwise_distill
+
+    snapshots = []
+    cfg = LayerwiseConfig(epochs_per_layer=0.5, batch_size=32, calib_images=64, reduce="lse", alpha=1.0,
+                          alpha_end=16.0, max_epochs=0.25, refit=False, learn_delta_w=True)
+    result = layerwise_distill(teacher, images, labels, cfg, quiet=True,
+                               on_step=lambda e, s, t: snapshots.append({k: v.clone() for k, v in s.state_dict().items()}))
+    names = teacher.WEIGHT_LAYERS
+    for k, name in enumerate(names[:-1]):
+        for later in snapshots[k + 1:]:
+            assert torch.equal(snapshots[k][f"{name}.v"], later[f"{name}.v"])
+            assert torch.equal(snapshots[k][f"{name}.bias"], later[f"{name}.bias"])
+    specs = describe(result.student)["layers"]
+    assert all(s["neuron"] == "bm15" and s["reduce"] == "max" for s in specs.values())
+    # dw was learned during the smooth phase, then rounded to a power of two (a shift) and fixed.
+    for name in names:
+        layer = result.student.get_submodule(name)
+        assert "delta_w" in dict(layer.named_buffers()) and "delta_w" not in dict(layer.named_parameters())
+        assert math.log2(float(layer.delta_w)).is_integer()
+
+
+def test_swapping_lse_for_the_max_keeps_every_weight_exactly():
+    torch.manual_seed(0)
+    layer = BMLinear(6, 3, reduce="lse", alpha=5.0, learn_alpha=True)
+    before = {k: v.clone() for k, v in layer.state_dict().items() if k != "alpha"}
+    x = torch.rand(4, 6)
+    set_exact_max(layer)
+    after = layer.state_dict()
+    assert set(after) == set(before) and all(torch.equal(after[k], v) for k, v in before.items())
+    assert layer.reduce == "max" and layer.alpha is None and "alpha" not in dict(layer.named_parameters())
+    reference = BMLinear(6, 3)
+    reference.load_state_dict(after)
+    assert torch.equal(layer(x), reference(x))
+
+
+def test_lse_max_without_fine_tune_is_the_lse_network_with_the_max(teacher_and_data, monkeypatch):
+    teacher, images, labels = teacher_and_data
+    import bmhw.methods as methods
+
+    trained = {}
+    original = methods.run
+
+    def spy(method, *args, **kwargs):
+        result = original(method, *args, **kwargs)
+        if method == "kd":
+            trained.update({k: v.clone() for k, v in result.model.state_dict().items()})
+        return result
+
+    monkeypatch.setattr(methods, "run", spy)
+    cfg = MethodConfig(neuron="bm15", alpha=3.0, base="kd", **{**SMALL, "finetune_epochs": 0})
+    result = original("lse-max", teacher, "lenet", images, labels, cfg, quiet=True)
+    state = result.model.state_dict()
+    assert trained and all(torch.equal(state[k], v) for k, v in trained.items() if not k.endswith("alpha"))
+
+
+def test_alpha_is_learned_then_frozen():
+    layer = BMLinear(4, 2, reduce="lse", alpha=3.0, learn_alpha=True)
+    model = torch.nn.Sequential(layer)
+    with torch.no_grad():
+        layer.alpha.fill_(7.5)
+    freeze_alpha(model)
+    assert not any(n.endswith("alpha") for n, _ in model.named_parameters())
+    assert float(layer.alpha) == 7.5 and not layer.learn_alpha and bm_layers(model)["0"] is layer
+
+
+def test_relative_mse_and_lwkd_loss_match_hand_computed_values():
+    s = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+    t = torch.tensor([[1.0, 1.0], [2.0, -1.0]])
+    # MSE = (0 + 1 + 4 + 0) / 4 = 1.25; teacher mean square = (1 + 1 + 4 + 1) / 4 = 1.75.
+    assert math.isclose(float(relative_mse(s, t)), 1.25 / 1.75, rel_tol=1e-6)
+    out1 = torch.tensor([[0.0, math.log(3.0)]])  # softmax (1/4, 3/4)
+    out2 = torch.tensor([[0.0, 0.0]])  # softmax (1/2, 1/2)
+    y = torch.tensor([1])
+    loss, mse = lwkd_loss(s, t, out1, out2, y, beta=2.0)
+    assert math.isclose(float(loss), 2 * 1.25 / 1.75 - math.log(0.75) - math.log(0.5), rel_tol=1e-6)
+    assert math.isclose(float(mse), 1.25 / 1.75, rel_tol=1e-6)
+
+
+def test_kd_loss_matches_hand_computed_value():
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    teacher = torch.tensor([[0.0, 2 * math.log(3.0)]])
+    y = torch.tensor([0])
+    feats_s = {"a": torch.tensor([[1.0, 1.0]])}
+    feats_t = {"a": torch.tensor([[1.0, 3.0]])}
+    # T = 2: student softmax of (0, ln 3 / 2) = (1, sqrt 3) / (1 + sqrt 3); teacher's of (0, ln 3) = (1/4, 3/4).
+    q = [1 / (1 + math.sqrt(3)), math.sqrt(3) / (1 + math.sqrt(3))]
+    soft = -(0.25 * math.log(q[0]) + 0.75 * math.log(q[1]))
+    hard = -math.log(0.25)
+    mse = (0 + 4) / 2 / ((1 + 9) / 2)
+    loss, got_mse = kd_loss(logits, teacher, y, feats_s, feats_t, beta=0.5, alpha=3.0, temperature=2.0)
+    assert math.isclose(float(got_mse), mse, rel_tol=1e-6)
+    assert math.isclose(float(loss), 0.5 * mse + 3.0 * (4 * soft + hard), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("method, cfg, message", [
+    ("lwkd", MethodConfig(neuron="bm4"), "1.5-branch"),
+    ("sgd", MethodConfig(), "unknown training method"),
+    ("lse-max", MethodConfig(), "needs --alpha"),
+    ("kd", MethodConfig(reduce="lse"), "needs --alpha"),
+    ("lse-max", MethodConfig(alpha=2.0, base="layerwise"), "lse-max starts from"),
+])
+def test_bad_configurations_are_refused_in_one_line(method, cfg, message):
+    with pytest.raises(BmhwError, match=message):
+        run(method, None, "lenet", np.zeros((1, 1, 28, 28), np.uint8), np.zeros(1, np.int64), cfg)
+
+
+def test_methods_that_need_a_teacher_say_so():
+    with pytest.raises(BmhwError, match="needs a trained classical teacher"):
+        run("kd", None, "lenet", np.zeros((1, 1, 28, 28), np.uint8), np.zeros(1, np.int64), MethodConfig())
+
+
+def test_a_learned_delta_w_trains_then_rounds_to_the_nearest_power_of_two():
+    from bmhw.distill import _learn_delta_w, _round_delta_w
+
+    layer = BMLinear(5, 2, reduce="lse", alpha=1.0)
+    _learn_delta_w(layer)
+    assert isinstance(layer.delta_w, torch.nn.Parameter)
+    layer(torch.rand(3, 5)).sum().backward()
+    assert float(layer.delta_w.grad) < 0  # y = ... - dw * sum x with x > 0: the gradient is -sum x
+    with torch.no_grad():
+        layer.delta_w.fill_(0.3)  # log2 0.3 = -1.74: nearest power of two 2^-2
+    _round_delta_w(layer)
+    assert float(layer.delta_w) == 0.25 and "delta_w" in dict(layer.named_buffers())
+    assert "delta_w" in layer.state_dict()
