@@ -35,7 +35,7 @@ _EPS_REL = 1e-6
 _MIN_DELTA_W = 2.0**-16
 
 
-def _capture(model: nn.Module, layer: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
+def capture(model: nn.Module, layer: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
     """Run ``model`` on ``x`` and return the input or the output of ``layer``."""
     seen = {}
 
@@ -75,19 +75,35 @@ def refit_layer(layer: _BMNeuron, x_in: torch.Tensor, target: torch.Tensor, weig
     coef = _fit([e, s, ones], y)
     beta = float(-coef[:, 1].median())
     dw = max(_MIN_DELTA_W, 2.0 ** round(math.log2(beta))) if beta > 0 else _MIN_DELTA_W
-    coef = _fit([e, ones], y + dw * s)
+    layer.delta_w.fill_(dw)
+    return {"r2": _fit_scale_offset(layer, e, s, y), "delta_w": dw}
+
+
+def _fit_scale_offset(layer: _BMNeuron, e: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> float:
+    """Steps 2 (with dw fixed) and 4: per channel ``y + dw s ~= a_o e + c_o``, folded into v and the bias;
+    returns the fit's median R^2."""
+    dw = float(layer.delta_w)
+    coef = _fit([e, torch.ones_like(s)], y + dw * s)
     # A channel whose max term does not grow with its target keeps a = 1 and gets only an offset.
     good = coef[:, 0] > 0
     scale = torch.where(good, coef[:, 0], torch.ones_like(coef[:, 0]))
     offset = torch.where(good, coef[:, 1], (y + dw * s - e).mean(0))
-    layer.delta_w.fill_(dw)
     layer.v.add_(scale.log().to(layer.v.dtype).view((-1,) + (1,) * (layer.v.dim() - 1)))
     bias = offset + float(layer.delta_x) * torch.exp(layer.v.double().reshape(layer.out_count, -1)).sum(1)
     if layer.bias is None:
         layer.bias = nn.Parameter(bias.to(layer.v.dtype))
     else:
         layer.bias.copy_(bias)
-    return {"r2": _r2(scale * e + offset - dw * s, y), "delta_w": dw}
+    return _r2(scale * e + offset - dw * s, y)
+
+
+@torch.no_grad()
+def refit_scale_offset(layer: _BMNeuron, x_in: torch.Tensor, target: torch.Tensor) -> dict:
+    """Steps 2 and 4 alone, with the layer's own log-weights and dw kept: a 1.5-branch layer whose reduction
+    changed (LSE -> MAX) brought back to the scale of its old output ``target`` on inputs ``x_in``."""
+    cols = layer.patches(x_in)
+    e = layer.max_term(cols).double()
+    return {"r2": _fit_scale_offset(layer, e, cols.sum(1, keepdim=True).double(), layer.rows(target).double())}
 
 
 @torch.no_grad()
@@ -104,8 +120,8 @@ def refit_bm15(student: nn.Module, teacher: nn.Module, x: torch.Tensor, progress
     for name, layer in student.weight_layers().items():
         if not (isinstance(layer, _BMNeuron) and layer.branches == 1.5):
             continue
-        x_in = _capture(student, layer, x, "input")
-        target = _capture(teacher, t_layers[name], x, "output")
+        x_in = capture(student, layer, x, "input")
+        target = capture(teacher, t_layers[name], x, "output")
         stats[name] = refit_layer(layer, x_in, target, t_layers[name].weight)
         if progress is not None:
             progress(name, stats[name])

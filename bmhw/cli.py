@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs-per-layer", type=float, default=1.0, help="lwkd: epochs per layer (default: 1)")
     p.add_argument("--finetune-epochs", type=float, default=2.0,
                    help="lse-max: distillation epochs after the swap to the exact max (default: 2)")
+    p.add_argument("--swap-refit", action="store_true",
+                   help="lse-max, 1.5 branches: at the swap, re-scale each layer's max term to its LSE output on a "
+                   "calibration batch (per channel: log-weight shift and bias), then fine-tune")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3)")
     p.add_argument("--beta", type=float, default=1.0, help="weight of the per-layer feature MSE (default: 1)")
     p.add_argument("--kd-alpha", type=float, default=1.0, help="kd: weight of the cross-entropy terms (default: 1)")

@@ -59,6 +59,9 @@ class MethodConfig:
     max_epochs: float = 0.0  # lwkd with a smooth reduction: then this many epochs with the exact max per layer
     refit: bool | None = None  # re-fit converted 1.5-branch layers (default: for the exact max)
     calib_images: int = 2000
+    # lse-max: at the swap, bring each 1.5-branch layer's max term back to the scale of its LSE output (per
+    # channel scale into v, offset into the bias, on a calibration batch) before the fine-tune.
+    swap_refit: bool = False
 
     @property
     def branches(self) -> float:
@@ -209,14 +212,32 @@ def lse_max(teacher: nn.Module | None, arch: str, images, labels, cfg: MethodCon
     model = first.model
     freeze_alpha(model)
     alphas = learned_alphas(model)
-    for layer in bm_layers(model).values():
-        set_exact_max(layer)
+    swap_to_max(model, images if cfg.swap_refit and cfg.neuron == "bm15" else None, cfg)
     if cfg.finetune_epochs > 0:
         if teacher is None:
             _train(model, images, labels, cfg, cfg.finetune_epochs, quiet)
         else:
             knowledge_distill(model, teacher, images, labels, _kd_config(cfg, cfg.finetune_epochs), quiet=quiet)
     return MethodResult(model.eval(), time.perf_counter() - start, first.log + [{"alpha_before_max": alphas}])
+
+
+def swap_to_max(model: nn.Module, images=None, cfg: MethodConfig | None = None) -> None:
+    """Every BM layer's reduction becomes the exact max, weights kept. With ``images`` (1.5 branches), each
+    layer in turn is then re-scaled to its LSE output on a calibration batch (bmhw.calibrate)."""
+    smooth = copy.deepcopy(model).eval() if images is not None else None
+    if smooth is not None:
+        from bmhw.calibrate import capture, refit_scale_offset
+        from bmhw.data import calibration_sample
+        from bmhw.train import to_tensor
+
+        calib = to_tensor(calibration_sample(images, cfg.calib_images, cfg.seed))
+    model.eval()
+    for name, layer in bm_layers(model).items():
+        set_exact_max(layer)
+        if smooth is not None:
+            with torch.no_grad():
+                target = capture(smooth, smooth.get_submodule(name), calib, "output")
+                refit_scale_offset(layer, capture(model, layer, calib, "input"), target)
 
 
 def run(method: str, teacher: nn.Module | None, arch: str, images, labels, cfg: MethodConfig,

@@ -1,5 +1,6 @@
 """The training methods (bmhw.methods) and their losses (bmhw.distill) on tiny synthetic data."""
 
+import copy
 import math
 
 import numpy as np
@@ -194,3 +195,27 @@ def test_a_learned_delta_w_trains_then_rounds_to_the_nearest_power_of_two():
     _round_delta_w(layer)
     assert float(layer.delta_w) == 0.25 and "delta_w" in dict(layer.named_buffers())
     assert "delta_w" in layer.state_dict()
+
+
+def test_swap_refit_brings_the_max_network_closer_to_the_lse_network(teacher_and_data):
+    from bmhw.methods import swap_to_max
+
+    teacher, images, labels = teacher_and_data
+    cfg = MethodConfig(neuron="bm15", reduce="lse", alpha=4.0, calib_images=128)
+    smooth = convert_teacher(teacher, cfg, "lse")
+    x = to_tensor(images[:128])
+    with torch.no_grad():
+        target = smooth(x)
+        plain, fitted = copy.deepcopy(smooth), copy.deepcopy(smooth)
+        swap_to_max(plain)
+        swap_to_max(fitted, images, cfg)
+        assert all(layer.reduce == "max" for layer in bm_layers(fitted).values())
+        err_plain = float(((plain(x) - target) ** 2).mean())
+        err_fitted = float(((fitted(x) - target) ** 2).mean())
+    assert err_fitted < 0.5 * err_plain, (err_plain, err_fitted)
+    # Only scale (v shifted per channel) and bias move; dw and the shape of v within a channel stay.
+    for name, layer in bm_layers(fitted).items():
+        ref = bm_layers(plain)[name]
+        assert torch.equal(layer.delta_w, ref.delta_w)
+        shift = (layer.v - ref.v).reshape(layer.out_count, -1)
+        assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-5)
