@@ -62,34 +62,58 @@ def _r2(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def refit_layer(layer: _BMNeuron, x_in: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> dict:
+def refit_layer(layer: _BMNeuron, x_in: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                signed: bool = False) -> dict:
     """Re-fit a 1.5-branch layer to ``target`` (the teacher's pre-activation for input ``x_in``),
-    starting from the classical ``weight``; returns fit statistics (median R^2, chosen dw)."""
+    starting from the classical ``weight``; returns fit statistics (median R^2, chosen dw).
+
+    With ``signed``, each output channel also chooses its sign s: +1 keeps the positive part of its weights in
+    the max (the paper's neuron), -1 the negative part (the mirrored neuron, whose max is the strongest
+    evidence against it); the sign whose first least-squares fit explains more of the target wins."""
     scale_w = float(weight.abs().max()) or 1.0
-    layer.v.copy_(torch.log(weight.detach().clamp_min(_EPS_REL * scale_w)).to(layer.v))
     cols = layer.patches(x_in)
-    e = layer.max_term(cols).double()
     s = cols.sum(1, keepdim=True).double()
     y = layer.rows(target).double()
     ones = torch.ones_like(s)
-    coef = _fit([e, s, ones], y)
-    beta = float(-coef[:, 1].median())
+    best = None
+    for sign in ((1.0, -1.0) if signed else (1.0,)):
+        v = torch.log((sign * weight.detach()).clamp_min(_EPS_REL * scale_w)).to(layer.v)
+        layer.v.copy_(v)
+        e = layer.max_term(cols).double()
+        coef = _fit([e, s, ones], y)
+        resid = ((coef[:, 0] * e + coef[:, 1] * s + coef[:, 2] - y) ** 2).mean(0)
+        # A sign only counts where its max term enters with that sign (a s > 0).
+        score = torch.where(coef[:, 0] * sign > 0, -resid, torch.full_like(resid, -math.inf))
+        if best is None:
+            best = (score, v.clone(), e, coef, torch.full_like(resid, sign))
+            continue
+        take = score > best[0]
+        view = (-1,) + (1,) * (v.dim() - 1)
+        best = (torch.where(take, score, best[0]), torch.where(take.view(view), v, best[1]),
+                torch.where(take, e, best[2]), torch.where(take[:, None], coef, best[3]),
+                torch.where(take, torch.full_like(resid, sign), best[4]))
+    _, v, e, coef, sign = best
+    layer.v.copy_(v)
+    layer.sign.copy_(sign.to(layer.sign))
+    beta = float(-(coef[:, 1] * sign).median())
     dw = max(_MIN_DELTA_W, 2.0 ** round(math.log2(beta))) if beta > 0 else _MIN_DELTA_W
     layer.delta_w.fill_(dw)
-    return {"r2": _fit_scale_offset(layer, e, s, y), "delta_w": dw}
+    return {"r2": _fit_scale_offset(layer, e, s, y), "delta_w": dw, "negative": int((sign < 0).sum())}
 
 
 def _fit_scale_offset(layer: _BMNeuron, e: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> float:
-    """Steps 2 (with dw fixed) and 4: per channel ``y + dw s ~= a_o e + c_o``, folded into v and the bias;
+    """Steps 2 (with dw fixed) and 4: per channel ``sign y + dw s ~= a_o e + c_o``, folded into v and the bias;
     returns the fit's median R^2."""
     dw = float(layer.delta_w)
+    sign = layer.sign.double()
+    y = y * sign
     coef = _fit([e, torch.ones_like(s)], y + dw * s)
     # A channel whose max term does not grow with its target keeps a = 1 and gets only an offset.
     good = coef[:, 0] > 0
     scale = torch.where(good, coef[:, 0], torch.ones_like(coef[:, 0]))
     offset = torch.where(good, coef[:, 1], (y + dw * s - e).mean(0))
     layer.v.add_(scale.log().to(layer.v.dtype).view((-1,) + (1,) * (layer.v.dim() - 1)))
-    bias = offset + float(layer.delta_x) * torch.exp(layer.v.double().reshape(layer.out_count, -1)).sum(1)
+    bias = sign * (offset + float(layer.delta_x) * torch.exp(layer.v.double().reshape(layer.out_count, -1)).sum(1))
     if layer.bias is None:
         layer.bias = nn.Parameter(bias.to(layer.v.dtype))
     else:
@@ -107,7 +131,7 @@ def refit_scale_offset(layer: _BMNeuron, x_in: torch.Tensor, target: torch.Tenso
 
 
 @torch.no_grad()
-def refit_bm15(student: nn.Module, teacher: nn.Module, x: torch.Tensor, progress=None) -> dict:
+def refit_bm15(student: nn.Module, teacher: nn.Module, x: torch.Tensor, progress=None, signed: bool = False) -> dict:
     """Re-fit every 1.5-branch layer of ``student`` (converted from ``teacher``) in network order.
 
     ``student.weight_layers()`` and ``teacher.weight_layers()`` must have the same names.
@@ -122,7 +146,7 @@ def refit_bm15(student: nn.Module, teacher: nn.Module, x: torch.Tensor, progress
             continue
         x_in = capture(student, layer, x, "input")
         target = capture(teacher, t_layers[name], x, "output")
-        stats[name] = refit_layer(layer, x_in, target, t_layers[name].weight)
+        stats[name] = refit_layer(layer, x_in, target, t_layers[name].weight, signed=signed)
         if progress is not None:
             progress(name, stats[name])
     return stats

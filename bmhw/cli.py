@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs-per-layer", type=float, default=1.0, help="lwkd: epochs per layer (default: 1)")
     p.add_argument("--finetune-epochs", type=float, default=2.0,
                    help="lse-max: distillation epochs after the swap to the exact max (default: 2)")
+    p.add_argument("--signed", action="store_true",
+                   help="1.5 branches with the exact max: the re-fit after each conversion may mirror an output "
+                   "channel (sign -1, its max over the negative weights: docs/training.md)")
     p.add_argument("--swap-refit", action="store_true",
                    help="lse-max, 1.5 branches: at the swap, re-scale each layer's max term to its LSE output on a "
                    "calibration batch (per channel: log-weight shift and bias), then fine-tune")
@@ -124,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_neuron_options(p, "bm15")
     _add_data_option(p, "optional: training images for the calibration re-fit (1.5 branches)")
     p.add_argument("--calib-images", type=int, default=2000, help="calibration images for the re-fit (default: 2000)")
+    p.add_argument("--signed", action="store_true",
+                   help="with --data, 1.5 branches: the re-fit may mirror an output (sign -1, docs/neurons.md)")
     p.add_argument("-o", "--output", type=Path, required=True, help="BM checkpoint to write")
 
     p = sub.add_parser("quantize", help="quantize a 1.5-branch BM (or a classical) checkpoint to the integer IR (.bmq)",

@@ -200,10 +200,12 @@ def cmd_convert(args) -> int:
         _check_positive(calib_images=args.calib_images)
         images, _ = load_dataset(_dataset_of(model), args.data, "train")
         calib = calibration_sample(images, args.calib_images)
-        refit_bm15(model, teacher, to_tensor(calib),
+        refit_bm15(model, teacher, to_tensor(calib), signed=args.signed,
                    progress=lambda name, s: console.print(f"re-fit {name}: median R^2 {s['r2']:.3f}, "
-                                                          f"delta_w {s['delta_w']:g}"))
-        meta.update(method=meta["method"] + " + calibration re-fit", calib_images=len(calib))
+                                                          f"delta_w {s['delta_w']:g}, mirrored outputs "
+                                                          f"{s['negative']}"))
+        meta.update(method=meta["method"] + " + calibration re-fit" + (" (signed)" if args.signed else ""),
+                    calib_images=len(calib))
     elif args.data is not None:
         console.print("[yellow]--data is used for the 1.5-branch re-fit only; converting without it[/yellow]")
     save_checkpoint(args.output, model, **meta)

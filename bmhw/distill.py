@@ -89,6 +89,8 @@ class LayerwiseConfig:
     # Train the layer's offset dw during the smooth phase, then round it to the nearest power of two (the
     # hardware's shift) before the exact-max phase.
     learn_delta_w: bool = False
+    # The re-fit may give an output channel the mirrored sign (bmhw.calibrate.refit_layer).
+    signed: bool = False
 
 
 def set_exact_max(layer) -> None:
@@ -149,7 +151,7 @@ def layerwise_distill(teacher: nn.Module, images: np.ndarray, labels: np.ndarray
                 with torch.no_grad():
                     x_in = student.layer_input(name, student.forward_range(calib, 0, k))
                     target = getattr(teacher, name)(teacher.layer_input(name, teacher.forward_range(calib, 0, k)))
-                fit = refit_layer(layer, x_in, target, getattr(teacher, name).weight)
+                fit = refit_layer(layer, x_in, target, getattr(teacher, name).weight, signed=cfg.signed)
             setattr(student, name, layer)
             learn_dw = cfg.learn_delta_w and cfg.reduce != "max"
             if learn_dw:

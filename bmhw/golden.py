@@ -52,7 +52,11 @@ def bm_layer(net, layer: dict, codes: np.ndarray) -> np.ndarray:
     i = m >> f
     e = round_shift(exp[m - (i << f)], p - i - g)
     c = round_shift(x.sum(axis=1, dtype=np.int64) * csum, h)
-    y = e - c[:, None] + bias[None, :]
+    d = e - c[:, None]
+    sign = net.signs(layer)
+    if sign is not None:  # mirrored outputs: Y = -(E - C) + B
+        d = d * sign[None, :]
+    y = d + bias[None, :]
     if layer["relu"]:
         y = np.clip(round_shift(y, g + int(layer["out_scale_exp"])), 0, int(layer["out_max"]))
     return _layer_output(layer, y, n)

@@ -29,6 +29,7 @@ CONV_OPS = ("bm_conv2d", "mac_conv2d")
 OPS = WEIGHT_OPS + ("maxpool2d", "flatten")
 # Tables each weight layer carries, by the name used in docs/datapath.md.
 BM_TABLES = ("ln_lut", "log_weights", "exp_lut", "bias")
+# A BM layer with mirrored outputs also carries "sign" (+1 / -1 per output); absent means all +1.
 MAC_TABLES = ("weights", "bias")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -45,6 +46,10 @@ class QuantizedNet:
 
     def table(self, layer: dict, name: str) -> np.ndarray:
         return self.arrays[f"{layer['name']}/{name}"]
+
+    def signs(self, layer: dict) -> np.ndarray | None:
+        """The per-output signs of a BM layer (+1 / -1), or None when every output is +1."""
+        return self.arrays.get(f"{layer['name']}/sign")
 
     def bm_layers(self) -> list:
         return [layer for layer in self.layers if layer["op"] in BM_OPS]
@@ -127,6 +132,9 @@ def load_bmq(path) -> QuantizedNet:
                 raise _damaged(path, f"unknown operation {layer['op']!r} in layer {layer.get('name')!r}")
             for table in BM_TABLES if layer["op"] in BM_OPS else MAC_TABLES if layer["op"] in MAC_OPS else ():
                 net.table(layer, table)
+            signs = net.signs(layer) if layer["op"] in BM_OPS else None
+            if signs is not None and (signs.shape != (int(layer["out_count"]),) or not np.isin(signs, (-1, 1)).all()):
+                raise _damaged(path, f"layer {layer['name']!r} has a sign table that is not one +1 or -1 per output")
         if net.bm_layers() and net.is_mac:
             raise _damaged(path, "it mixes BM and MAC layers")
     except (KeyError, TypeError) as err:

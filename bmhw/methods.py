@@ -62,6 +62,8 @@ class MethodConfig:
     # lse-max: at the swap, bring each 1.5-branch layer's max term back to the scale of its LSE output (per
     # channel scale into v, offset into the bias, on a calibration batch) before the fine-tune.
     swap_refit: bool = False
+    # 1.5 branches: the re-fit may mirror an output channel (sign -1: the max takes the negative part).
+    signed: bool = False
 
     @property
     def branches(self) -> float:
@@ -182,7 +184,8 @@ def convert_teacher(teacher: nn.Module, cfg: MethodConfig, reduce: str, images=N
         from bmhw.data import calibration_sample
         from bmhw.train import to_tensor
 
-        refit_bm15(student, teacher, to_tensor(calibration_sample(images, cfg.calib_images, cfg.seed)))
+        refit_bm15(student, teacher, to_tensor(calibration_sample(images, cfg.calib_images, cfg.seed)),
+                   signed=cfg.signed)
     return student
 
 
@@ -199,7 +202,8 @@ def lwkd(teacher: nn.Module, images, labels, cfg: MethodConfig, quiet: bool = Fa
     lw = LayerwiseConfig(epochs_per_layer=cfg.epochs_per_layer, batch_size=cfg.batch_size, lr=cfg.lr, beta=cfg.beta,
                          calib_images=cfg.calib_images, shift=cfg.shift, seed=cfg.seed, reduce=cfg.reduce,
                          alpha=None if cfg.reduce == "max" else cfg.alpha, alpha_end=cfg.alpha_end,
-                         max_epochs=cfg.max_epochs, refit=refit, learn_alpha=cfg.learn_alpha_epochs > 0)
+                         max_epochs=cfg.max_epochs, refit=refit, learn_alpha=cfg.learn_alpha_epochs > 0,
+                         signed=cfg.signed)
     result = layerwise_distill(teacher, images, labels, lw, quiet=quiet)
     return MethodResult(result.student, result.seconds, result.log + [{"alpha": learned_alphas(result.student)}])
 

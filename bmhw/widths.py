@@ -26,7 +26,12 @@ def signal_ranges(layer: dict, tables: dict) -> dict:
     r["S"] = (0, k * q_in)
     r["S_CSUM"] = (min(0, k * q_in * csum), max(0, k * q_in * csum))
     r["C"] = (round_shift(r["S_CSUM"][0], h), round_shift(r["S_CSUM"][1], h))
-    r["Y"] = (r["E"][0] - r["C"][1] + r["B"][0], r["E"][1] - r["C"][0] + r["B"][1])
+    d = (r["E"][0] - r["C"][1], r["E"][1] - r["C"][0])  # E - C
+    signs = set(np.asarray(tables["sign"]).tolist()) if "sign" in tables else {1}
+    # Mirrored outputs (sign -1) take -(E - C): both ranges where both signs occur.
+    d_lo = min([d[0]] * (1 in signs) + [-d[1]] * (-1 in signs))
+    d_hi = max([d[1]] * (1 in signs) + [-d[0]] * (-1 in signs))
+    r["Y"] = (d_lo + r["B"][0], d_hi + r["B"][1])
     r["q_out"] = (0, int(layer["out_max"])) if layer["relu"] else r["Y"]
     return r
 

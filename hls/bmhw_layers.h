@@ -22,11 +22,12 @@ inline long long round_shift(long long a, int n) {
 }
 
 // The add-max PE and what follows it for one output: T_k = LN[q_k] + W[o, k], M = max_k T_k, then the
-// exp table and the shift (steps 1-2), and Y = E - C + B[o] (step 4). ln_x holds LN[q_k] of the patch.
+// exp table and the shift (steps 1-2), and Y = s (E - C) + B[o] (step 4; a mirrored output, neg, has s = -1).
+// ln_x holds LN[q_k] of the patch.
 template <class CFG>
 typename CFG::y_t bm_neuron(const typename CFG::ln_t ln_x[CFG::K], const typename CFG::w_rom_t w[CFG::K],
                             const typename CFG::exp_rom_t exp_lut[CFG::EXP_SIZE], typename CFG::c_t c,
-                            typename CFG::b_t b) {
+                            typename CFG::b_t b, bool neg) {
     typename CFG::m_t m = ln_x[0] + typename CFG::w_t(w[0]);
 addmax:
     for (int k = 1; k < CFG::K; k++) {
@@ -38,7 +39,9 @@ addmax:
     typename CFG::i_t i = m64 >> CFG::F;                   // floor_div(M, 2^F)
     typename CFG::r_t r = m64 & ((1LL << CFG::F) - 1);     // M - I * 2^F, in [0, 2^F - 1]
     typename CFG::e_t e = round_shift((long long)exp_lut[r], CFG::P - CFG::G - i.to_int());
-    typename CFG::acc_t y = typename CFG::acc_t(e) - typename CFG::acc_t(c) + typename CFG::acc_t(b);
+    typename CFG::acc_t d = typename CFG::acc_t(e) - typename CFG::acc_t(c);
+    if (neg) d = -d;
+    typename CFG::acc_t y = d + typename CFG::acc_t(b);
     return typename CFG::y_t(y);
 }
 
@@ -57,7 +60,8 @@ typename CFG::out_t bm_output(typename CFG::y_t y) {
 template <class CFG>
 void bm_patch(const typename CFG::q_in_t x[CFG::K], const typename CFG::ln_rom_t ln_lut[CFG::LN_SIZE],
               const typename CFG::w_rom_t w[CFG::O][CFG::K], const typename CFG::exp_rom_t exp_lut[CFG::EXP_SIZE],
-              const typename CFG::b_rom_t bias[CFG::O], typename CFG::out_t out[], int position, int stride) {
+              const typename CFG::b_rom_t bias[CFG::O], const bool neg[CFG::O], typename CFG::out_t out[], int position,
+              int stride) {
     typename CFG::ln_t ln_x[CFG::K];
     typename CFG::s_t s = 0;
 lookup:
@@ -79,7 +83,7 @@ folds:
             int o = fold * CFG::PE + p;
             if (o < CFG::O) {
                 out[o * stride + position] =
-                    bm_output<CFG>(bm_neuron<CFG>(ln_x, w[o], exp_lut, c, typename CFG::b_t(bias[o])));
+                    bm_output<CFG>(bm_neuron<CFG>(ln_x, w[o], exp_lut, c, typename CFG::b_t(bias[o]), neg[o]));
             }
         }
     }
@@ -91,7 +95,8 @@ template <class CFG>
 void bm_conv2d(const typename CFG::q_in_t in[CFG::IN_C * CFG::IN_H * CFG::IN_W],
                typename CFG::out_t out[CFG::O * CFG::OUT_H * CFG::OUT_W],
                const typename CFG::ln_rom_t ln_lut[CFG::LN_SIZE], const typename CFG::w_rom_t w[CFG::O][CFG::K],
-               const typename CFG::exp_rom_t exp_lut[CFG::EXP_SIZE], const typename CFG::b_rom_t bias[CFG::O]) {
+               const typename CFG::exp_rom_t exp_lut[CFG::EXP_SIZE], const typename CFG::b_rom_t bias[CFG::O],
+               const bool neg[CFG::O]) {
     typename CFG::q_in_t x[CFG::K];
 rows:
     for (int oh = 0; oh < CFG::OUT_H; oh++) {
@@ -105,7 +110,7 @@ rows:
                 bool inside = ih >= 0 && ih < CFG::IN_H && iw >= 0 && iw < CFG::IN_W;
                 x[k] = inside ? in[(ch * CFG::IN_H + ih) * CFG::IN_W + iw] : typename CFG::q_in_t(0);
             }
-            bm_patch<CFG>(x, ln_lut, w, exp_lut, bias, out, oh * CFG::OUT_W + ow, CFG::OUT_H * CFG::OUT_W);
+            bm_patch<CFG>(x, ln_lut, w, exp_lut, bias, neg, out, oh * CFG::OUT_W + ow, CFG::OUT_H * CFG::OUT_W);
         }
     }
 }
@@ -114,8 +119,9 @@ rows:
 template <class CFG>
 void bm_linear(const typename CFG::q_in_t in[CFG::K], typename CFG::out_t out[CFG::O],
                const typename CFG::ln_rom_t ln_lut[CFG::LN_SIZE], const typename CFG::w_rom_t w[CFG::O][CFG::K],
-               const typename CFG::exp_rom_t exp_lut[CFG::EXP_SIZE], const typename CFG::b_rom_t bias[CFG::O]) {
-    bm_patch<CFG>(in, ln_lut, w, exp_lut, bias, out, 0, 1);
+               const typename CFG::exp_rom_t exp_lut[CFG::EXP_SIZE], const typename CFG::b_rom_t bias[CFG::O],
+               const bool neg[CFG::O]) {
+    bm_patch<CFG>(in, ln_lut, w, exp_lut, bias, neg, out, 0, 1);
 }
 
 // k x k max pooling with stride k, no padding (the codes keep their scale).

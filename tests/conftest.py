@@ -107,7 +107,15 @@ def build_sequential(spec: dict, classical: bool = False) -> nn.Sequential:
         if index < n_weight:
             modules.append(nn.ReLU())
         features = out
-    return nn.Sequential(*modules).eval()
+    net = nn.Sequential(*modules).eval()
+    if spec.get("signed") and not classical:
+        # Mirror a random half of every layer's outputs (sign -1), drawn from the spec's seed.
+        g = torch.Generator().manual_seed(spec["seed"])
+        with torch.no_grad():
+            for m in net:
+                if hasattr(m, "sign"):
+                    m.sign.copy_(torch.where(torch.rand(m.sign.shape, generator=g) < 0.5, -1.0, 1.0))
+    return net
 
 
 def draw_layers(draw, max_side: int, max_pool: int) -> dict:

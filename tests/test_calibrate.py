@@ -75,3 +75,24 @@ def test_refit_gives_a_bias_free_layer_a_bias():
     x = torch.rand(50, 5)
     refit_layer(layer, x, classical(x).detach() + 3.0, classical.weight)
     assert isinstance(layer, BMLinear) and layer.bias is not None and layer.bias.requires_grad
+
+
+def test_a_signed_refit_recovers_a_target_with_mirrored_channels():
+    # Channel 0 is the paper's neuron on the positive part of w; channels 1 and 2 are mirrored: the max runs
+    # over the negative part (-w)+ and the whole term is subtracted. The signed fit must find each sign.
+    torch.manual_seed(4)
+    weight = torch.randn(3, 6, dtype=torch.float64)
+    x = torch.rand(400, 6, dtype=torch.float64)
+    layer = to_bm(nn.Linear(6, 3).double(), branches=1.5)
+    dx, dw = float(layer.delta_x), 0.125
+    plus = max_term_by_hand(x, weight, dx, [1.5, 1.0, 1.0])
+    minus = max_term_by_hand(x, -weight, dx, [1.0, 0.7, 3.0])
+    core = torch.stack([plus[:, 0], -minus[:, 1], -minus[:, 2]], 1)
+    sign = torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64)
+    target = core - sign * dw * x.sum(1, keepdim=True) + torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64)
+    unsigned = refit_layer(to_bm(nn.Linear(6, 3).double(), branches=1.5), x, target, weight)
+    stats = refit_layer(layer, x, target, weight, signed=True)
+    assert torch.equal(layer.sign, sign.to(layer.sign)) and stats["negative"] == 2
+    assert stats["delta_w"] == dw and stats["r2"] > 0.999999 > unsigned["r2"]
+    with torch.no_grad():
+        assert torch.allclose(layer(x), target, rtol=0, atol=1e-8)

@@ -96,6 +96,9 @@ def _bm_tables(layer: dict, tables: dict) -> dict:
     assert len(t["log_weights"]) == O and all(len(row) == K for row in t["log_weights"]), f"{name}: log_weights"
     assert len(t["exp_lut"]) == 1 << layer["F"], f"{name}: exp_lut length"
     assert len(t["bias"]) == O, f"{name}: bias length"
+    # Optional: the per-output signs of a layer with mirrored outputs (absent: all +1).
+    t["sign"] = [int(s) for s in tables[f"{name}/sign"]] if f"{name}/sign" in tables else [1] * O
+    assert len(t["sign"]) == O and set(t["sign"]) <= {1, -1}, f"{name}: sign"
     return t
 
 
@@ -124,8 +127,8 @@ def _bm_patch(layer: dict, t: dict, patch: list) -> list:
         r = M - I * (1 << F)
         assert 0 <= r < (1 << F)
         E = round_shift(EXP[r], P - I - G)
-        # 4. accumulate
-        Y = E - C + B[o]
+        # 4. accumulate (a mirrored output negates E - C)
+        Y = t["sign"][o] * (E - C) + B[o]
         # 5. output
         if layer["relu"]:
             outputs.append(clamp(round_shift(Y, G + layer["out_scale_exp"]), 0, layer["out_max"]))
@@ -256,7 +259,12 @@ def ref_ranges(layer: dict, tables: dict) -> dict:
     R["S"] = [0, K * Qin]
     R["S_CSUM"] = [0, K * Qin * CSUM]
     R["C"] = [0, round_shift(K * Qin * CSUM, H)]
-    R["Y"] = [R["E"][0] - R["C"][1] + R["B"][0], R["E"][1] + R["B"][1]]
+    lows, highs = [], []
+    for sgn in set(t["sign"]):  # the extremes of sgn (E - C) over E and C in their ranges
+        ends = [sgn * (e - c) for e in R["E"] for c in R["C"]]
+        lows.append(min(ends))
+        highs.append(max(ends))
+    R["Y"] = [min(lows) + R["B"][0], max(highs) + R["B"][1]]
     R["q_out"] = [0, layer["out_max"]] if layer["relu"] else list(R["Y"])
     return R
 
@@ -370,6 +378,7 @@ def net_specs(draw):
     spec["guard_bits"] = draw(st.sampled_from([8, 8, 8, 2, 4, 12]))
     spec["calib_max"] = draw(st.sampled_from([255, 255, 128, 40, 3]))  # dim calibration: saturation later
     spec["input_seed"] = draw(st.integers(0, 2**31 - 1))
+    spec["signed"] = draw(st.booleans())
     return spec
 
 
@@ -383,6 +392,9 @@ EDGE_SPECS = [
     # padding larger than the image reach: whole padded patches read code 0
     {"seed": 3, "in": (1, 2, 2), "convs": [(2, 1, 2, 1, 0)], "linears": [1, 2], "act_bits": 6,
      "log_frac_bits": 7, "calib_max": 3, "input_seed": 2},
+    # mirrored outputs (sign -1) in every layer
+    {"seed": 4, "in": (2, 6, 5), "convs": [(4, 3, 1, 1, 2)], "linears": [5, 3], "act_bits": 8,
+     "log_frac_bits": 10, "calib_max": 255, "input_seed": 3, "signed": True},
 ]
 
 
@@ -433,12 +445,12 @@ def _run_spec(spec: dict) -> None:
     assert np.array_equal(np.asarray(logits), np.asarray(golden_all[last])), f"{label}logits != last layer output"
 
 
-@pytest.mark.parametrize("spec", EDGE_SPECS, ids=["fanin1-1x1", "stride2-pad-pool", "all-padding"])
+@pytest.mark.parametrize("spec", EDGE_SPECS, ids=["fanin1-1x1", "stride2-pad-pool", "all-padding", "signed"])
 def test_edge_networks_match_reference(spec):
     _run_spec(spec)
 
 
-@pytest.mark.parametrize("spec", EDGE_SPECS, ids=["fanin1-1x1", "stride2-pad-pool", "all-padding"])
+@pytest.mark.parametrize("spec", EDGE_SPECS, ids=["fanin1-1x1", "stride2-pad-pool", "all-padding", "signed"])
 def test_edge_mac_twins_match_reference(spec):
     _run_spec({**spec, "classical": True, "weight_bits": 8})
 

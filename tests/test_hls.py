@@ -270,14 +270,15 @@ def test_lenet_with_per_layer_pe_passes_csim(tmp_path):
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000), channels=st.integers(1, 3), kernel=st.integers(1, 3), stride=st.integers(1, 2),
        pool=st.sampled_from([0, 2]), hidden=st.integers(1, 5), act_bits=st.integers(3, 8),
-       log_frac_bits=st.integers(2, 10))
-def test_random_networks_pass_csim(tmp_path, seed, channels, kernel, stride, pool, hidden, act_bits, log_frac_bits):
+       log_frac_bits=st.integers(2, 10), signed=st.booleans())
+def test_random_networks_pass_csim(tmp_path, seed, channels, kernel, stride, pool, hidden, act_bits, log_frac_bits,
+                                   signed):
     # Property-based: random shapes, widths and conv / pool / linear mixes, every layer bit-exact.
     from bmhw.quant import quantize
     from conftest import build_sequential
 
     spec = {"seed": seed, "in": (channels, 6, 5), "convs": [(2, kernel, stride, kernel // 2, pool)],
-            "linears": [hidden, 3]}
+            "linears": [hidden, 3], "signed": signed}
     model = build_sequential(spec)
     net = quantize(model, random_images(16, shape=(channels, 6, 5), seed=seed), act_bits=act_bits,
                    log_frac_bits=log_frac_bits)
@@ -285,6 +286,22 @@ def test_random_networks_pass_csim(tmp_path, seed, channels, kernel, stride, poo
     images = random_images(6, shape=(channels, 6, 5), seed=seed + 1)
     images[0] = 0
     images[1] = 255
+    result = csim.csim(project, images)
+    assert result.passed, result.output
+    assert np.array_equal(csim.read_result(project), golden.forward(net, images))
+
+
+def test_a_network_with_mirrored_outputs_passes_csim(tmp_path):
+    # Every layer has outputs of both signs (Y = s (E - C) + B): C-simulation equals the golden model.
+    from bmhw.quant import quantize
+    from conftest import build_sequential
+
+    spec = {"seed": 4, "in": (2, 6, 5), "convs": [(4, 3, 1, 1, 2)], "linears": [5, 3], "signed": True}
+    model = build_sequential(spec)
+    net = quantize(model, random_images(16, shape=(2, 6, 5), seed=4))
+    assert all(net.signs(layer) is not None and set(net.signs(layer).tolist()) == {1, -1} for layer in net.bm_layers())
+    project = hls.export(net, tmp_path / "signed")
+    images = random_images(8, shape=(2, 6, 5), seed=5)
     result = csim.csim(project, images)
     assert result.passed, result.output
     assert np.array_equal(csim.read_result(project), golden.forward(net, images))

@@ -279,3 +279,59 @@ def test_layer_gradcheck_in_double_for_every_branch_type_and_reduction(branches,
 
     values = [p.detach().clone().requires_grad_(True) for p in layer.parameters()]
     assert torch.autograd.gradcheck(run, (x, *values), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("reduce", REDUCTIONS)
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_mirrored_outputs_negate_the_neuron_but_not_the_bias(reduce, kind):
+    # y_o = s_o (exp R(ln(x + dx) + v) - dw sum x - dx sum exp v) + b_o, checked per element.
+    a = None if reduce == "max" else 2.0
+    if kind == "linear":
+        layer = randomise(BMLinear(5, 3, reduce=reduce, alpha=a), seed=5)
+        x = sample_input((4, 5), 1.5, seed=6)
+        patches, shape = x.tolist(), (4, 3)
+    else:
+        layer = randomise(BMConv2d(2, 3, 3, padding=1, reduce=reduce, alpha=a), seed=7)
+        x = sample_input((2, 2, 4, 4), 1.5, seed=8)
+        patches, ho, wo = conv_patches(x, (3, 3), (1, 1), (1, 1))
+    with torch.no_grad():
+        layer.sign.copy_(torch.tensor([1.0, -1.0, -1.0]))
+    assert layer.signed
+    y = layer(x)
+    o = layer.out_count
+    v = layer.v.detach().reshape(o, -1).tolist()
+    dx, dw, b, s = float(layer.delta_x), float(layer.delta_w), layer.bias.tolist(), layer.sign.tolist()
+    rows = [[s[j] * (ref_bm15(p, v[j], dx, dw, 0.0, reduce, a)) + b[j] for j in range(o)] for p in patches]
+    expected = torch.tensor(rows, dtype=torch.float64)
+    got = y if kind == "linear" else y.permute(0, 2, 3, 1).reshape(-1, o)
+    assert torch.allclose(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_a_mirrored_conversion_at_lse_alpha_one_is_exact():
+    # With s = -1 the log-weights are ln(dw - w): exp LSE_1 sums (x + dx)(dw - w) and the identity
+    # sum w x = -[sum (x + dx)(dw - w) - dw sum x - dx sum (dw - w)] still holds.
+    from bmhw.nn.layers import log_weights_15
+
+    torch.manual_seed(3)
+    classical = nn.Linear(7, 4).double()
+    layer = BMLinear(7, 4, reduce="lse", alpha=1.0).double()
+    sign = torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)
+    dw = 2.0
+    with torch.no_grad():
+        layer.delta_w.fill_(dw)
+        layer.sign.copy_(sign)
+        layer.v.copy_(log_weights_15(classical.weight, dw, sign))
+        layer.bias.copy_(classical.bias)
+    x = torch.rand(5, 7, dtype=torch.float64)
+    assert torch.allclose(layer(x), classical(x), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(layer.classical_weight(), classical.weight, rtol=1e-12, atol=1e-12)
+
+
+def test_checkpoints_without_a_sign_load_as_all_positive():
+    layer = BMLinear(4, 2)
+    state = {k: v for k, v in layer.state_dict().items() if k != "sign"}
+    fresh = BMLinear(4, 2)
+    with torch.no_grad():
+        fresh.sign.fill_(-1.0)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.sign, torch.ones(2)) and not fresh.signed

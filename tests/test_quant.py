@@ -47,9 +47,14 @@ def bound(layer, e_star, s):
             + s * 2.0 ** -(g + h + 1))
 
 
-@pytest.mark.parametrize("f, act_bits", [(4, 4), (8, 8), (10, 6)])
-def test_every_layer_is_within_the_documented_bound_of_the_float_layer(f, act_bits):
+@pytest.mark.parametrize("f, act_bits, signed", [(4, 4, False), (8, 8, False), (10, 6, False), (8, 8, True)])
+def test_every_layer_is_within_the_documented_bound_of_the_float_layer(f, act_bits, signed):
     model = random_net(seed=f)
+    if signed:  # mirrored outputs: the bound holds for s (E - C) as for E - C
+        with torch.no_grad():
+            for m in model:
+                if isinstance(m, (BMConv2d, BMLinear)):
+                    m.sign.copy_(torch.tensor([(-1.0) ** o for o in range(m.out_count)]))
     images = random_images(64, seed=f)
     net = quantize(model, images, act_bits=act_bits, log_frac_bits=f)
     outs = golden.forward(net, images, return_all=True)

@@ -179,6 +179,22 @@ def test_a_layer_with_fan_in_one(tmp_path):
     assert result.cycles == [expected] * 6
 
 
+@pytest.mark.parametrize("pe", [1, 3])
+def test_mirrored_outputs_are_bit_exact(tmp_path, pe):
+    # Outputs of both signs in every layer (Y = s (E - C) + B; the bias ROM carries the sign bit).
+    from bmhw.quant import quantize
+    from conftest import build_sequential
+
+    spec = {"seed": 11, "in": (2, 7, 6), "convs": [(3, 3, 2, 1, 0), (4, 1, 1, 0, 2)], "linears": [5, 3],
+            "signed": True}
+    net = quantize(build_sequential(spec), random_images(16, shape=(2, 7, 6), seed=11), act_bits=5, log_frac_bits=6)
+    assert all(set(net.signs(layer).tolist()) == {1, -1} for layer in net.bm_layers())
+    project = verilog.export(net, tmp_path / "rtl", pe=pe)
+    result = rtlsim.run(project, small_images())
+    assert result.passed, result.mismatch
+    assert result.images == result.layer_images == 12
+
+
 # ---------------------------------------------------------------------------------------------------
 # The MAC twin, verified by the same bench
 # ---------------------------------------------------------------------------------------------------

@@ -111,6 +111,8 @@ def _bm_context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str, pe: 
         raise BmhwError(f"layer {name}: its input codes are {in_type} but the IR gives q_in {types['q_in']}; "
                         "the .bmq file is inconsistent: re-create it with bmhw quantize")
     ln, w, exp, bias = (net.table(layer, t) for t in ir.BM_TABLES)
+    signs = net.signs(layer)
+    neg = np.zeros(len(bias), dtype=np.int64) if signs is None else (signs < 0).astype(np.int64)
     conv = layer["op"] == "bm_conv2d"
     in_shape = list(layer["in_shape"]) if conv else [1, 1, _size(layer["in_shape"])]
     out_shape = list(layer["out_shape"]) if conv else [int(layer["out_count"]), 1, 1]
@@ -132,7 +134,7 @@ def _bm_context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str, pe: 
         "typedefs": typedefs, "int_constants": [(k, int(v)) for k, v in constants],
         "csum": c_literal(layer["csum"]), "relu": "true" if layer["relu"] else "false",
         "out_type": out_type, "out_size": _size(layer["out_shape"]),
-        "table_args": f", {name}_ln_lut, {name}_w, {name}_exp_lut, {name}_bias", "pe": pe,
+        "table_args": f", {name}_ln_lut, {name}_w, {name}_exp_lut, {name}_bias, {name}_neg", "pe": pe,
         "partitions": [f"variable = {name}_w cyclic factor = {pe} dim = 1"] if pe > 1 else [],
         "tables": [
             {"decl": f"{name}_config::ln_rom_t {name}_ln_lut[{len(ln)}]", "rows": _rows(ln), "matrix": []},
@@ -140,6 +142,8 @@ def _bm_context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str, pe: 
              "rows": [], "matrix": [{"rows": _rows(row), "last": o == w.shape[0] - 1} for o, row in enumerate(w)]},
             {"decl": f"{name}_config::exp_rom_t {name}_exp_lut[{len(exp)}]", "rows": _rows(exp), "matrix": []},
             {"decl": f"{name}_config::b_rom_t {name}_bias[{len(bias)}]", "rows": _rows(bias), "matrix": []},
+            # 1 where the output is mirrored (Y = -(E - C) + B): docs/datapath.md
+            {"decl": f"bool {name}_neg[{len(neg)}]", "rows": _rows(neg), "matrix": []},
         ],
         "summary": f"{layer['op']} {'x'.join(map(str, layer['in_shape']))} -> {'x'.join(map(str, layer['out_shape']))}"
                    f", K={layer['fan_in']}, PE sum T {layer['widths']['T']} bits, Y {layer['widths']['Y']} bits",

@@ -163,11 +163,19 @@ def bm_layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dict
                    "H": h, "CSUM": csum, "C_W": c_w, "B_W": b_w, "Y_W": y_w, "RELU": int(bool(layer["relu"]))})
     params.update(_requantize_params(layer, y_w, g + int(layer["out_scale_exp"]), checks))
     _raise_failed(layer, checks)
+    bias_words, bias_w = _padded(bias, folds * pe), b_w
+    signs = net.signs(layer)
+    if signs is not None:
+        # Mirrored outputs: one more bit on top of each bias word marks them (docs/verilog.md).
+        params["NEG"] = 1
+        neg = _padded((signs < 0).astype(np.int64), folds * pe)
+        bias_words = [(int(n) << b_w) | (int(b) & ((1 << b_w) - 1)) for n, b in zip(neg, bias_words)]
+        bias_w = b_w + 1
     # The ln LUT is indexed by the full code width.
     mems = {f"mem/{name}_ln.mem": mem_text(_padded(ln, 1 << q_w), ln_w),
             f"mem/{name}_w.mem": mem_text(_weight_words(w, pe, wt_w), pe * wt_w),
             f"mem/{name}_exp.mem": mem_text(exp, exp_w),
-            f"mem/{name}_b.mem": mem_text(_padded(bias, folds * pe), b_w)}
+            f"mem/{name}_b.mem": mem_text(bias_words, bias_w)}
     return _plan(params, mems, name, params["OUT_H"] * params["OUT_W"])
 
 

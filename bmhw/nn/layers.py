@@ -51,9 +51,11 @@ def delta_w_for(weight: torch.Tensor, margin: float = 2.0**-6) -> float:
     return power_of_two_at_least(float(weight.detach().abs().max()) * (1 + margin) or 1.0)
 
 
-def log_weights_15(weight: torch.Tensor, delta_w: float) -> torch.Tensor:
-    """v = ln(w + dw), the 1.5-branch log-weights of a classical weight tensor."""
-    shifted = weight.detach() + delta_w
+def log_weights_15(weight: torch.Tensor, delta_w: float, sign=1.0) -> torch.Tensor:
+    """v = ln(s w + dw), the 1.5-branch log-weights of a classical weight tensor (s: each output's sign, +1 or -1,
+    broadcast over the weight's first dimension)."""
+    sign = torch.as_tensor(sign, dtype=weight.dtype).reshape((-1,) + (1,) * (weight.dim() - 1))
+    shifted = sign * weight.detach() + delta_w
     if (shifted <= 0).any():
         raise ValueError(f"delta_w={delta_w} does not make every weight positive (min w = {float(weight.min())})")
     return shifted.log()
@@ -116,6 +118,9 @@ class _BMNeuron(nn.Module):
                 ref *= min(1.0, dw / (float(ref.abs().max()) * (1 + 2.0**-6)))
             self.register_buffer("delta_w", torch.tensor(dw))
             self.register_buffer("delta_x", torch.tensor(float(delta_x)))
+            # Each output's sign s: y = s (exp R - dw sum x - dx sum exp v) + b. +1 is the paper's neuron; -1 is
+            # its mirror (weights dw - e^v): the max then takes the strongest evidence *against* the output.
+            self.register_buffer("sign", torch.ones(weight_shape[0]))
             self.v = nn.Parameter(log_weights_15(ref, dw))
         else:
             v_pos, v_neg = log_weights_4(ref)
@@ -137,6 +142,17 @@ class _BMNeuron(nn.Module):
                 self.alpha = nn.Parameter(value)
             else:
                 self.register_buffer("alpha", value)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the per-output sign existed are all +1.
+        if self.branches == 1.5 and prefix + "v" in state_dict and prefix + "sign" not in state_dict:
+            state_dict[prefix + "sign"] = torch.ones(state_dict[prefix + "v"].shape[0])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def signed(self) -> bool:
+        """Whether any output of this 1.5-branch layer has the mirrored sign -1."""
+        return self.branches == 1.5 and bool((self.sign < 0).any())
 
     @property
     def out_count(self) -> int:
@@ -169,14 +185,17 @@ class _BMNeuron(nn.Module):
         """The 1.5-branch output from the max term (N x O) and the input sums (N x 1):
         sum_k w_k x_k = sum (x+dx)(w+dw) - dw sum x - dx sum (w + dw), with w + dw = exp(v); plus the bias."""
         offset = -self.delta_x * torch.exp(self.v.reshape(self.out_count, -1)).sum(1)  # per output: O values
+        if self.signed:
+            y = ((max_term + offset) - self.delta_w * sums) * self.sign
+            return y if self.bias is None else y + self.bias
         if self.bias is not None:
             offset = offset + self.bias
         return (max_term + offset) - self.delta_w * sums
 
     def classical_weight(self) -> torch.Tensor:
-        """The classical weight this layer stands for: exp(v) - dw, or exp(v+) - exp(v-)."""
+        """The classical weight this layer stands for: s (exp(v) - dw), or exp(v+) - exp(v-)."""
         if self.branches == 1.5:
-            return torch.exp(self.v) - self.delta_w
+            return (torch.exp(self.v) - self.delta_w) * self.sign.reshape((-1,) + (1,) * (self.v.dim() - 1))
         return torch.exp(self.v_pos) - torch.exp(self.v_neg)
 
     def neuron_spec(self) -> dict:

@@ -117,9 +117,14 @@ def _bm_tables(mod: _BMNeuron, s_in: Fraction, q_in: int, opts: QuantOptions, g:
     log_weights = np.floor(2.0**f * v / math.log(2) + 0.5).astype(np.int64)
     exp_lut = np.array([rnd(2**p * 2 ** (r / 2**f)) for r in range(2**f)], dtype=np.int64)
     b = mod.bias.detach().double().numpy() if mod.bias is not None else np.zeros(mod.out_count)
-    bias = np.floor(2.0**g * (b - dx * np.exp(v).sum(axis=1)) + 0.5).astype(np.int64)
+    sign = mod.sign.detach().double().numpy()
+    # y = s (E - C - dx sum e^v) + b: the constant goes into the bias with the output's sign.
+    bias = np.floor(2.0**g * (b - sign * dx * np.exp(v).sum(axis=1)) + 0.5).astype(np.int64)
     csum = rnd(Fraction(float(mod.delta_w)) * s_in * _pow2(g + CORRECTION_SHIFT))
-    return {"ln_lut": ln_lut, "log_weights": log_weights, "exp_lut": exp_lut, "bias": bias}, csum
+    tables = {"ln_lut": ln_lut, "log_weights": log_weights, "exp_lut": exp_lut, "bias": bias}
+    if mod.signed:
+        tables["sign"] = np.where(sign < 0, -1, 1).astype(np.int64)
+    return tables, csum
 
 
 @torch.no_grad()

@@ -52,6 +52,7 @@ module bmhw_bm_layer #(
     parameter [63:0] CSUM = 64'd1,
     parameter integer C_W = 17,
     parameter integer B_W = 16,
+    parameter integer NEG = 0,  // 1: the bias ROM's top bit marks a mirrored output, Y = -(E - C) + B
     parameter integer Y_W = 20,
     parameter integer RELU = 1,
     parameter integer OUT_SHIFT = 8,
@@ -194,33 +195,35 @@ module bmhw_bm_layer #(
     wire [E_W-1:0] e;
     bmhw_exp_shift #(.M_W(M_W), .F(F), .EXP_W(EXP_W), .IMIN(IMIN), .L_W(L_W), .LMAX(LMAX), .RS(RS), .E_W(E_W),
                      .EXP_FILE(EXP_FILE)) u_exp (.clk(clk), .m(post_m), .e(e));
-    wire [B_W-1:0] b_q;
-    bmhw_rom #(.WIDTH(B_W), .DEPTH(BROM_DEPTH), .ADDR_W(OB_W), .INIT_FILE(B_FILE)) u_bias (
+    localparam integer BR_W = B_W + (NEG != 0 ? 1 : 0);
+    wire [BR_W-1:0] b_q;
+    bmhw_rom #(.WIDTH(BR_W), .DEPTH(BROM_DEPTH), .ADDR_W(OB_W), .INIT_FILE(B_FILE)) u_bias (
         .clk(clk), .addr(post_o), .data(b_q)
     );
 
-    // ---------------------------------------------------------------- output stage b: Y = E - C + B
+    // ---------------------------------------------------------------- output stage b: Y = (+/-)(E - C) + B
     // E arrives EXP_LATENCY cycles after stage a; the tags and the bias follow it through delay lines.
     reg [EXP_LATENCY-1:0] v_exp;
     always @(posedge clk) v_exp <= rst ? {EXP_LATENCY{1'b0}} : {v_exp[EXP_LATENCY-2:0], post_active};
     wire vb = v_exp[EXP_LATENCY-1];
     wire [OUT_AW-1:0] addr_b;
     wire [C_W-1:0] c_b;
-    wire [B_W-1:0] b_d;
+    wire [BR_W-1:0] b_d;
     bmhw_delay #(.W(OUT_AW), .N(EXP_LATENCY)) u_addr_d (.clk(clk), .in(post_addr), .out(addr_b));
     bmhw_delay #(.W(C_W), .N(EXP_LATENCY)) u_c_d (.clk(clk), .in(post_c), .out(c_b));
-    bmhw_delay #(.W(B_W), .N(EXP_LATENCY - 1)) u_b_d (.clk(clk), .in(b_q), .out(b_d));
+    bmhw_delay #(.W(BR_W), .N(EXP_LATENCY - 1)) u_b_d (.clk(clk), .in(b_q), .out(b_d));
+    wire neg_b = (NEG != 0) ? b_d[BR_W-1] : 1'b0;
     wire [Y_W-1:0] e_y, c_y, b_y;
     bmhw_extend #(.IN_W(E_W), .OUT_W(Y_W), .SIGNED(0)) u_ey (.in(e), .out(e_y));
     bmhw_extend #(.IN_W(C_W), .OUT_W(Y_W), .SIGNED(0)) u_cy (.in(c_b), .out(c_y));
-    bmhw_extend #(.IN_W(B_W), .OUT_W(Y_W), .SIGNED(1)) u_by (.in(b_d), .out(b_y));
+    bmhw_extend #(.IN_W(B_W), .OUT_W(Y_W), .SIGNED(1)) u_by (.in(b_d[B_W-1:0]), .out(b_y));
 
     // ---------------------------------------------------------------- output stage c: requantize, write
     reg [Y_W-1:0] y_c;
     always @(posedge clk) begin
         out_we <= !rst && vb;
         out_waddr <= addr_b;
-        y_c <= e_y - c_y + b_y;
+        y_c <= (neg_b ? c_y - e_y : e_y - c_y) + b_y;
     end
     generate
         if (RELU != 0) begin : g_relu
