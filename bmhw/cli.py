@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "exact max keeping the weights and fine-tunes by distillation.")
     p.add_argument("--teacher", type=Path, required=True, metavar="CKPT", help="trained classical checkpoint")
     p.add_argument("--method", choices=("kd", "lwkd", "lse-max"), default="lwkd", help="default: lwkd")
+    p.add_argument("--student", type=Path, default=None, metavar="CKPT",
+                   help="kd: distil into this BM checkpoint (e.g. one grown by lwkd) instead of the converted teacher")
     p.add_argument("--base", choices=("kd", "lwkd", "direct"), default="lwkd",
                    help="lse-max: how the LSE network is trained first (default: lwkd)")
     p.add_argument("--neuron", choices=("bm15", "bm4"), default="bm15", help="student neurons (default: bm15)")

@@ -174,12 +174,21 @@ def cmd_distill(args) -> int:
     arch = arch_name(ckpt.model)
     dataset = _dataset_of(ckpt.model)
     images, labels = _training_data(args, dataset, "distill")
+    student = None
+    if args.student is not None:
+        start = load_checkpoint(args.student)
+        if _is_classical(start.config):
+            raise BmhwError(f"--student {args.student} is a classical network: pass a BM checkpoint (or leave "
+                            "--student out to convert the teacher)")
+        _check_arch(start.model, arch, "--student", args.student)
+        student = start.model
     cfg = _method_config(args)
     console.print(f"distilling {args.teacher} into a {args.neuron} {arch} by {args.method} on {len(images)} "
                   f"{dataset} images")
-    result = methods.run(args.method, ckpt.model, arch, images, labels, cfg, quiet=args.quiet)
+    result = methods.run(args.method, ckpt.model, arch, images, labels, cfg, quiet=args.quiet, student=student)
     _finish(result.model, args, dataset, args.method, result.seconds, [], output=args.output,
-            teacher=str(args.teacher), config=vars(cfg), log=result.log, train_images=len(images))
+            teacher=str(args.teacher), student=str(args.student) if args.student else None, config=vars(cfg),
+            log=result.log, train_images=len(images))
     return 0
 
 

@@ -189,9 +189,12 @@ def convert_teacher(teacher: nn.Module, cfg: MethodConfig, reduce: str, images=N
     return student
 
 
-def kd(teacher: nn.Module, images, labels, cfg: MethodConfig, quiet: bool = False) -> MethodResult:
+def kd(teacher: nn.Module, images, labels, cfg: MethodConfig, quiet: bool = False, student: nn.Module | None = None
+       ) -> MethodResult:
+    """Whole-network distillation into ``student`` (a BM network, e.g. from lwkd: trained in place), or into the
+    converted teacher."""
     start = time.perf_counter()
-    student = convert_teacher(teacher, cfg, cfg.reduce, images)
+    student = convert_teacher(teacher, cfg, cfg.reduce, images) if student is None else student
     in_two_phases(student, cfg, cfg.epochs,
                    lambda e: knowledge_distill(student, teacher, images, labels, _kd_config(cfg, e), quiet=quiet))
     return MethodResult(student.eval(), time.perf_counter() - start, [{"alpha": learned_alphas(student)}])
@@ -245,7 +248,7 @@ def swap_to_max(model: nn.Module, images=None, cfg: MethodConfig | None = None) 
 
 
 def run(method: str, teacher: nn.Module | None, arch: str, images, labels, cfg: MethodConfig,
-        quiet: bool = False) -> MethodResult:
+        quiet: bool = False, student: nn.Module | None = None) -> MethodResult:
     """Train a BM network by ``method`` (see the module docstring); ``teacher`` is a trained classical
     network of the same architecture, needed by every method but ``direct`` (and lse-max from direct)."""
     cfg.check(method)
@@ -256,8 +259,10 @@ def run(method: str, teacher: nn.Module | None, arch: str, images, labels, cfg: 
         return direct(arch, images, labels, cfg, quiet)
     if method in ("layerwise", "layerwise-freeze"):
         return layerwise(teacher, images, labels, cfg, freeze=method == "layerwise-freeze", quiet=quiet)
+    if student is not None and method != "kd":
+        raise BmhwError("a starting student is for --method kd (whole-network distillation of a BM network)")
     if method == "kd":
-        return kd(teacher, images, labels, cfg, quiet)
+        return kd(teacher, images, labels, cfg, quiet, student)
     if method == "lwkd":
         return lwkd(teacher, images, labels, cfg, quiet)
     return lse_max(teacher, arch, images, labels, cfg, quiet)

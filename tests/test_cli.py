@@ -235,6 +235,22 @@ def test_train_from_init_checkpoint(classical_ckpt, small_mnist, tmp_path):
     assert ckpt.metadata["init"] == str(classical_ckpt) and "from --init" in ckpt.metadata["method"]
 
 
+def test_kd_continues_from_a_bm_student(classical_ckpt, small_mnist, tmp_path):
+    grown = tmp_path / "grown.pt"
+    ok(["distill", "--teacher", classical_ckpt, "--method", "lwkd", "--signed", "--epochs-per-layer", "0.2",
+        "--data", small_mnist, "--batch-size", "32", "--quiet", "-o", grown])
+    before = load_checkpoint(grown).model.state_dict()
+    out = tmp_path / "tuned.pt"
+    ok(["distill", "--teacher", classical_ckpt, "--method", "kd", "--student", grown, "--epochs", "1",
+        "--data", small_mnist, "--batch-size", "32", "--quiet", "-o", out])
+    tuned = load_checkpoint(out)
+    assert tuned.metadata["student"] == str(grown)
+    after = tuned.model.state_dict()
+    # The same network trained further: the signs chosen by the lwkd re-fit stay, the log-weights move.
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k.endswith(".sign"))
+    assert any(not torch.equal(after[k], v) for k, v in before.items() if k.endswith(".v"))
+
+
 @pytest.mark.parametrize("argv, method, reduce", [
     (["train", "--method", "layerwise-freeze", "--neuron", "bm4", "--epochs-per-layer", "0.5"], "layerwise-freeze",
      "max"),
@@ -329,6 +345,8 @@ ERROR_CASES = {
     "distill missing teacher": ["distill", "--teacher", "{in}/missing.pt", "--data", "{data}", "-o", "{out}"],
     "distill without data": ["distill", "--teacher", "{ckpt}", "-o", "{out}"],
     "distill lwkd bm4": ["distill", "--teacher", "{ckpt}", "--neuron", "bm4", "--data", "{data}", "-o", "{out}"],
+    "distill student is classical": ["distill", "--teacher", "{ckpt}", "--method", "kd", "--student", "{ckpt}",
+                                     "--data", "{data}", "-o", "{out}"],
     "distill lse-max without alpha": ["distill", "--teacher", "{ckpt}", "--method", "lse-max", "--data", "{data}",
                                       "-o", "{out}"],
     "convert missing": ["convert", "{in}/missing.pt", "-o", "{out}"],
