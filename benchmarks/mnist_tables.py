@@ -146,8 +146,8 @@ def render(results: dict) -> str:
     lines = ["# MNIST: Tables 1 and 2 of the layer-wise distillation paper, reproduced", "",
              "Written by `python benchmarks/mnist_tables.py --data ../shared/data/mnist` from "
              "`benchmarks/results/mnist_cells.json` (each cell one run, seed 0, full MNIST: 60,000 training and "
-             "10,000 test images; the 2-core development machine, two cells at a time with one thread each). Each cell "
-             "reads *paper / ours (ours minus paper in points; wall time)*; a dash: not run yet.", "",
+             "10,000 test images; the 2-core development machine, two or three cells at a time with one thread each, "
+             "often beside other jobs: wall times are upper bounds). Each cell reads *paper / ours (ours minus paper in points; wall time)*; a dash: not run yet.", "",
              f"Budget: direct and KD {BUDGET['epochs']} epochs; layer-wise methods {BUDGET['epochs_per_layer']} "
              f"epoch per layer (5 layers); LSE→MAX: the LSE network by the column's method, then the exact max "
              f"swapped in and {BUDGET['finetune_epochs']} epochs of distillation (direct: of plain training). Adam, "
@@ -178,7 +178,8 @@ def render(results: dict) -> str:
                 entries.append(f"{paper} / {ours}")
             lines.append(f"| {'1.5-BM' if table == 2 else '4-BM'} {ROW_LABELS[row]} | " + " | ".join(entries) + " |")
         lines.append("")
-    alphas = {name: r["log"][-1] for name, r in sorted(results.items()) if r.get("log") and "alpha" in str(r["log"][-1])}
+    alphas = {name: r["log"][-1] for name, r in sorted(results.items())
+              if r.get("log") and any(r["log"][-1].get(key) for key in ("alpha", "alpha_before_max"))}
     if alphas:
         lines += ["## Temperatures learned", "", "| cell | alpha per layer |", "| --- | --- |"]
         lines += [f"| {name} | {json.dumps(entry)} |" for name, entry in alphas.items()]
