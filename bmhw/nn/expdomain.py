@@ -13,7 +13,7 @@ factor is at most 1 and nothing overflows at any alpha::
 
 PyTorch's autograd differentiates these exactly (the shifts are constants: every reduction is
 shift-invariant), so forward and backward cost a few BLAS / oneDNN products plus element-wise work, on
-any device.
+any device (tested on the CPU only).
 
 What can go wrong is underflow: when the largest term ``exp(a (t_max - mu - mv))`` falls toward the
 smallest normal number (large alpha, or a row whose largest ``u`` meets a small ``v``), the products lose

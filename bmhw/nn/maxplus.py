@@ -19,7 +19,7 @@ Memory: the full N x O x K tensor of sums is never kept. On the CPU, the hard ma
 kernels of ``bmhw.nn.kernels`` (compiled on first use; each output reduced in registers, the backward a
 scatter to one arg-max per output). The smooth reductions with a positive scalar alpha are matrix
 products in the exponential domain (``bmhw.nn.expdomain``: a GEMM, or a convolution reading the image),
-differentiated by autograd, on any device; the outputs whose sums underflow there (large alpha) are
+differentiated by autograd (plain PyTorch; tested on the CPU); the outputs whose sums underflow there (large alpha) are
 recomputed term by term. Term by term means the fused LSE kernel (forward, and a backward recomputing the
 softmax weights) or, elsewhere, for S-morph and L-morph, and without a compiler, the chunked PyTorch path:
 row chunks of at most ``CHUNK_ELEMENTS`` elements, keeping only what backward needs (the arg-max indices
