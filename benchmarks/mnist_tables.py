@@ -219,8 +219,8 @@ def main() -> None:
         unknown = set(args.cells or []) - set(all_cells)
         if unknown:
             parser.error(f"unknown cells: {', '.join(sorted(unknown))} (see --list)")
-        done = results["cells"]
-        for name in args.cells or [n for n in all_cells if n not in done]:
+        for name in args.cells or [n for n in all_cells if n not in results["cells"]]:
+            done = load_results()["cells"]  # another process may have run it meanwhile
             if name in done and not args.redo:
                 print(f"cell {name}: done before ({done[name]['accuracy']:.2%}); --redo to run it again")
                 continue
