@@ -61,6 +61,12 @@ def _r2(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float((1 - resid / target.var(0).clamp_min(1e-30)).median())
 
 
+def power_of_two_delta_w(value: float) -> float:
+    """The power of two nearest to ``value`` in log scale, at least 2^-16 (and 2^-16 for ``value <= 0``): a dw
+    the hardware applies as a shift."""
+    return max(_MIN_DELTA_W, 2.0 ** round(math.log2(value))) if value > 0 else _MIN_DELTA_W
+
+
 @torch.no_grad()
 def refit_layer(layer: _BMNeuron, x_in: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
                 signed: bool = False) -> dict:
@@ -75,7 +81,7 @@ def refit_layer(layer: _BMNeuron, x_in: torch.Tensor, target: torch.Tensor, weig
     s = cols.sum(1, keepdim=True).double()
     y = layer.rows(target).double()
     ones = torch.ones_like(s)
-    best = None
+    candidates = []
     for sign in ((1.0, -1.0) if signed else (1.0,)):
         v = torch.log((sign * weight.detach()).clamp_min(_EPS_REL * scale_w)).to(layer.v)
         layer.v.copy_(v)
@@ -83,20 +89,16 @@ def refit_layer(layer: _BMNeuron, x_in: torch.Tensor, target: torch.Tensor, weig
         coef = _fit([e, s, ones], y)
         resid = ((coef[:, 0] * e + coef[:, 1] * s + coef[:, 2] - y) ** 2).mean(0)
         # A sign only counts where its max term enters with that sign (a s > 0).
-        score = torch.where(coef[:, 0] * sign > 0, -resid, torch.full_like(resid, -math.inf))
-        if best is None:
-            best = (score, v.clone(), e, coef, torch.full_like(resid, sign))
-            continue
-        take = score > best[0]
-        view = (-1,) + (1,) * (v.dim() - 1)
-        best = (torch.where(take, score, best[0]), torch.where(take.view(view), v, best[1]),
-                torch.where(take, e, best[2]), torch.where(take[:, None], coef, best[3]),
-                torch.where(take, torch.full_like(resid, sign), best[4]))
-    _, v, e, coef, sign = best
+        candidates.append((v, e, coef, torch.where(coef[:, 0] * sign > 0, -resid, torch.full_like(resid, -math.inf))))
+    # Per output channel, the sign whose fit leaves the smallest residual (the first, +1, on a tie).
+    vs, es, coefs, scores = (torch.stack(part) for part in zip(*candidates))
+    pick = scores.argmax(0)
+    channel = torch.arange(len(pick))
+    v, e, coef = vs[pick, channel], es[pick, :, channel].T, coefs[pick, channel]
+    sign = torch.tensor((1.0, -1.0), dtype=coef.dtype)[pick]
     layer.v.copy_(v)
     layer.sign.copy_(sign.to(layer.sign))
-    beta = float(-(coef[:, 1] * sign).median())
-    dw = max(_MIN_DELTA_W, 2.0 ** round(math.log2(beta))) if beta > 0 else _MIN_DELTA_W
+    dw = power_of_two_delta_w(float(-(coef[:, 1] * sign).median()))
     layer.delta_w.fill_(dw)
     return {"r2": _fit_scale_offset(layer, e, s, y), "delta_w": dw, "negative": int((sign < 0).sum())}
 

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(and freezing each converted layer after its fine-tune)")
     p.add_argument("--epochs-per-layer", type=float, default=1.0,
                    help="layerwise methods: fine-tune epochs after each conversion (default: 1)")
-    p.add_argument("--learn-alpha-epochs", type=float, default=0.0, metavar="E",
+    p.add_argument("--learn-alpha-epochs", type=int, default=0, metavar="E",
                    help="learn each layer's temperature for the first E epochs (its own step in the layerwise "
                    "methods), then freeze it (default: 0, fixed --alpha)")
     p.add_argument("-o", "--output", type=Path, default=None, help="checkpoint to write (default: MODEL_NEURON.pt)")

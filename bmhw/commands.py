@@ -87,13 +87,13 @@ def cmd_train(args) -> int:
     results = []
 
     def run(epochs):
-        results.append(train_classifier(model, images, labels, epochs=int(epochs), batch_size=args.batch_size,
+        results.append(train_classifier(model, images, labels, epochs=epochs, batch_size=args.batch_size,
                                         lr=args.lr, seed=args.seed, shift=args.shift, quiet=args.quiet))
 
     if args.learn_alpha_epochs > 0:
-        from bmhw.methods import MethodConfig, in_two_phases
+        from bmhw.methods import in_two_phases
 
-        in_two_phases(model, MethodConfig(learn_alpha_epochs=int(args.learn_alpha_epochs)), args.epochs, run)
+        in_two_phases(model, args.learn_alpha_epochs, args.epochs, run)
     else:
         run(args.epochs)
     result = results[-1]

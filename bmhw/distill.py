@@ -20,7 +20,6 @@ The model must offer ``WEIGHT_LAYERS``, ``layer_input(name, h)``, ``stage(name, 
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bmhw.calibrate import refit_layer
+from bmhw.calibrate import power_of_two_delta_w, refit_layer
 from bmhw.data import calibration_sample
 from bmhw.nn import to_bm
 from bmhw.train import make_progress, random_shift, to_tensor
@@ -111,9 +110,9 @@ def _learn_delta_w(layer) -> None:
 
 def _round_delta_w(layer) -> None:
     """Back to a fixed power of two, the nearest to the learned dw in log scale (at least 2^-16)."""
-    value = max(float(layer.delta_w.detach()), 2.0**-16)
+    value = power_of_two_delta_w(float(layer.delta_w.detach()))
     del layer.delta_w
-    layer.register_buffer("delta_w", torch.tensor(2.0 ** round(math.log2(value))))
+    layer.register_buffer("delta_w", torch.tensor(value))
 
 
 def _set_alpha(layer, value: float) -> None:

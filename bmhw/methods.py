@@ -121,10 +121,10 @@ def _kd_config(cfg: MethodConfig, epochs: float) -> KDConfig:
                     temperature=cfg.temperature, shift=cfg.shift, seed=cfg.seed)
 
 
-def in_two_phases(model: nn.Module, cfg: MethodConfig, epochs: float, run) -> None:
-    """``run(epochs)`` with the temperatures learned for the first ``learn_alpha_epochs``, then frozen."""
-    first = min(epochs, cfg.learn_alpha_epochs) if any(isinstance(m.alpha, nn.Parameter)
-                                                       for m in bm_layers(model).values()) else 0
+def in_two_phases(model: nn.Module, learn_epochs: float, epochs: float, run) -> None:
+    """``run(epochs)`` with the temperatures learned for the first ``learn_epochs``, then frozen."""
+    learning = any(isinstance(m.alpha, nn.Parameter) for m in bm_layers(model).values())
+    first = min(epochs, learn_epochs) if learning else 0
     if first > 0:
         run(first)
     freeze_alpha(model)
@@ -151,7 +151,7 @@ def direct(arch: str, images, labels, cfg: MethodConfig, quiet: bool = False) ->
     torch.manual_seed(cfg.seed)
     model = create(arch, cfg.neuron, cfg.reduce, None if cfg.reduce == "max" else cfg.alpha,
                    cfg.learn_alpha_epochs > 0 and cfg.reduce != "max")
-    in_two_phases(model, cfg, cfg.epochs, lambda e: _train(model, images, labels, cfg, e, quiet))
+    in_two_phases(model, cfg.learn_alpha_epochs, cfg.epochs, lambda e: _train(model, images, labels, cfg, e, quiet))
     return MethodResult(model, time.perf_counter() - start, [{"alpha": learned_alphas(model)}])
 
 
@@ -195,7 +195,7 @@ def kd(teacher: nn.Module, images, labels, cfg: MethodConfig, quiet: bool = Fals
     converted teacher."""
     start = time.perf_counter()
     student = convert_teacher(teacher, cfg, cfg.reduce, images) if student is None else student
-    in_two_phases(student, cfg, cfg.epochs,
+    in_two_phases(student, cfg.learn_alpha_epochs, cfg.epochs,
                    lambda e: knowledge_distill(student, teacher, images, labels, _kd_config(cfg, e), quiet=quiet))
     return MethodResult(student.eval(), time.perf_counter() - start, [{"alpha": learned_alphas(student)}])
 
@@ -211,7 +211,8 @@ def lwkd(teacher: nn.Module, images, labels, cfg: MethodConfig, quiet: bool = Fa
     return MethodResult(result.student, result.seconds, result.log + [{"alpha": learned_alphas(result.student)}])
 
 
-def lse_max(teacher: nn.Module | None, arch: str, images, labels, cfg: MethodConfig, quiet: bool = False) -> MethodResult:
+def lse_max(teacher: nn.Module | None, arch: str, images, labels, cfg: MethodConfig,
+            quiet: bool = False) -> MethodResult:
     """Train with LSE by ``cfg.base``, swap every layer to the exact max keeping the weights, fine-tune."""
     start = time.perf_counter()
     smooth = replace(cfg, reduce="lse")

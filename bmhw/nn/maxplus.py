@@ -229,14 +229,6 @@ def maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str = "max", alpha=None) -
     return _SmoothPlus.apply(u, v, torch.as_tensor(alpha, dtype=u.dtype, device=u.device), reduce)
 
 
-def direct_maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str = "max", alpha=None) -> torch.Tensor:
-    """The product term by term (the fused kernels where they serve, else the chunked path), without the
-    exponential-domain products: what ``maxplus`` falls back to where their sums underflow."""
-    if reduce == "max":
-        return maxplus(u, v)
-    return _direct_smooth(u, v, reduce, torch.as_tensor(alpha, dtype=u.dtype, device=u.device))
-
-
 def reference_maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str = "max", alpha=None) -> torch.Tensor:
     """The chunked PyTorch path alone (the reference the fused kernels are tested against)."""
     if reduce == "max":
