@@ -1,5 +1,5 @@
-"""The ``bmhw`` command line: ``bmhw train | convert | quantize | eval | export | csim | sim | gates | demo``;
-``bmhw COMMAND --help`` for each.
+"""The ``bmhw`` command line: ``bmhw train | convert | quantize | eval | export | csim | sim | gates | demo |
+import-onnx``; ``bmhw COMMAND --help`` for each.
 
 User mistakes raise :class:`bmhw.errors.BmhwError`; ``main`` prints them as one line on stderr and
 exits with status 2, leaving no partial output files behind (writers are atomic).
@@ -142,10 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quant_options(p)
     p.add_argument("-o", "--output", type=Path, required=True, help=".bmq file to write")
 
-    p = sub.add_parser("eval", help="test accuracy of a checkpoint or a quantized network",
+    p = sub.add_parser("eval", help="test accuracy of a checkpoint, a quantized network or an ONNX model",
                        description="Evaluate a checkpoint (.pt, float) or a quantized network (.bmq, by the integer "
-                       "golden model) on a test split and print 'accuracy: NN.NN%%'.")
-    p.add_argument("checkpoint", type=Path, help="bmhw checkpoint (.pt) or quantized network (.bmq)")
+                       "golden model) or an ONNX model (.onnx, by onnxruntime: docs/onnx.md) on a test split and print "
+                       "'accuracy: NN.NN%%'.")
+    p.add_argument("checkpoint", type=Path, help="bmhw checkpoint (.pt), quantized network (.bmq) or ONNX model (.onnx)")
     _add_data_option(p, "default: the built-in MNIST sample (500 test images)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which split (default: test)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
@@ -158,8 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "quantized first, with the options of bmhw quantize.")
     p.add_argument("model", type=Path, help="quantized network (.bmq) or checkpoint (.pt): 1.5-branch BM, or "
                    "classical for the MAC twin (Verilog only)")
-    p.add_argument("--target", choices=("hls", "verilog"), default="hls", help="what to generate (default: hls)")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="project folder to write")
+    p.add_argument("--target", choices=("hls", "verilog", "onnx", "onnx-int"), default="hls",
+                   help="what to generate (default: hls); onnx: the float network of a checkpoint (.pt) as an ONNX "
+                   "model; onnx-int: the integer network as an ONNX graph of integer operators, equal to the golden "
+                   "model bit for bit (docs/onnx.md)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                   help="project folder to write (onnx, onnx-int: the .onnx file)")
+    p.add_argument("--logits-only", action="store_true",
+                   help="onnx, onnx-int: the logits as the only graph output (default: every layer's output too)")
     p.add_argument("--part", default="xcu250-figd2104-2L-e", help="FPGA part for run_hls.tcl "
                    "(default: xcu250-figd2104-2L-e)")
     p.add_argument("--clock", type=float, default=5.0, metavar="NS", help="clock period in ns (default: 5)")
@@ -228,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-mhz", type=float, default=100.0, help="clock nextpnr aims at (default: 100)")
     _add_quant_options(p)
 
+    p = sub.add_parser("import-onnx", help="import a classical CNN from ONNX as a bmhw checkpoint",
+                       description="Read a classical CNN from an ONNX model (Conv, Gemm / MatMul, Relu, MaxPool, "
+                       "Flatten / Reshape, residual Add, BatchNormalization folded into the layer before it) into bmhw's "
+                       "LeNet or ResNet-22 with the graph's widths, check it against onnxruntime and write a classical "
+                       "checkpoint: a teacher for bmhw convert and bmhw distill (docs/onnx.md).")
+    p.add_argument("model", type=Path, help="ONNX model (.onnx), e.g. from torch.onnx.export(..., dynamo=False)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write (.pt)")
+
     p = sub.add_parser("demo", help="run the bundled example networks on the built-in MNIST sample",
                        description="Evaluate the bundled classical and 1.5-branch BM LeNet checkpoints, and the "
                        "quantized BM LeNet with the integer golden model, on the built-in MNIST sample; then export the "
@@ -244,7 +259,7 @@ def main(argv=None) -> int:
     from bmhw import commands
 
     try:
-        return getattr(commands, f"cmd_{args.command}")(args) or 0
+        return getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args) or 0
     except BmhwError as err:
         print(f"bmhw: error: {err}", file=sys.stderr)
         return 2

@@ -285,7 +285,13 @@ def cmd_eval(args) -> int:
     from bmhw.train import predict
 
     path = Path(args.checkpoint)
-    if _is_bmq(path):
+    if _is_onnx(path):
+        from bmhw import onnx_run
+
+        runner = onnx_run.load(path)
+        dataset, classify = runner.dataset, runner.predict
+        what = " (onnxruntime" + (", integer graph" if runner.kind == "integer" else "") + ")"
+    elif _is_bmq(path):
         from bmhw import golden
         from bmhw.ir import load_bmq
 
@@ -331,6 +337,8 @@ def _cycle_table(summary: dict, title: str) -> Table:
 def cmd_export(args) -> int:
     from bmhw.backends import hls, verilog
 
+    if args.target in ("onnx", "onnx-int"):
+        return _export_onnx(args)
     start = time.perf_counter()
     net = _load_or_quantize(args)
     if not args.clock > 0:
@@ -363,6 +371,86 @@ def cmd_export(args) -> int:
                   f"{args.clock:g} ns ({order})")
     console.print(f"wrote the {what} project {args.output} in {time.perf_counter() - start:.1f} s; check it with: "
                   f"{check}")
+    return 0
+
+
+def _is_onnx(path: Path) -> bool:
+    return path.suffix == ".onnx"
+
+
+# Images the ONNX exports are checked on before they are written: the first of the built-in MNIST sample
+# (random bytes for other input shapes), and an all-zero and an all-255 image (the extreme codes).
+ONNX_CHECK_IMAGES = 16
+
+
+def _onnx_check_images(shape) -> np.ndarray:
+    shape = tuple(int(v) for v in shape)
+    if shape == (1, 28, 28):
+        images = load_dataset("mnist", None, "test")[0][:ONNX_CHECK_IMAGES]
+    else:
+        images = np.random.default_rng(0).integers(0, 256, size=(ONNX_CHECK_IMAGES, *shape), dtype=np.uint8)
+    return np.concatenate([images, np.zeros((1, *shape), np.uint8), np.full((1, *shape), 255, np.uint8)])
+
+
+def _export_onnx(args) -> int:
+    """bmhw export --target onnx | onnx-int: build the graph, check it with onnxruntime (against PyTorch within
+    the float tolerance, or against the golden model bit for bit), then write it."""
+    from bmhw import onnx_run
+    from bmhw.backends.onnx_graph import save_model
+
+    start = time.perf_counter()
+    path = Path(args.model)
+    if args.target == "onnx":
+        from bmhw import onnx_float
+
+        if _is_bmq(path) or path.suffix != ".pt":
+            raise BmhwError(f"{path}: --target onnx writes the float network of a checkpoint (.pt); a quantized "
+                            "network (.bmq) goes out with --target onnx-int")
+        model = load_checkpoint(path).model
+        proto = onnx_float.build(model, layer_outputs=not args.logits_only)
+        images = _onnx_check_images([d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]])
+        errors = onnx_float.max_error(model, proto, images)
+        worst = max(errors, key=errors.get)
+        if not errors[worst] <= onnx_float.TOLERANCE:
+            raise BmhwError(f"onnxruntime differs from PyTorch by {errors[worst]:.3g} (relative) in output {worst!r}, "
+                            f"beyond the tolerance {onnx_float.TOLERANCE:g}: nothing written")
+        check = (f"onnxruntime matches PyTorch on {len(images)} images within {errors[worst]:.2g} relative (tolerance "
+                 f"{onnx_float.TOLERANCE:g}; docs/onnx.md)")
+    else:
+        from bmhw.backends import onnx_int
+
+        net = _load_or_quantize(args)
+        proto = onnx_int.build(net, layer_outputs=not args.logits_only)
+        images = _onnx_check_images(net.input_shape)
+        mismatch = onnx_run.golden_mismatch(net, onnx_run.session_from_model(proto), images)
+        if mismatch is not None:
+            raise BmhwError(f"the integer ONNX graph disagrees with the golden model: {mismatch}; nothing written")
+        check = f"onnxruntime equals the golden model bit for bit on {len(images)} images, every exposed output"
+    save_model(proto, args.output)
+    outputs = [o.name for o in proto.graph.output]
+    console.print(f"wrote {args.output}: {len(proto.graph.node)} ONNX nodes, outputs {', '.join(outputs)} "
+                  f"({time.perf_counter() - start:.1f} s)")
+    console.print(check)
+    console.print(f"run it with: bmhw eval {args.output}")
+    return 0
+
+
+def cmd_import_onnx(args) -> int:
+    from bmhw.onnx_import import IMPORT_TOLERANCE, import_onnx
+
+    start = time.perf_counter()
+    result = import_onnx(args.model)
+    model = result.model
+    save_checkpoint(args.output, model, method="import-onnx", source=str(args.model), dataset=DATASETS[result.arch],
+                    onnx_producer=result.producer or None, onnx_error=result.error)
+    rows = [("architecture", f"{result.arch} ({', '.join(f'{k}={v}' for k, v in result.args.items())})"),
+            ("weight layers", ", ".join(model.weight_layers())),
+            ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
+            ("produced by", result.producer or "-"),
+            ("onnxruntime vs PyTorch", f"{result.error:.2g} relative on random images (at most {IMPORT_TOLERANCE:g})"),
+            ("checkpoint", str(args.output)), ("wall time", f"{time.perf_counter() - start:.1f} s")]
+    _summary(f"bmhw import-onnx: {args.model}", rows)
+    console.print(f"next: bmhw convert {args.output} --neuron bm15 -o BM.pt, or bmhw distill --teacher {args.output}")
     return 0
 
 
