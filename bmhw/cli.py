@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learn-alpha-epochs", type=int, default=0, metavar="E",
                    help="learn each layer's temperature for the first E epochs (its own step in the layerwise "
                    "methods), then freeze it (default: 0, fixed --alpha)")
+    p.add_argument("--surrogate-alpha", type=float, default=None, metavar="A",
+                   help="exact-max BM layers train with LSE's gradient at temperature A (a softmax over each max's "
+                   "terms instead of its one arg-max); the forward pass and the saved network stay the exact max")
     p.add_argument("-o", "--output", type=Path, default=None, help="checkpoint to write (default: MODEL_NEURON.pt)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -118,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--shift", type=int, default=0, help="augment by random translations of up to this many pixels")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--surrogate-alpha", type=float, default=None, metavar="A",
+                   help="exact-max BM layers train with LSE's gradient at temperature A (a softmax over each max's "
+                   "terms instead of its one arg-max); the forward pass and the saved network stay the exact max")
     p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -14,6 +14,7 @@ from bmhw.checkpoint import load_checkpoint, save_checkpoint
 from bmhw.data import calibration_sample, load_dataset
 from bmhw.errors import BmhwError
 from bmhw.models import DATASETS, arch_name, create, describe, make_spec
+from bmhw.nn.layers import surrogate_gradient
 from bmhw.train import evaluate, to_tensor, train_classifier
 
 console = Console()
@@ -61,7 +62,7 @@ def _summary(title: str, rows: list[tuple[str, str]]) -> None:
 
 
 def cmd_train(args) -> int:
-    _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, surrogate_alpha=args.surrogate_alpha)
     if args.method != "direct":
         return _train_by_method(args)
     learn_alpha = args.learn_alpha or args.learn_alpha_epochs > 0
@@ -90,12 +91,13 @@ def cmd_train(args) -> int:
         results.append(train_classifier(model, images, labels, epochs=epochs, batch_size=args.batch_size,
                                         lr=args.lr, seed=args.seed, shift=args.shift, quiet=args.quiet))
 
-    if args.learn_alpha_epochs > 0:
-        from bmhw.methods import in_two_phases
+    with surrogate_gradient(args.surrogate_alpha):
+        if args.learn_alpha_epochs > 0:
+            from bmhw.methods import in_two_phases
 
-        in_two_phases(model, args.learn_alpha_epochs, args.epochs, run)
-    else:
-        run(args.epochs)
+            in_two_phases(model, args.learn_alpha_epochs, args.epochs, run)
+        else:
+            run(args.epochs)
     result = results[-1]
     seconds = sum(r.seconds for r in results)
     rows = [("train loss (last epoch)", f"{result.train_loss:.4f}"),

@@ -12,6 +12,9 @@
 α learned per layer, then frozen (what the paper did): with ``learn_alpha_epochs > 0`` the temperatures are
 trainable for that many epochs at the start of ``direct`` and ``kd`` (a first, short run of the same
 method), and during the step of their own layer in the layer-wise methods; they are frozen afterwards.
+
+``surrogate_alpha``: every exact-max layer of the run trains with LSE's gradient at that temperature, its
+forward pass unchanged (``bmhw.nn.layers.surrogate_gradient``; docs/training.md).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from torch import nn
 from bmhw.distill import KDConfig, LayerwiseConfig, knowledge_distill, layerwise_distill, set_exact_max
 from bmhw.errors import BmhwError
 from bmhw.nn import to_bm
-from bmhw.nn.layers import _BMNeuron
+from bmhw.nn.layers import _BMNeuron, surrogate_gradient
 from bmhw.train import train_classifier
 
 METHODS = ("direct", "layerwise", "layerwise-freeze", "kd", "lwkd", "lse-max")
@@ -64,6 +67,8 @@ class MethodConfig:
     swap_refit: bool = False
     # 1.5 branches: the re-fit may mirror an output channel (sign -1: the max takes the negative part).
     signed: bool = False
+    # Exact-max layers train with LSE's gradient at this temperature (forward unchanged): bmhw.nn.layers.
+    surrogate_alpha: float | None = None
 
     @property
     def branches(self) -> float:
@@ -81,6 +86,8 @@ class MethodConfig:
         if (method == "lse-max" or self.reduce != "max") and self.alpha is None:
             raise BmhwError(f"{'lse-max' if method == 'lse-max' else '--reduce ' + self.reduce} needs --alpha "
                             "(the temperature to start from)")
+        if self.surrogate_alpha is not None and self.surrogate_alpha <= 0:
+            raise BmhwError(f"--surrogate-alpha must be positive, got {self.surrogate_alpha}")
         for name in ("epochs", "epochs_per_layer", "finetune_epochs", "lr", "learn_alpha_epochs"):
             if getattr(self, name) < 0 or (name == "lr" and self.lr <= 0):
                 raise BmhwError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -253,6 +260,11 @@ def run(method: str, teacher: nn.Module | None, arch: str, images, labels, cfg: 
     """Train a BM network by ``method`` (see the module docstring); ``teacher`` is a trained classical
     network of the same architecture, needed by every method but ``direct`` (and lse-max from direct)."""
     cfg.check(method)
+    with surrogate_gradient(cfg.surrogate_alpha):
+        return _run(method, teacher, arch, images, labels, cfg, quiet, student)
+
+
+def _run(method, teacher, arch, images, labels, cfg, quiet, student) -> MethodResult:
     needs = method in NEEDS_TEACHER or (method == "lse-max" and cfg.base != "direct")
     if needs and teacher is None:
         raise BmhwError(f"method {method} needs a trained classical teacher (bmhw distill --teacher CKPT)")

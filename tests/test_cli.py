@@ -258,6 +258,7 @@ def test_kd_continues_from_a_bm_student(classical_ckpt, small_mnist, tmp_path):
       "0.5", "--epochs", "1"], "kd", "lse"),
     (["distill", "--method", "lse-max", "--base", "lwkd", "--alpha", "2", "--epochs-per-layer", "0.2",
       "--finetune-epochs", "0.5"], "lse-max", "max"),
+    (["distill", "--method", "lwkd", "--surrogate-alpha", "8", "--epochs-per-layer", "0.2"], "lwkd", "max"),
 ])
 def test_methods_from_the_command_line(argv, method, reduce, classical_ckpt, small_mnist, tmp_path):
     path = tmp_path / "student.pt"
@@ -349,6 +350,10 @@ ERROR_CASES = {
                                      "--data", "{data}", "-o", "{out}"],
     "distill lse-max without alpha": ["distill", "--teacher", "{ckpt}", "--method", "lse-max", "--data", "{data}",
                                       "-o", "{out}"],
+    "distill zero surrogate alpha": ["distill", "--teacher", "{ckpt}", "--surrogate-alpha", "0", "--data", "{data}",
+                                     "-o", "{out}"],
+    "train negative surrogate alpha": ["train", "--data", "{data}", "--neuron", "bm15", "--surrogate-alpha", "-2",
+                                       "-o", "{out}"],
     "convert missing": ["convert", "{in}/missing.pt", "-o", "{out}"],
     "convert random bytes": ["convert", "{in}/random.pt", "-o", "{out}"],
     "convert bare state dict": ["convert", "{in}/bare.pt", "-o", "{out}"],

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from bmhw.nn import LOG_ZERO, BMConv2d, BMLinear
+from bmhw.nn.layers import surrogate_gradient
 from test_maxplus import ref_reduce
 
 REDUCTIONS = ("max", "lse", "smorph", "lmorph")
@@ -203,6 +204,58 @@ def test_hard_max_4_gradient_reaches_one_weight_per_branch_per_output():
             best_neg = max(neg, key=lambda k: math.log(-x[0, k].item()) + w[o, k].item())
             nonzero = [k for k in range(8) if param.grad[o, k] != 0]
             assert nonzero == sorted([best_pos, best_neg])
+
+
+def test_surrogate_gradient_keeps_the_max_forward_and_takes_the_softmax_backward():
+    """Forward: the exact max, bit for bit. Backward: d exp(R)/dv[o, k] = exp(max) * softmax_k(alpha * terms),
+    computed here by hand from the terms, instead of the one arg-max."""
+    alpha = 3.0
+    layer = randomise(BMLinear(6, 4, branches=1.5, reduce="max"), seed=5)
+    x = torch.rand(2, 6, dtype=torch.float64) + 0.1
+    plain = layer(x)
+    with surrogate_gradient(alpha):
+        y = layer(x)
+    assert torch.equal(y, plain)
+    y.sum().backward()
+    v, dx = layer.v.detach(), float(layer.delta_x)
+    from_max = layer.v.grad + 2 * dx * torch.exp(v)  # two rows: -dx * sum exp(v) reaches every weight twice
+    expected = torch.zeros_like(v)
+    for n in range(2):
+        for o in range(4):
+            terms = [math.log(x[n, k].item() + dx) + v[o, k].item() for k in range(6)]
+            top = max(terms)
+            weights = [math.exp(alpha * (t - top)) for t in terms]
+            for k in range(6):
+                expected[o, k] += math.exp(top) * weights[k] / sum(weights)
+    assert torch.allclose(from_max, expected, rtol=1e-10, atol=1e-12)
+    assert (from_max.abs() > 1e-9).sum() > 4  # more than one weight per output learns
+
+
+def test_surrogate_gradient_block_restores_the_layers_and_rejects_a_bad_temperature():
+    layer = BMConv2d(2, 3, 3, branches=1.5, reduce="max")
+    with surrogate_gradient(8.0):
+        assert layer.surrogate_alpha == 8.0
+        with surrogate_gradient(None):  # None leaves the setting of an outer block
+            assert layer.surrogate_alpha == 8.0
+    assert layer.surrogate_alpha is None
+    with pytest.raises(ValueError, match="positive"):
+        with surrogate_gradient(0.0):
+            pass
+
+
+def test_surrogate_gradient_on_a_convolution_matches_the_unfolded_dense_layer():
+    conv = randomise(BMConv2d(2, 3, 3, padding=1, branches=1.5, reduce="max"), seed=9)
+    dense = BMLinear(18, 3, branches=1.5, reduce="max").double()
+    with torch.no_grad():
+        dense.v.copy_(conv.v.reshape(3, -1))
+        dense.bias.copy_(conv.bias)
+        dense.delta_w.copy_(conv.delta_w)
+        dense.delta_x.copy_(conv.delta_x)
+    x = torch.rand(1, 2, 5, 5, dtype=torch.float64)
+    with surrogate_gradient(4.0):
+        conv(x).sum().backward()
+        dense(conv.patches(x)).sum().backward()
+    assert torch.allclose(conv.v.grad.reshape(3, -1), dense.v.grad, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("branches", [1.5, 4])

@@ -43,10 +43,14 @@ SMALL = dict(batch_size=32, epochs=2, epochs_per_layer=0.5, finetune_epochs=1, c
     ("layerwise", "bm4", "max"), ("layerwise-freeze", "bm4", "smorph"),
     ("kd", "bm4", "lse"), ("kd", "bm15", "max"),
     ("lwkd", "bm15", "max"), ("lse-max", "bm15", "max"),
+    ("kd", "bm15", "max-surrogate"), ("direct", "bm4", "max-surrogate"),
 ])
 def test_every_method_lowers_the_loss_of_its_starting_point(teacher_and_data, method, neuron, reduce):
     teacher, images, labels = teacher_and_data
-    cfg = MethodConfig(neuron=neuron, reduce=reduce, alpha=None if reduce == "max" else 2.0, **SMALL)
+    surrogate = 4.0 if reduce == "max-surrogate" else None
+    reduce = "max" if surrogate else reduce
+    cfg = MethodConfig(neuron=neuron, reduce=reduce, alpha=None if reduce == "max" else 2.0,
+                       surrogate_alpha=surrogate, **SMALL)
     if method == "lse-max":
         cfg = MethodConfig(neuron=neuron, alpha=2.0, base="kd", **SMALL)
     # Where each method starts: a fresh BM network (direct) or the whole teacher converted.
@@ -65,8 +69,9 @@ def test_every_method_lowers_the_loss_of_its_starting_point(teacher_and_data, me
     final = result.model
     layers = describe(final)["layers"]
     assert all(spec["neuron"] == neuron for spec in layers.values())  # no classical layer left
-    if method == "lse-max":
+    if method == "lse-max" or surrogate:
         assert all(spec["reduce"] == "max" for spec in layers.values())
+    assert all(m.surrogate_alpha is None for m in bm_layers(final).values())  # a training aid only
 
 
 def test_lwkd_freezes_finished_layers_bit_for_bit_and_ends_all_bm(teacher_and_data):
@@ -171,6 +176,7 @@ def test_kd_loss_matches_hand_computed_value():
     ("lse-max", MethodConfig(), "needs --alpha"),
     ("kd", MethodConfig(reduce="lse"), "needs --alpha"),
     ("lse-max", MethodConfig(alpha=2.0, base="layerwise"), "lse-max starts from"),
+    ("kd", MethodConfig(surrogate_alpha=-1.0), "surrogate-alpha must be positive"),
 ])
 def test_bad_configurations_are_refused_in_one_line(method, cfg, message):
     with pytest.raises(BmhwError, match=message):

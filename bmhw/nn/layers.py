@@ -18,6 +18,7 @@ which equals ``sum_k w_k x_k + b`` with ``w = exp(v) - dw`` when ``R`` is the ex
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -158,24 +159,41 @@ class _BMNeuron(nn.Module):
     def out_count(self) -> int:
         return (self.v if self.branches == 1.5 else self.v_pos).shape[0]
 
+    # Training aid for the exact max (not saved, not part of the model): when set, the forward pass stays the
+    # hard max but the backward pass takes LSE's gradient at this temperature, a softmax over the terms
+    # instead of the one arg-max, so that every weight near the top learns (docs/training.md, "Surrogate
+    # gradient").
+    surrogate_alpha: float | None = None
+
     def _alpha(self):
         # A learned temperature must stay positive; the clamp keeps a wild step from flipping it.
         return None if self.alpha is None else self.alpha.clamp_min(1e-3)
 
+    def _reduced(self, product):
+        """``product(reduce, alpha)`` (a max-plus product of this layer's inputs and log-weights) with this
+        layer's reduction, or with the surrogate gradient where one is set."""
+        if self.reduce != "max" or self.surrogate_alpha is None or not torch.is_grad_enabled():
+            return product(self.reduce, self._alpha())
+        with torch.no_grad():
+            hard = product("max", None)
+        smooth = product("lse", torch.tensor(float(self.surrogate_alpha)))
+        return hard + (smooth - smooth.detach())  # + exactly 0: the forward value is the max, bit for bit
+
     def max_term(self, x: torch.Tensor) -> torch.Tensor:
         """1.5 branches: exp R_k(ln(x_k + dx) + v_k), the term that stands for sum (x+dx)(w+dw); N x O."""
         u = _ShiftedLog.apply(x, float(self.delta_x), 0.0)
-        return torch.exp(maxplus(u, self.v.reshape(self.out_count, -1), self.reduce, self._alpha()))
+        v = self.v.reshape(self.out_count, -1)
+        return torch.exp(self._reduced(lambda reduce, alpha: maxplus(u, v, reduce, alpha)))
 
     def neuron(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the BM neuron to input patches ``x`` (N x K); returns N x O."""
         if self.branches == 1.5:
             return self._combine_15(self.max_term(x), x.sum(1, keepdim=True))
-        alpha = self._alpha()
         o = self.out_count
         v_both = torch.cat([self.v_pos.reshape(o, -1), self.v_neg.reshape(o, -1)])
-        m_pos = torch.exp(maxplus(_ShiftedLog.apply(x, 0.0, 0.0), v_both, self.reduce, alpha))
-        m_neg = torch.exp(maxplus(_ShiftedLog.apply(x, 0.0, 0.0, -1.0), v_both, self.reduce, alpha))
+        u_pos, u_neg = _ShiftedLog.apply(x, 0.0, 0.0), _ShiftedLog.apply(x, 0.0, 0.0, -1.0)
+        m_pos = torch.exp(self._reduced(lambda reduce, alpha: maxplus(u_pos, v_both, reduce, alpha)))
+        m_neg = torch.exp(self._reduced(lambda reduce, alpha: maxplus(u_neg, v_both, reduce, alpha)))
         y = (m_pos[:, :o] - m_pos[:, o:]) - (m_neg[:, :o] - m_neg[:, o:])
         if self.bias is not None:
             y = y + self.bias
@@ -295,9 +313,12 @@ class BMConv2d(_BMNeuron):
         o = self.out_count
         v = self.v.reshape(o, -1) + log_dx  # the shift, added to the O x K log-weights rather than to the output
         # The product reads the patches from the image (bmhw.nn.maxplus); where it cannot, they are unfolded.
-        m = maxplus_conv(image, v, self.kernel_size, self.stride, self.padding, self.reduce, self._alpha())
-        if m is None:
-            m = maxplus(self.patches(image), v, self.reduce, self._alpha())
+
+        def product(reduce, alpha):
+            m = maxplus_conv(image, v, self.kernel_size, self.stride, self.padding, reduce, alpha)
+            return maxplus(self.patches(image), v, reduce, alpha) if m is None else m
+
+        m = self._reduced(product)
         return self._combine_15(torch.exp(m), self._patch_sums(x).reshape(-1, 1))
 
     def _patch_sums(self, x: torch.Tensor) -> torch.Tensor:
@@ -313,3 +334,18 @@ class BMConv2d(_BMNeuron):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, {self._neuron_repr()}, bias={self.bias is not None}")
+
+
+@contextmanager
+def surrogate_gradient(alpha: float | None):
+    """Within this block every hard-max BM layer (existing or new) trains with LSE's gradient at temperature
+    ``alpha`` while its forward pass stays the exact max; None leaves the layers as they are."""
+    if alpha is not None and not alpha > 0:
+        raise ValueError(f"the surrogate gradient's temperature must be positive, got {alpha}")
+    previous = _BMNeuron.surrogate_alpha
+    _BMNeuron.surrogate_alpha = previous if alpha is None else float(alpha)
+    try:
+        yield
+    finally:
+        _BMNeuron.surrogate_alpha = previous
+
