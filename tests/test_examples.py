@@ -37,7 +37,8 @@ def test_bm15_example_is_alive():
     for name, value in feats.items():
         per_unit_std = value.flatten(1).std(0)
         assert float((per_unit_std > 0).float().mean()) > 0.2, f"{name}: almost every unit is constant"
-    assert evaluate(ckpt.model, IMAGES, LABELS) > 0.2  # far above chance (0.1)
+    # 97.6% when it was made (examples/README.md); well above chance (0.1) and above the previous example's 71%.
+    assert evaluate(ckpt.model, IMAGES, LABELS) >= 0.95
 
 
 def test_quantized_example_matches_its_checkpoint_and_is_alive():

@@ -163,9 +163,16 @@ def check_net(net, stages, act_bits: int, log_frac_bits: int, exp_frac_bits: int
             # --- bias
             bias = net.arrays[f"{name}/bias"].tolist()
             assert len(bias) == O, f"{where}: bias length"
+            # Mirrored outputs (sign -1): y = s (E - C) + B, so B = rnd(2^G (b - s dx sum e^v)).
+            signs = [int(x) for x in module.sign.tolist()]
+            ir_signs = net.signs(layer)
+            if all(x == 1 for x in signs):
+                assert ir_signs is None, f"{where}: a sign table for an unmirrored layer"
+            else:
+                assert ir_signs is not None and ir_signs.tolist() == signs, f"{where}: sign table"
             for o in range(O):
                 total = sum((dec(vk).exp() for vk in v[o]), Decimal(0))
-                z = pow2(G) * (dec(b[o]) - dec(dx) * total)
+                z = pow2(G) * (dec(b[o]) - signs[o] * dec(dx) * total)
                 ties += check_entry(bias[o], z, f"{where} bias[{o}]")
             for table in ("ln_lut", "log_weights", "exp_lut", "bias"):
                 assert net.arrays[f"{name}/{table}"].dtype == np.int64, f"{where}: {table} dtype"
