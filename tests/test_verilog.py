@@ -76,8 +76,15 @@ def test_rom_files_hold_the_ir_tables(lenet, tmp_path):
         assert np.array_equal(read_mem(project / f"mem/{name}_ln.mem", plan["LN_W"])[:len(ln)], ln)
         assert np.array_equal(read_mem(project / f"mem/{name}_exp.mem", plan["EXP_W"], signed=False),
                               lenet.table(layer, "exp_lut"))
-        bias = lenet.table(layer, "bias")
-        assert np.array_equal(read_mem(project / f"mem/{name}_b.mem", plan["B_W"])[:len(bias)], bias)
+        bias, b_w = lenet.table(layer, "bias"), plan["B_W"]
+        words = [int(line, 16) for line in (project / f"mem/{name}_b.mem").read_text().split()][:len(bias)]
+        # A layer with mirrored outputs carries each output's sign as one bit above its bias (NEG = 1).
+        signs = lenet.signs(layer)
+        negative = np.array([w >> b_w for w in words])
+        assert np.array_equal(negative, np.zeros(len(bias)) if signs is None else (signs < 0).astype(int))
+        assert plan.get("NEG", 0) == (0 if signs is None else 1)
+        low = np.array([w & ((1 << b_w) - 1) for w in words])
+        assert np.array_equal(low - (1 << b_w) * (low >> (b_w - 1)), bias)
         # Weight word (fold, k) holds W[fold * PE + lane, k] in lane order, lane 0 in the low bits.
         w, wt = lenet.table(layer, "log_weights"), plan["WT_W"]
         words = [int(line, 16) for line in (project / f"mem/{name}_w.mem").read_text().split()]
