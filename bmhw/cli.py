@@ -16,7 +16,7 @@ from bmhw.errors import BmhwError
 
 
 def _add_neuron_options(p: argparse.ArgumentParser, default_neuron: str | None) -> None:
-    p.add_argument("--neuron", choices=("classical", "bm4", "bm15"), default=default_neuron,
+    p.add_argument("--neuron", choices=("classical", "bm4", "bm15", "adder"), default=default_neuron,
                    help=f"neuron type of every weight layer (default: {default_neuron or 'from the checkpoint'})")
     p.add_argument("--reduce", choices=("max", "lse", "smorph", "lmorph"), default="max",
                    help="BM reduction: the exact max or a continuous approximation (default: max)")
@@ -82,14 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Knowledge distillation into a BM network (docs/training.md): kd converts the "
                        "teacher and distils the whole network; lwkd grows a 1.5-branch student layer by layer "
                        "through the teacher's remaining layers; lse-max trains with LSE (by --base), swaps in the "
-                       "exact max keeping the weights and fine-tunes by distillation.")
+                       "exact max keeping the weights and fine-tunes by distillation; pkkd trains an AdderNet student "
+                       "and the teacher together (kernel-based progressive distillation).")
     p.add_argument("--teacher", type=Path, required=True, metavar="CKPT", help="trained classical checkpoint")
-    p.add_argument("--method", choices=("kd", "lwkd", "lse-max"), default="lwkd", help="default: lwkd")
+    p.add_argument("--method", choices=("kd", "lwkd", "lse-max", "pkkd"), default="lwkd", help="default: lwkd")
     p.add_argument("--student", type=Path, default=None, metavar="CKPT",
                    help="kd: distil into this BM checkpoint (e.g. one grown by lwkd) instead of the converted teacher")
     p.add_argument("--base", choices=("kd", "lwkd", "direct"), default="lwkd",
                    help="lse-max: how the LSE network is trained first (default: lwkd)")
-    p.add_argument("--neuron", choices=("bm15", "bm4"), default="bm15", help="student neurons (default: bm15)")
+    p.add_argument("--neuron", choices=("bm15", "bm4", "adder"), default=None,
+                   help="student neurons (default: bm15; adder for pkkd)")
     p.add_argument("--reduce", choices=("max", "lse", "smorph", "lmorph"), default="max",
                    help="BM reduction of the student (default: max; lse-max uses lse, then max)")
     p.add_argument("--alpha", type=float, default=None, help="temperature of a smooth reduction (lse-max: of its "
@@ -103,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epochs", type=float, default=0.0,
                    help="lwkd with a smooth reduction: then train each layer this many epochs with the exact max")
     _add_data_option(p, "required: MNIST IDX files or CIFAR-10 batches, train split (test split scored if present)")
-    p.add_argument("--epochs", type=float, default=6.0, help="kd: epochs (default: 6)")
+    p.add_argument("--epochs", type=float, default=6.0, help="kd, pkkd: epochs (default: 6)")
     p.add_argument("--epochs-per-layer", type=float, default=1.0, help="lwkd: epochs per layer (default: 1)")
     p.add_argument("--finetune-epochs", type=float, default=2.0,
                    help="lse-max: distillation epochs after the swap to the exact max (default: 2)")
@@ -114,9 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lse-max, 1.5 branches: at the swap, re-scale each layer's max term to its LSE output on a "
                    "calibration batch (per channel: log-weight shift and bias), then fine-tune")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3)")
-    p.add_argument("--beta", type=float, default=1.0, help="weight of the per-layer feature MSE (default: 1)")
+    p.add_argument("--beta", type=float, default=1.0, help="weight of the per-layer feature MSE (pkkd: of the kernel "
+                   "feature loss; default: 1)")
     p.add_argument("--kd-alpha", type=float, default=1.0, help="kd: weight of the cross-entropy terms (default: 1)")
-    p.add_argument("--temperature", type=float, default=4.0, help="kd: soft-target temperature (default: 4)")
+    p.add_argument("--eta", type=float, default=None, help="pkkd: adaptive learning-rate factor of the adder layers "
+                   "(AdderNet; default 0.1, 0: off)")
+    p.add_argument("--teacher-lr", type=float, default=None,
+                   help="pkkd: peak learning rate of the teacher trained alongside (default: --lr)")
+    p.add_argument("--temperature", type=float, default=4.0, help="kd, pkkd: soft-target temperature (default: 4)")
     p.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--shift", type=int, default=0, help="augment by random translations of up to this many pixels")

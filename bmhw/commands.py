@@ -46,8 +46,10 @@ def _is_classical(config: dict) -> bool:
 
 
 def _convert(model, spec: dict):
-    from bmhw.nn import to_bm
+    from bmhw.nn import to_adder, to_bm
 
+    if spec["neuron"] == "adder":
+        return to_adder(model)
     return to_bm(model, branches=1.5 if spec["neuron"] == "bm15" else 4, reduce=spec.get("reduce", "max"),
                  alpha=spec.get("alpha"), learn_alpha=spec.get("learn_alpha", False))
 
@@ -184,8 +186,9 @@ def cmd_distill(args) -> int:
                             "--student out to convert the teacher)")
         _check_arch(start.model, arch, "--student", args.student)
         student = start.model
-    cfg = _method_config(args)
-    console.print(f"distilling {args.teacher} into a {args.neuron} {arch} by {args.method} on {len(images)} "
+    cfg = _method_config(args, **({"neuron": "adder"} if args.method == "pkkd" and args.neuron is None else {}))
+    article = "an" if cfg.neuron[0] in "aeiou" else "a"
+    console.print(f"distilling {args.teacher} into {article} {cfg.neuron} {arch} by {args.method} on {len(images)} "
                   f"{dataset} images")
     result = methods.run(args.method, ckpt.model, arch, images, labels, cfg, quiet=args.quiet, student=student)
     _finish(result.model, args, dataset, args.method, result.seconds, [], output=args.output,

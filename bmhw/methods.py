@@ -8,6 +8,8 @@
 * ``lwkd``: layer-wise knowledge distillation (``bmhw.distill.layerwise_distill``), 1.5 branches.
 * ``lse-max``: any of the above with LSE, then the exact max swapped in keeping every weight, then a
   distillation fine-tune (or a direct one when there is no teacher): no approximation left.
+* ``pkkd`` (Xu et al. 2020): an AdderNet student and the classical teacher trained together, kernel-mapped
+  features and soft labels, progressively handed over to the ground truth (``bmhw.pkkd``).
 
 α learned per layer, then frozen (what the paper did): with ``learn_alpha_epochs > 0`` the temperatures are
 trainable for that many epochs at the start of ``direct`` and ``kd`` (a first, short run of the same
@@ -33,8 +35,8 @@ from bmhw.nn import to_bm
 from bmhw.nn.layers import _BMNeuron, surrogate_gradient
 from bmhw.train import train_classifier
 
-METHODS = ("direct", "layerwise", "layerwise-freeze", "kd", "lwkd", "lse-max")
-NEEDS_TEACHER = ("layerwise", "layerwise-freeze", "kd", "lwkd")
+METHODS = ("direct", "layerwise", "layerwise-freeze", "kd", "lwkd", "lse-max", "pkkd")
+NEEDS_TEACHER = ("layerwise", "layerwise-freeze", "kd", "lwkd", "pkkd")
 # The methods lse-max can start from.
 LSE_MAX_BASES = ("direct", "kd", "lwkd")
 
@@ -69,6 +71,10 @@ class MethodConfig:
     signed: bool = False
     # Exact-max layers train with LSE's gradient at this temperature (forward unchanged): bmhw.nn.layers.
     surrogate_alpha: float | None = None
+    # pkkd (bmhw.pkkd): the adder layers' adaptive learning-rate factor (0 or None: off), the co-trained
+    # teacher's peak learning rate (None: lr).
+    eta: float | None = 0.1
+    teacher_lr: float | None = None
 
     @property
     def branches(self) -> float:
@@ -77,7 +83,10 @@ class MethodConfig:
     def check(self, method: str) -> None:
         if method not in METHODS:
             raise BmhwError(f"unknown training method {method!r}: choose one of {', '.join(METHODS)}")
-        if self.neuron not in ("bm15", "bm4"):
+        if method == "pkkd":
+            if self.neuron != "adder" or self.reduce != "max" or self.alpha is not None:
+                raise BmhwError("pkkd trains an AdderNet student: --neuron adder (its default), no --reduce / --alpha")
+        elif self.neuron not in ("bm15", "bm4"):
             raise BmhwError(f"the training methods make BM networks: --neuron bm15 or bm4, not {self.neuron!r}")
         if method == "lwkd" and self.neuron != "bm15":
             raise BmhwError("lwkd grows 1.5-branch students (the paper's method): use --neuron bm15")
@@ -278,4 +287,8 @@ def _run(method, teacher, arch, images, labels, cfg, quiet, student) -> MethodRe
         return kd(teacher, images, labels, cfg, quiet, student)
     if method == "lwkd":
         return lwkd(teacher, images, labels, cfg, quiet)
+    if method == "pkkd":
+        from bmhw.pkkd import run_pkkd
+
+        return run_pkkd(teacher, images, labels, cfg, quiet)
     return lse_max(teacher, arch, images, labels, cfg, quiet)

@@ -1,8 +1,9 @@
 """Weight-layer factory shared by the reference models: one neuron spec in, the right layer out.
 
 A neuron spec is a small dict, the same one that checkpoints store per layer:
-``{"neuron": "classical" | "bm4" | "bm15", "reduce": "max" | "lse" | "smorph" | "lmorph",
-"alpha": float (approximations only), "learn_alpha": bool}``.
+``{"neuron": "classical" | "bm4" | "bm15" | "adder", "reduce": "max" | "lse" | "smorph" | "lmorph",
+"alpha": float (approximations only), "learn_alpha": bool}``; an adder layer (AdderNet, bmhw.nn.adder) has
+no reduction and carries a batch normalisation unless its spec says ``"bn": False``.
 """
 
 from __future__ import annotations
@@ -10,18 +11,26 @@ from __future__ import annotations
 from torch import nn
 
 from bmhw.errors import BmhwError
-from bmhw.nn import REDUCTIONS, BMConv2d, BMLinear
+from bmhw.nn import REDUCTIONS, AdderConv2d, AdderLinear, BMConv2d, BMLinear
+from bmhw.nn.adder import _AdderNeuron
 from bmhw.nn.layers import _BMNeuron
 
-NEURONS = ("classical", "bm4", "bm15")
+NEURONS = ("classical", "bm4", "bm15", "adder")
 
 
-def make_spec(neuron="classical", reduce="max", alpha=None, learn_alpha=False, bias=None) -> dict:
-    """Validate and normalise a neuron spec; ``bias`` (optional) overrides the model's choice."""
+def make_spec(neuron="classical", reduce="max", alpha=None, learn_alpha=False, bias=None, bn=None) -> dict:
+    """Validate and normalise a neuron spec; ``bias`` (optional) overrides the model's choice; ``bn`` (adder
+    only): False for an adder layer without its batch normalisation."""
     if bias is not None:
-        return {**make_spec(neuron, reduce, alpha, learn_alpha), "bias": bool(bias)}
+        return {**make_spec(neuron, reduce, alpha, learn_alpha, bn=bn), "bias": bool(bias)}
     if neuron not in NEURONS:
         raise BmhwError(f"unknown neuron {neuron!r}: choose one of {', '.join(NEURONS)}")
+    if bn is not None and neuron != "adder":
+        raise BmhwError("bn (a batch normalisation inside the layer) applies to adder neurons only")
+    if neuron == "adder":
+        if reduce != "max" or alpha is not None or learn_alpha:
+            raise BmhwError("--reduce / --alpha / learn_alpha apply to BM neurons, not to adder neurons")
+        return {"neuron": "adder"} if bn is None or bn else {"neuron": "adder", "bn": False}
     if neuron == "classical":
         return {"neuron": "classical"}
     if reduce not in REDUCTIONS:
@@ -37,7 +46,7 @@ def make_spec(neuron="classical", reduce="max", alpha=None, learn_alpha=False, b
 
 def spec_of(layer: nn.Module) -> dict:
     """The neuron spec of an existing weight layer, with ``"bias"`` (a re-fit may add one)."""
-    spec = layer.neuron_spec() if isinstance(layer, _BMNeuron) else {"neuron": "classical"}
+    spec = layer.neuron_spec() if isinstance(layer, (_BMNeuron, _AdderNeuron)) else {"neuron": "classical"}
     return {**spec, "bias": layer.bias is not None}
 
 
@@ -50,6 +59,8 @@ def _bm_args(spec: dict) -> dict:
 
 
 def linear(spec: dict, in_features: int, out_features: int, bias: bool = True) -> nn.Module:
+    if spec["neuron"] == "adder":  # no bias by default: the batch normalisation's offset is one
+        return AdderLinear(in_features, out_features, bias=spec.get("bias", False), bn=spec.get("bn", True))
     bias = spec.get("bias", bias)
     if spec["neuron"] == "classical":
         return nn.Linear(in_features, out_features, bias=bias)
@@ -58,6 +69,9 @@ def linear(spec: dict, in_features: int, out_features: int, bias: bool = True) -
 
 def conv(spec: dict, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
          bias: bool = True) -> nn.Module:
+    if spec["neuron"] == "adder":
+        return AdderConv2d(in_channels, out_channels, kernel_size, stride, padding, bias=spec.get("bias", False),
+                           bn=spec.get("bn", True))
     bias = spec.get("bias", bias)
     if spec["neuron"] == "classical":
         return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias)

@@ -62,5 +62,5 @@ class LeNet(SpecMixin, nn.Module):
 
 
 def lenet(neuron="classical", **kwargs) -> LeNet:
-    """LeNet-like MNIST network; ``neuron`` in {"classical", "bm4", "bm15"}; see :class:`LeNet`."""
+    """LeNet-like MNIST network; ``neuron`` in {"classical", "bm4", "bm15", "adder"}; see :class:`LeNet`."""
     return LeNet(neuron=neuron, **kwargs)

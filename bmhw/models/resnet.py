@@ -75,5 +75,5 @@ class ResNet22(SpecMixin, nn.Module):
 
 
 def resnet22(neuron="classical", **kwargs) -> ResNet22:
-    """ResNet-22 for CIFAR-10; ``neuron`` in {"classical", "bm4", "bm15"}; see :class:`ResNet22`."""
+    """ResNet-22 for CIFAR-10; ``neuron`` in {"classical", "bm4", "bm15", "adder"}; see :class:`ResNet22`."""
     return ResNet22(neuron=neuron, **kwargs)
