@@ -16,7 +16,7 @@ from bmhw.errors import BmhwError
 
 
 def _add_neuron_options(p: argparse.ArgumentParser, default_neuron: str | None) -> None:
-    p.add_argument("--neuron", choices=("classical", "bm4", "bm15", "adder"), default=default_neuron,
+    p.add_argument("--neuron", choices=("classical", "bm4", "bm15", "adder", "bise"), default=default_neuron,
                    help=f"neuron type of every weight layer (default: {default_neuron or 'from the checkpoint'})")
     p.add_argument("--reduce", choices=("max", "lse", "smorph", "lmorph"), default="max",
                    help="BM reduction: the exact max or a continuous approximation (default: max)")
@@ -38,6 +38,8 @@ def _add_quant_options(p: argparse.ArgumentParser) -> None:
                    help="accumulator bits below an output code's step (default: 8)")
     p.add_argument("--weight-bits", type=int, default=8,
                    help="integer weight width of a classical checkpoint's MAC twin (default: 8)")
+    p.add_argument("--scale-bits", type=int, default=16,
+                   help="signed multiplier width m of an AdderNet layer's folded batch norm (default: 16)")
     _add_data_option(p, "training images for calibration (default: the built-in MNIST sample, test images)")
     p.add_argument("--calib-images", type=int, default=2000, help="calibration images (default: 2000)")
 
@@ -75,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--surrogate-alpha", type=float, default=None, metavar="A",
                    help="exact-max BM layers train with LSE's gradient at temperature A (a softmax over each max's "
                    "terms instead of its one arg-max); the forward pass and the saved network stay the exact max")
+    p.add_argument("--bise-reg", type=float, default=0.1, metavar="L",
+                   help="--neuron bise: final weight of the regularisation towards binarisable parameters, ramped up "
+                   "quadratically from 0 over the training (default: 0.1)")
+    p.add_argument("--bise-refit", type=int, default=2, metavar="E",
+                   help="--neuron bise: after training, binarise layer by layer (data-driven operators) and refit the "
+                   "later layers for E epochs after each (default: 2; 0: project by parameter distance only)")
+    p.add_argument("--widths", default=None, metavar="C1,C2,F1,F2",
+                   help="lenet: widths of conv1, conv2, fc1, fc2 (default: 6,16,120,84)")
     p.add_argument("-o", "--output", type=Path, default=None, help="checkpoint to write (default: MODEL_NEURON.pt)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

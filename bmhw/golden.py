@@ -87,6 +87,53 @@ def mac_layer(net, layer: dict, codes: np.ndarray) -> np.ndarray:
     return _layer_output(layer, y, codes.shape[0])
 
 
+def l1_distance(x: np.ndarray, weights: np.ndarray, dtype) -> np.ndarray:
+    """The adder PE array: ``ACC[n, o] = sum_k |x[n, k] - weights[o, k]|``, in chunks of rows so that the
+    rows x outputs x fan-in tensor stays below CHUNK_ELEMENTS elements."""
+    rows, k = x.shape
+    o = weights.shape[0]
+    out = np.empty((rows, o), dtype=np.int64)
+    step = max(1, CHUNK_ELEMENTS // max(1, o * k))
+    a, w = x.astype(dtype), weights.astype(dtype)
+    for start in range(0, rows, step):
+        out[start:start + step] = np.abs(a[start:start + step, None, :] - w[None, :, :]).sum(axis=2, dtype=dtype)
+    return out
+
+
+def adder_layer(net, layer: dict, codes: np.ndarray) -> np.ndarray:
+    """One AdderNet layer (docs/datapath.md, "The adder layer"): ``ACC = sum_k |q_k - W[o, k]|``,
+    ``Y = B[o] - MUL[o] * ACC``; hidden layers ``clamp(round_shift(Y, R), 0, out_max)``, the last one ``Y``."""
+    w, mul, bias = (net.table(layer, t) for t in ("weights", "scale", "bias"))
+    x = patches(codes, layer)
+    # int32 wherever the proven widths allow (D, ABS and every partial sum of ACC): exact and faster.
+    wd = layer["widths"]
+    dtype = np.int32 if max(wd["D"], wd["ABS"], wd["ACC"]) <= 31 else np.int64
+    acc = l1_distance(x, w, dtype)
+    y = bias[None, :].astype(np.int64) - mul[None, :].astype(np.int64) * acc
+    if layer["relu"]:
+        y = np.clip(round_shift(y, int(layer["R"])), 0, int(layer["out_max"]))
+    return _layer_output(layer, y, codes.shape[0])
+
+
+def binarize(layer: dict, codes: np.ndarray) -> np.ndarray:
+    """Input binarisation (docs/datapath.md, "The BiSE layer"): code q -> 1 if q >= threshold, else 0."""
+    return (codes >= int(layer["threshold"])).astype(np.int64)
+
+
+def bise_layer(net, layer: dict, codes: np.ndarray) -> np.ndarray:
+    """One binarised BiSE layer: ``C[o] = sum_{k in S_o} l_ok`` over the literals ``l_ok = 1 - x_k`` where
+    ``neg[o, k]``, else ``x_k`` (zero padding reads 0, its complement 1); hidden: ``C >= 1`` (dilation, an OR)
+    or ``C >= |S_o|`` (erosion, an AND); last layer (``scores``): ``C`` itself, the class scores."""
+    se, op, neg = net.table(layer, "se"), net.table(layer, "op"), net.table(layer, "neg")
+    x = patches(codes, layer).astype(np.int64)
+    pos, inv = (se * (1 - neg)).astype(np.int64), (se * neg).astype(np.int64)
+    count = x @ pos.T + (1 - x) @ inv.T
+    if not layer["scores"]:
+        thr = np.where(op == 1, se.sum(axis=1), 1)
+        count = (count >= thr[None, :]).astype(np.int64)
+    return _layer_output(layer, count, codes.shape[0])
+
+
 def maxpool(layer: dict, codes: np.ndarray) -> np.ndarray:
     k = int(layer["kernel"])
     n, c, h, w = codes.shape
@@ -109,6 +156,12 @@ def forward(net, codes, return_all: bool = False):
             h = bm_layer(net, layer, h)
         elif op in ir.MAC_OPS:
             h = mac_layer(net, layer, h)
+        elif op in ir.ADDER_OPS:
+            h = adder_layer(net, layer, h)
+        elif op in ir.BISE_OPS:
+            h = bise_layer(net, layer, h)
+        elif op == "binarize":
+            h = binarize(layer, h)
         elif op == "maxpool2d":
             h = maxpool(layer, h)
         elif op == "flatten":

@@ -55,14 +55,43 @@ def mac_signal_ranges(layer: dict, tables: dict) -> dict:
     return r
 
 
+def adder_signal_ranges(layer: dict, tables: dict) -> dict:
+    """``signal -> (lo, hi)`` for one adder layer (docs/datapath.md, "The adder layer"); ``tables``: weights,
+    scale, bias. ``ACC`` is bounded exactly per output: each ``|q - W[o, k]|`` over ``q`` in ``[0, Qin]`` lies
+    between the distance from ``W[o, k]`` to ``[0, Qin]`` and the larger distance to an end."""
+    q_in = int(layer["in_max"])
+    w = [[int(v) for v in row] for row in np.asarray(tables["weights"]).tolist()]
+    mul = [int(v) for v in np.asarray(tables["scale"]).reshape(-1).tolist()]
+    b = [int(v) for v in np.asarray(tables["bias"]).reshape(-1).tolist()]
+    flat = [v for row in w for v in row]
+    acc_lo = [sum(max(0, -v, v - q_in) for v in row) for row in w]
+    acc_hi = [sum(max(abs(v), abs(q_in - v)) for v in row) for row in w]
+    prod = [(min(m * lo, m * hi), max(m * lo, m * hi)) for m, lo, hi in zip(mul, acc_lo, acc_hi)]
+    y = [(bo - phi, bo - plo) for bo, (plo, phi) in zip(b, prod)]
+    r = {"q_in": (0, q_in), "W": (min(flat), max(flat)), "D": (-max(flat), q_in - min(flat)),
+         "ABS": (0, max(max(abs(v), abs(q_in - v)) for v in flat)),
+         "ACC": (min(acc_lo), max(acc_hi)), "MUL": (min(mul), max(mul)), "B": (min(b), max(b)),
+         "PROD": (min(p[0] for p in prod), max(p[1] for p in prod)),
+         "Y": (min(v[0] for v in y), max(v[1] for v in y))}
+    r["q_out"] = (0, int(layer["out_max"])) if layer["relu"] else r["Y"]
+    if layer["relu"]:
+        shift = int(layer["R"])
+        r["YR"] = (round_shift(r["Y"][0], shift), round_shift(r["Y"][1], shift))
+    return r
+
+
 def infer_widths(layer: dict, tables: dict) -> tuple[dict, dict]:
     """Ranges and widths of every signal; a signal that needs more than MAX_WIDTH bits is an error."""
-    ranges = mac_signal_ranges(layer, tables) if "weights" in tables else signal_ranges(layer, tables)
+    if "scale" in tables:
+        ranges = adder_signal_ranges(layer, tables)
+    else:
+        ranges = mac_signal_ranges(layer, tables) if "weights" in tables else signal_ranges(layer, tables)
     widths = {name: width(lo, hi) for name, (lo, hi) in ranges.items()}
     for name, bits in widths.items():
         if bits > MAX_WIDTH:
             lo, hi = ranges[name]
             raise BmhwError(f"layer {layer['name']}: signal {name} needs {bits} bits (range [{lo}, {hi}]), more than "
-                            f"the {MAX_WIDTH} the datapath allows; lower --exp-frac-bits, --log-frac-bits or "
-                            "--guard-bits")
+                            f"the {MAX_WIDTH} the datapath allows; lower "
+                            + ("--scale-bits" if "scale" in tables
+                               else "--exp-frac-bits, --log-frac-bits or --guard-bits"))
     return {n: [int(lo), int(hi)] for n, (lo, hi) in ranges.items()}, widths

@@ -11,6 +11,8 @@
    classical network (``bmhw.distill.knowledge_distill``) with the surrogate gradient, in three stages.
 3. ``lenet_bm15_mnist.bmq``: that network quantized with the default options (8-bit activations),
    calibrated on 2,000 training images (``bmhw quantize ... --data`` gives the same file).
+4. ``lenet_adder_direct_mnist.pt`` and ``lenet_adder_pkkd_mnist.pt`` (``--only adder``): AdderNet LeNets, one
+   trained directly, one by PKKD from the classical one, by the ``bmhw`` commands in ADDER_COMMANDS.
 
 Prints accuracies and wall times; every figure in README.md comes from a run of this script.
 """
@@ -43,6 +45,27 @@ FINETUNES = (
     KDConfig(epochs=12.0, lr=3e-3, beta=0.0, alpha=1.0, temperature=4.0, shift=0, seed=0),
     KDConfig(epochs=20.0, lr=2e-3, beta=0.0, alpha=1.0, temperature=4.0, shift=1, seed=0),
 )
+
+
+# The AdderNet examples, made by the command line exactly as a user would (one thread: the figures in README.md).
+ADDER_COMMANDS = {
+    "lenet_adder_direct_mnist.pt": ["train", "--model", "lenet", "--neuron", "adder", "--epochs", "8", "--lr", "1e-2",
+                                    "--shift", "1"],
+    "lenet_adder_pkkd_mnist.pt": ["distill", "--teacher", "{classical}", "--method", "pkkd", "--epochs", "8", "--lr",
+                                  "1e-2", "--teacher-lr", "1e-3", "--shift", "1"],
+}
+
+
+def make_adders(data: Path, classical: Path, out_dir: Path) -> None:
+    from bmhw.cli import main as bmhw_main
+
+    torch.set_num_threads(1)
+    for name, command in ADDER_COMMANDS.items():
+        argv = [a.format(classical=classical) for a in command] + ["--data", str(data), "-o", str(out_dir / name)]
+        start = time.perf_counter()
+        if bmhw_main(argv) != 0:
+            raise SystemExit(f"bmhw {' '.join(argv)} failed")
+        print(f"{name}: {time.perf_counter() - start:.0f} s")
 
 
 def make_classical(data: Path, out: Path) -> None:
@@ -106,7 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data" / "mnist")
     parser.add_argument("--out", type=Path, default=HERE)
-    parser.add_argument("--only", choices=("classical", "bm15", "bmq"), default=None)
+    parser.add_argument("--only", choices=("classical", "bm15", "bmq", "adder"), default=None)
     args = parser.parse_args()
     classical = args.out / "lenet_classical_mnist.pt"
     if args.only in (None, "classical"):
@@ -115,6 +138,8 @@ def main() -> None:
         make_bm15(args.data, classical, args.out / "lenet_bm15_mnist.pt")
     if args.only in (None, "bm15", "bmq"):
         make_bmq(args.data, args.out / "lenet_bm15_mnist.pt", args.out / "lenet_bm15_mnist.bmq")
+    if args.only in (None, "adder"):
+        make_adders(args.data, classical, args.out)
 
 
 if __name__ == "__main__":

@@ -124,6 +124,80 @@ void bm_linear(const typename CFG::q_in_t in[CFG::K], typename CFG::out_t out[CF
     bm_patch<CFG>(in, ln_lut, w, exp_lut, bias, neg, out, 0, 1);
 }
 
+// The adder PE and what follows it for one output (docs/datapath.md, "The adder layer"):
+// ACC = sum_k |q_k - W[o, k]| (subtract, absolute value, accumulate; step 1), then the one product of the
+// output and the offset, Y = B[o] - MUL[o] * ACC (step 2). Every signal has its proven ap_int width.
+template <class CFG>
+typename CFG::y_t adder_neuron(const typename CFG::q_in_t x[CFG::K], const typename CFG::w_rom_t w[CFG::K],
+                               typename CFG::mul_t mul, typename CFG::b_t b) {
+    typename CFG::acc_t acc = 0;
+l1:
+    for (int k = 0; k < CFG::K; k++) {
+#pragma HLS PIPELINE II = 1
+        typename CFG::d_t d = typename CFG::d_t(x[k]) - typename CFG::d_t(typename CFG::w_t(w[k]));
+        typename CFG::abs_t a = d < 0 ? typename CFG::abs_t(-d) : typename CFG::abs_t(d);
+        acc += a;
+    }
+    typename CFG::prod_t prod = mul * acc;
+    return typename CFG::y_t(b - prod);
+}
+
+// Step 3 of the adder layer is bm_output's: a hidden layer's Y -> clamp(round_shift(Y, R), 0, OUT_MAX)
+// (CFG::OUT_SHIFT = R), the logits pass through.
+
+// One patch (already gathered as codes x_k): every output channel o, in ceil(O / PE) folds of PE adder PEs
+// working at once (the template ROM partitioned cyclically by PE on its first dimension, as for BM).
+template <class CFG>
+void adder_patch(const typename CFG::q_in_t x[CFG::K], const typename CFG::w_rom_t w[CFG::O][CFG::K],
+                 const typename CFG::mul_rom_t mul[CFG::O], const typename CFG::b_rom_t bias[CFG::O],
+                 typename CFG::out_t out[], int position, int stride) {
+folds:
+    for (int fold = 0; fold < (CFG::O + CFG::PE - 1) / CFG::PE; fold++) {
+    pes:
+        for (int p = 0; p < CFG::PE; p++) {
+#pragma HLS UNROLL
+            int o = fold * CFG::PE + p;
+            if (o < CFG::O) {
+                out[o * stride + position] = bm_output<CFG>(adder_neuron<CFG>(
+                    x, w[o], typename CFG::mul_t(mul[o]), typename CFG::b_t(bias[o])));
+            }
+        }
+    }
+}
+
+// AdderNet convolution: patches in raster order, the K axis ordered channel, kernel row, kernel column,
+// zero padding read as code 0 (|0 - W| counts, as in the float layer's zero-padded unfold).
+template <class CFG>
+void adder_conv2d(const typename CFG::q_in_t in[CFG::IN_C * CFG::IN_H * CFG::IN_W],
+                  typename CFG::out_t out[CFG::O * CFG::OUT_H * CFG::OUT_W],
+                  const typename CFG::w_rom_t w[CFG::O][CFG::K],
+                  const typename CFG::mul_rom_t mul[CFG::O], const typename CFG::b_rom_t bias[CFG::O]) {
+    typename CFG::q_in_t x[CFG::K];
+rows:
+    for (int oh = 0; oh < CFG::OUT_H; oh++) {
+    cols:
+        for (int ow = 0; ow < CFG::OUT_W; ow++) {
+        gather:
+            for (int k = 0; k < CFG::K; k++) {
+#pragma HLS PIPELINE II = 1
+                int ch = k / (CFG::KH * CFG::KW), kh = (k / CFG::KW) % CFG::KH, kw = k % CFG::KW;
+                int ih = oh * CFG::SH + kh - CFG::PH, iw = ow * CFG::SW + kw - CFG::PW;
+                bool inside = ih >= 0 && ih < CFG::IN_H && iw >= 0 && iw < CFG::IN_W;
+                x[k] = inside ? in[(ch * CFG::IN_H + ih) * CFG::IN_W + iw] : typename CFG::q_in_t(0);
+            }
+            adder_patch<CFG>(x, w, mul, bias, out, oh * CFG::OUT_W + ow, CFG::OUT_H * CFG::OUT_W);
+        }
+    }
+}
+
+// AdderNet fully connected layer: the whole input is the one patch.
+template <class CFG>
+void adder_linear(const typename CFG::q_in_t in[CFG::K], typename CFG::out_t out[CFG::O],
+                  const typename CFG::w_rom_t w[CFG::O][CFG::K], const typename CFG::mul_rom_t mul[CFG::O],
+                  const typename CFG::b_rom_t bias[CFG::O]) {
+    adder_patch<CFG>(in, w, mul, bias, out, 0, 1);
+}
+
 // k x k max pooling with stride k, no padding (the codes keep their scale).
 template <class CFG>
 void maxpool2d(const typename CFG::data_t in[CFG::C * CFG::IN_H * CFG::IN_W],

@@ -24,7 +24,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, SimTimeoutErro
 
 from bmhw import golden, ir
 from bmhw.backends.project import layer_names
-from bmhw.backends.verilog import bm_layer_plan
+from bmhw.backends.verilog import ADDER_OPS, adder_layer_plan, bm_layer_plan
 from bmhw.intmath import round_shift
 from bmhw.sim.scoreboard import Mismatch, Scoreboard
 
@@ -65,7 +65,8 @@ class Job:
             raise ValueError(f"no layer {self.name!r} in {self.project} (layers: {', '.join(names)})")
         self.layer = self.net.layers[names.index(self.name)]
         self.pe = int(design["pe"][self.name])
-        self.plan = bm_layer_plan(self.net, self.layer, self.name, self.pe)
+        plan = adder_layer_plan if self.layer["op"] in ADDER_OPS else bm_layer_plan
+        self.plan = plan(self.net, self.layer, self.name, self.pe)
         self.params = self.plan["params"]
         self.ranges = {key: (int(lo), int(hi)) for key, (lo, hi) in self.layer["ranges"].items()}
         self.seed = int(self.spec.get("seed", 0))
@@ -368,3 +369,113 @@ async def bm_layer(dut, job: Job):
             if rtl != ref:
                 raise BlockMismatch("bmhw_bm_layer", job.name, image, f" ({what})", rtl, ref, "image")
     return {"images": len(codes), "cycles": cycles, "expected_cycles": latency}
+
+
+# ---------------------------------------------------------------------------------------------- AdderNet blocks
+
+
+def adder_steps(job: Job, test: str, lanes: int):
+    """Random adder steps (en, first, x, [w per lane]) in runs of at most K enabled steps, each lane using the
+    templates of one output of the layer in order (so every sum stays in the proven range of ACC). Some runs
+    take the extremes: x at the end of [0, Qin] farthest from each template (the largest |x - w|, up to
+    ACC's maximum), or the templates at the ends of W's range. ``en`` is low now and then."""
+    rng = job.rng(test)
+    w_table = job.net.table(job.layer, "weights")
+    o, k = w_table.shape
+    q_max = int(job.layer["in_max"])
+    steps, count = [], 0
+    while count < job.samples:
+        outs = [int(v) for v in rng.integers(0, o, size=lanes)]
+        mode = rng.random()
+        length = k if mode < 0.3 else int(rng.integers(1, k, endpoint=True))
+        step = 0
+        while step < length:
+            en = step == 0 or rng.random() < 0.85
+            w = [int(w_table[out, step]) for out in outs]
+            if mode < 0.15:  # the largest distance for lane 0's template (the end of [0, Qin] farthest away)
+                x = 0 if abs(w[0]) >= abs(q_max - w[0]) else q_max
+            elif mode < 0.2:
+                x = int(rng.choice([0, q_max]))
+            else:
+                x = int(rng.integers(0, q_max, endpoint=True))
+            steps.append((bool(en), step == 0, x, w))
+            step += int(en)
+            count += 1
+    return steps
+
+
+def running_l1(steps, lanes: int) -> list:
+    """The reference: per lane, acc after each step (first starts over, en low holds)."""
+    acc, out = [None] * lanes, []
+    for en, first, x, w in steps:
+        if en:
+            for lane in range(lanes):
+                d = abs(x - w[lane])
+                acc[lane] = d if first or acc[lane] is None else acc[lane] + d
+        out.append(list(acc))
+    return out
+
+
+async def check_adder(dut, job: Job, test: str, block: str, lanes: int, prefix: str) -> dict:
+    q_w, wt_w, acc_w = job.params["Q_W"], job.params["WT_W"], job.params["ACC_W"]
+    en_port, first_port, x_port, w_port, acc_port = (getattr(dut, f"{prefix}_{port}")
+                                                     for port in ("en", "first", "x", "w", "acc"))
+    steps = adder_steps(job, test, lanes)
+    reference = running_l1(steps, lanes)
+    Clock(dut.clk, job.clock_ns, unit="ns").start()
+    await FallingEdge(dut.clk)
+    largest = 0
+    for index, (en, first, x, w) in enumerate(steps):
+        en_port.value, first_port.value = int(en), int(first)
+        x_port.value = x & ((1 << q_w) - 1)
+        word = 0
+        for lane in reversed(range(lanes)):
+            word = (word << wt_w) | (w[lane] & ((1 << wt_w) - 1))
+        w_port.value = word
+        await FallingEdge(dut.clk)
+        packed = int(acc_port.value)
+        for lane in range(lanes):
+            rtl = (packed >> (lane * acc_w)) & ((1 << acc_w) - 1)
+            if rtl != reference[index][lane]:
+                where = f" (lane {lane}: en {int(en)}, first {int(first)}, x {x}, W {w[lane]})"
+                raise BlockMismatch(block, job.name, index, where, rtl, reference[index][lane], "step")
+            largest = max(largest, reference[index][lane] or 0)
+    en_port.value = 0
+    return {"steps": len(steps), "lanes": lanes, "largest_acc": largest, "acc_max": job.ranges["ACC"][1]}
+
+
+@bench
+async def adder_pe(dut, job: Job):
+    """bmhw_adder_pe on random vectors and extremes: acc after each step against a Python running sum of
+    |x - w|."""
+    return await check_adder(dut, job, "adder_pe", "bmhw_adder_pe", 1, "pe")
+
+
+@bench
+async def adder_array(dut, job: Job):
+    """bmhw_adder_array (array_pe lanes) on random vectors: every lane against its running sum."""
+    return await check_adder(dut, job, "adder_array", f"bmhw_adder_array (PE={job.array_pe})", job.array_pe, "pa")
+
+
+@bench
+async def adder_requantize(dut, job: Job):
+    """bmhw_requantize of an adder layer: q = clamp(round_shift(Y, R), 0, 2^A - 1) over the proven range
+    of Y (its ends, the rounding and clamping edges, random values)."""
+    if not job.layer["relu"]:
+        return {"values": 0, "skipped": "the logits layer has no requantization"}
+    shift, top, y_w = int(job.layer["R"]), int(job.layer["out_max"]), job.params["Y_W"]
+    lo, hi = job.ranges["Y"]
+    rng = job.rng("adder_requantize")
+    edges = []
+    half = 1 << max(shift, 0)
+    for centre in (0, top << shift):
+        edges += range(centre - half - 2, centre + half + 3)
+    inputs = sorted({v for v in with_ends(rng, lo, hi, job.samples) + edges if lo <= v <= hi})
+    rtl = []
+    for y in inputs:
+        dut.rq_y.value = y & ((1 << y_w) - 1)
+        await Timer(SETTLE_NS, unit="ns")
+        rtl.append(int(dut.rq_q.value))
+    reference = [min(max(round_shift(y, shift), 0), top) for y in inputs]
+    compare("bmhw_requantize", job.name, rtl, reference, "index", inputs, "Y")
+    return {"values": len(inputs)}

@@ -453,3 +453,70 @@ def test_quantize_of_a_bmq_says_it_is_already_quantized(tmp_path):
 
     code, _, err = run_main(["quantize", examples_dir() / "lenet_bm15_mnist.bmq", "-o", tmp_path / "m.bmq"])
     assert "already a quantized network" in assert_one_line_error(code, err)
+
+
+# --------------------------------------------------------------------------------------------
+# AdderNet checkpoints: quantize / eval / export (docs/datapath.md, "The adder layer")
+
+
+@pytest.fixture(scope="module")
+def adder_ckpt(workdir) -> Path:
+    """A random adder LeNet (batch norms away from the identity, one negative gamma each) as a checkpoint."""
+    from bmhw.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = lenet("adder")
+    g = torch.Generator().manual_seed(0)
+    for mod in model.modules():
+        if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            n = mod.num_features
+            with torch.no_grad():
+                mod.running_mean.copy_(-torch.rand(n, generator=g) * 20 - 5)
+                mod.running_var.copy_(torch.rand(n, generator=g) * 50 + 1)
+                mod.weight.copy_(torch.randn(n, generator=g))
+                mod.weight[0] = -abs(mod.weight[0]) - 0.1
+    return save_checkpoint(workdir / "adder.pt", model.eval())
+
+
+def test_adder_quantize_eval_export(adder_ckpt, tmp_path):
+    from bmhw import golden
+    from bmhw.data import load_dataset
+    from bmhw.ir import load_bmq
+
+    bmq = tmp_path / "adder.bmq"
+    out = flat(ok(["quantize", adder_ckpt, "--calib-images", "64", "--scale-bits", "12", "-o", bmq]))
+    assert "R = " in out and f"wrote {bmq}" in out
+    net = load_bmq(bmq)
+    assert net.is_adder and [layer["scale_bits"] for layer in net.weight_layers()] == [12] * 5
+    images, labels = load_dataset("mnist", None, "test")
+    want = float((golden.predict(net, images[:40]) == labels[:40]).mean()) * 100
+    assert accuracy_of(ok(["eval", bmq, "--limit", "40"])) == pytest.approx(want, abs=0.005)
+    # export of the checkpoint quantizes it with the same options: the same IR, byte for byte
+    ok(["export", adder_ckpt, "--calib-images", "64", "--scale-bits", "12", "--target", "hls", "-o", tmp_path / "hls"])
+    assert (tmp_path / "hls" / "model.bmq").read_bytes() == bmq.read_bytes()
+    onnx_out = flat(ok(["export", bmq, "--target", "onnx-int", "-o", tmp_path / "adder.onnx"]))
+    assert "bit for bit" in onnx_out
+    assert accuracy_of(ok(["eval", tmp_path / "adder.onnx", "--limit", "40"])) == pytest.approx(want, abs=0.005)
+
+
+@pytest.mark.slow
+def test_adder_csim_from_the_command_line(adder_ckpt, tmp_path):
+    ok(["export", adder_ckpt, "--calib-images", "32", "--target", "hls", "--pe", "4", "-o", tmp_path / "hls"])
+    out = flat(ok(["csim", tmp_path / "hls", "--images", "4"]))
+    assert "0 mismatches" in out and "bit-exact" in out
+
+
+@pytest.mark.parametrize("bits", ["1", "33", "0"])
+def test_adder_bad_scale_bits(adder_ckpt, tmp_path, bits):
+    code, _, err = run_main(["quantize", adder_ckpt, "--scale-bits", bits, "-o", tmp_path / "m.bmq"])
+    assert "--scale-bits must be an integer between 2 and 32" in assert_one_line_error(code, err)
+    assert not (tmp_path / "m.bmq").exists()
+
+
+def test_quantize_refuses_a_network_mixing_adder_and_bm_layers(tmp_path):
+    from bmhw.checkpoint import save_checkpoint
+
+    mixed = save_checkpoint(tmp_path / "mixed.pt", lenet("adder", layers={"fc3": {"neuron": "bm15"}}))
+    code, _, err = run_main(["quantize", mixed, "-o", tmp_path / "m.bmq"])
+    assert "layer fc3 is a BMLinear layer in an AdderNet network" in assert_one_line_error(code, err)
+    assert not (tmp_path / "m.bmq").exists()

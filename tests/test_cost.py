@@ -220,3 +220,66 @@ def test_synth_of_a_small_network_and_its_mac_twin(tmp_path):
         assert whole["memories_kept"] and whole["generic"].memories > 0
         # (The layer alone turns its ROMs into logic; the whole design keeps them as memories.)
         assert whole["generic"].flip_flops > by["layer_0 layer", kind]["generic"].flip_flops
+
+
+# ---------------------------------------------------------------------------------------------------
+# AdderNet networks: the addernet model of the exported datapath (bmhw_adder_layer)
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_adder_layer_cost_by_hand():
+    from test_verilog import random_adder_net
+
+    net = random_adder_net(seed=3)
+    layer = net.layers[0]
+    p = verilog.adder_layer_plan(net, layer, "conv1", 2)["params"]
+    cost = network.adder_layer_cost(net, layer, "conv1", 2)
+    d, acc = p["D_W"], p["ACC_W"]
+    # One PE: a D_W-bit subtractor (2 + 5 (n - 1)), the absolute value (3n), an ACC_W-bit adder and register.
+    assert cost.pe_cost.gates == (2 + 5 * (d - 1)) + 3 * d + (2 + 5 * (acc - 1))
+    assert cost.pe_cost.flip_flops == acc
+    # Two PEs with their hold registers; shared: the multiplier MUL_W x (ACC_W + 1), Y = B - product, the
+    # requantization (YR_W-bit rounding adder, two A-bit multiplexers), product and Y registers.
+    shared = units.multiplier(acc + 1, p["MUL_W"]) + units.adder(p["Y_W"]) + units.adder(p["YR_W"]) \
+        + units.mux(p["OUT_D"]) * 2
+    assert cost.cost.gates == 2 * cost.pe_cost.gates + shared.gates
+    assert cost.cost.flip_flops == 2 * (2 * acc) + p["PROD_W"] + p["Y_W"]
+    folds, k = 2, int(layer["fan_in"])  # 3 outputs at PE 2
+    assert cost.cost.rom_bits == folds * k * 2 * p["WT_W"] + folds * 2 * (p["MUL_W"] + p["B_W"])
+    assert cost.steps == 12 * 3 * 18
+    rows = network.adder_network_costs(net, 2)
+    assert [set(row) for row in rows] == [{"addernet"}] * 4
+    assert network.totals(rows)["addernet"][0].gates == sum(row["addernet"].cost.gates for row in rows)
+    assert set(network.totals(rows)) == {"addernet"}
+
+
+def test_cli_gates_of_an_adder_network(tmp_path):
+    from bmhw.ir import save_bmq
+    from test_verilog import random_adder_net
+
+    path = save_bmq(random_adder_net(seed=3), tmp_path / "adder.bmq")
+    code, out, err = run_main(["gates", path, "--pe", "2"])
+    assert code == 0, err
+    assert "AdderNet datapath" in out and "conv1" in out and "fc2" in out and "total" in out
+    code, out, err = run_main(["gates", path, "--csv", tmp_path / "x.csv"])
+    assert code == 2 and err.count("\n") == 1 and "drop them" in err
+
+
+@pytest.mark.slow
+def test_synth_of_a_small_adder_network(tmp_path):
+    from test_verilog import random_adder_net
+
+    net = random_adder_net(seed=9, in_shape=(1, 6, 6), convs=((3, 3, 1, 0, 2),), linears=(3,), act_bits=6)
+    pes = verilog.resolve_pe(net, 3, cap_at_fan_in=True)
+    rows = synth.synth_adder_blocks(verilog.export(net, tmp_path / "adder", pe=3), net, pes)
+    by = {row["block"]: row for row in rows}
+    assert set(by) >= {"conv1 PE", "conv1 PE array of 3", "conv1 control (not modelled)", "conv1 layer",
+                       "fc1 PE", "whole accelerator"}
+    for row in rows:
+        assert row["generic"].gates > 0 and row["xilinx"].luts > 0, row["block"]
+    # The PE: model and Yosys within 30% (docs/gates.md); its flip-flops exactly the accumulator.
+    pe = by["conv1 PE"]
+    assert 0.7 < pe["generic"].gates / pe["analytical"].gates < 1.3
+    assert pe["generic"].flip_flops == pe["analytical"].flip_flops
+    assert by["conv1 PE array of 3"]["generic"].flip_flops == 3 * pe["generic"].flip_flops
+    assert by["whole accelerator"]["memories_kept"] and by["whole accelerator"]["generic"].memories > 0

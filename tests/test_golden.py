@@ -165,6 +165,33 @@ def _mac_patch(layer: dict, t: dict, patch: list) -> list:
     return outputs
 
 
+def _adder_tables(layer: dict, tables: dict) -> dict:
+    name, K, O = layer["name"], layer["fan_in"], layer["out_count"]
+    t = {key: tables[f"{name}/{key}"] for key in ("weights", "scale", "bias")}
+    assert len(t["weights"]) == O and all(len(row) == K for row in t["weights"]), f"{name}: weights"
+    assert len(t["scale"]) == O and len(t["bias"]) == O, f"{name}: scale / bias length"
+    top = (1 << (layer["scale_bits"] - 1)) - 1
+    assert all(-top <= m <= top for m in t["scale"]), f"{name}: MUL outside {layer['scale_bits']} signed bits"
+    return t
+
+
+def _adder_patch(layer: dict, t: dict, patch: list) -> list:
+    """Steps 1-3 of "The adder layer" for one input patch: the O outputs."""
+    for q in patch:
+        assert 0 <= q <= layer["in_max"], f"{layer['name']}: input code {q} outside [0, {layer['in_max']}]"
+    outputs = []
+    for o in range(layer["out_count"]):
+        ACC = 0
+        for k in range(layer["fan_in"]):
+            ACC += abs(patch[k] - t["weights"][o][k])
+        Y = t["bias"][o] - t["scale"][o] * ACC
+        if layer["relu"]:
+            outputs.append(clamp(round_shift(Y, layer["R"]), 0, layer["out_max"]))
+        else:
+            outputs.append(Y)
+    return outputs
+
+
 def _bm_conv2d(layer: dict, t: dict, x: list, patch_fn=_bm_patch) -> list:
     C, H, W = layer["in_shape"]
     O, Ho, Wo = layer["out_shape"]
@@ -229,6 +256,11 @@ def ref_forward(model: dict, tables: dict, image) -> dict:
         elif op == "mac_linear":
             assert layer["fan_in"] == len(x), layer["name"]
             x = _mac_patch(layer, _mac_tables(layer, tables), x)
+        elif op == "adder_conv2d":
+            x = _bm_conv2d(layer, _adder_tables(layer, tables), x, _adder_patch)
+        elif op == "adder_linear":
+            assert layer["fan_in"] == len(x), layer["name"]
+            x = _adder_patch(layer, _adder_tables(layer, tables), x)
         elif op == "maxpool2d":
             x = _maxpool2d(layer, x)
         elif op == "flatten":
@@ -289,9 +321,43 @@ def ref_mac_ranges(layer: dict, tables: dict) -> dict:
     return R
 
 
+def ref_adder_ranges(layer: dict, tables: dict) -> dict:
+    """Every signal's [lo, hi] for one adder layer ("The adder layer", Widths)."""
+    t = _adder_tables(layer, tables)
+    Qin = layer["in_max"]
+    w_flat = [w for row in t["weights"] for w in row]
+    R = {"q_in": [0, Qin], "W": [min(w_flat), max(w_flat)], "MUL": [min(t["scale"]), max(t["scale"])],
+         "B": [min(t["bias"]), max(t["bias"])]}
+    R["D"] = [-max(w_flat), Qin - min(w_flat)]
+    far = [max(abs(w), abs(Qin - w)) for w in w_flat]  # |q - w| is largest at an end of [0, Qin]
+    R["ABS"] = [0, max(far)]
+    lows, highs, prods, ys = [], [], [], []
+    for o, row in enumerate(t["weights"]):
+        lo = sum(-w if w < 0 else w - Qin if w > Qin else 0 for w in row)  # distance from w to [0, Qin]
+        hi = sum(max(abs(w), abs(Qin - w)) for w in row)
+        lows.append(lo)
+        highs.append(hi)
+        m = t["scale"][o]
+        p = sorted([m * lo, m * hi])
+        prods.append(p)
+        ys.append([t["bias"][o] - p[1], t["bias"][o] - p[0]])
+    R["ACC"] = [min(lows), max(highs)]
+    R["PROD"] = [min(p[0] for p in prods), max(p[1] for p in prods)]
+    R["Y"] = [min(y[0] for y in ys), max(y[1] for y in ys)]
+    if layer["relu"]:
+        R["YR"] = [round_shift(R["Y"][0], layer["R"]), round_shift(R["Y"][1], layer["R"])]
+        R["q_out"] = [0, layer["out_max"]]
+    else:
+        R["q_out"] = list(R["Y"])
+    return R
+
+
 # ---------------------------------------------------------------------------------------------------
 # Comparison helpers
 # ---------------------------------------------------------------------------------------------------
+
+
+WEIGHT_OP_NAMES = ("bm_conv2d", "bm_linear", "mac_conv2d", "mac_linear", "adder_conv2d", "adder_linear")
 
 
 def first_mismatch(a: np.ndarray, b: np.ndarray):
@@ -324,10 +390,11 @@ def compare_layers(model: dict, tables: dict, golden_all: dict, codes: np.ndarra
 def check_ranges(model: dict, tables: dict, net, label: str = "") -> None:
     """IR ranges/widths (in the file and on the in-memory net) against the spec's derivation."""
     for layer in model["layers"]:
-        if layer["op"] not in ("bm_conv2d", "bm_linear", "mac_conv2d", "mac_linear"):
+        if layer["op"] not in WEIGHT_OP_NAMES:
             continue
         name = layer["name"]
-        want = ref_mac_ranges(layer, tables) if layer["op"].startswith("mac") else ref_ranges(layer, tables)
+        want = (ref_mac_ranges(layer, tables) if layer["op"].startswith("mac") else ref_adder_ranges(layer, tables)
+                if layer["op"].startswith("adder") else ref_ranges(layer, tables))
         signals = tuple(want)
         assert set(layer["ranges"]) == set(signals), f"{label}layer {name}: range signals {sorted(layer['ranges'])}"
         assert set(layer["widths"]) == set(signals), f"{label}layer {name}: width signals {sorted(layer['widths'])}"
@@ -353,7 +420,7 @@ def check_outputs_in_range(model: dict, golden_all: dict, label: str = "") -> No
     """Every layer's outputs lie in the code range (hidden) or the Y range (logits)."""
     for layer in model["layers"]:
         got = np.asarray(golden_all[layer["name"]])
-        if layer["op"] in ("bm_conv2d", "bm_linear", "mac_conv2d", "mac_linear"):
+        if layer["op"] in WEIGHT_OP_NAMES:
             lo, hi = layer["ranges"]["q_out"]
         else:
             lo, hi = 0, None
@@ -567,3 +634,56 @@ def test_reference_helpers():
     assert width(0, 0) == 1 and width(0, 1) == 1 and width(0, 2) == 2 and width(0, 255) == 8
     assert width(-1, -1) == 1 and width(-32, -32) == 6 and width(-33, -32) == 7
     assert width(-1, 0) == 1 and width(-128, 127) == 8 and width(-129, 0) == 9 and width(-1, 128) == 9
+
+
+# ---------------------------------------------------------------------------------------------------
+# The adder layer (AdderNet): random IRs built directly, golden against the reference
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("conv", [True, False], ids=["conv", "linear"])
+def test_random_adder_networks_match_reference(seed, conv):
+    from adder_nets import random_adder_net, random_codes
+
+    from bmhw import golden
+    from bmhw.ir import save_bmq
+
+    net = random_adder_net(seed, conv)
+    codes = random_codes(net, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_bmq(net, Path(tmp) / "adder.bmq")
+        model, tables = ref_load(Path(tmp) / "adder.bmq")
+        from bmhw.ir import load_bmq
+
+        loaded = load_bmq(Path(tmp) / "adder.bmq")
+    golden_all = golden.forward(loaded, codes, return_all=True)
+    compare_layers(model, tables, golden_all, codes, f"adder {seed}: ")
+    check_ranges(model, tables, net, f"adder {seed}: ")
+    check_outputs_in_range(model, golden_all, f"adder {seed}: ")
+    # The tests' nets have what the spec allows and the hardware must handle: templates outside [0, Qin] and
+    # negative multipliers.
+    for layer in model["layers"]:
+        if layer["op"].startswith("adder"):
+            w = tables[f"{layer['name']}/weights"]
+            assert min(map(min, w)) < 0 and max(map(max, w)) > layer["in_max"]
+            assert min(tables[f"{layer['name']}/scale"]) < 0
+
+
+def test_adder_comparison_catches_one_off():
+    """A golden that is off by one in one ACC is caught by the reference comparison."""
+    from adder_nets import random_adder_net, random_codes
+
+    from bmhw import golden
+
+    net = random_adder_net(3, False)
+    codes = random_codes(net, 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        from bmhw.ir import save_bmq
+
+        save_bmq(net, Path(tmp) / "adder.bmq")
+        model, tables = ref_load(Path(tmp) / "adder.bmq")
+    golden_all = {k: np.array(v) for k, v in golden.forward(net, codes, return_all=True).items()}
+    golden_all["fc2"][0, 0] += 1
+    with pytest.raises(AssertionError, match=r"layer fc2 .*image 0"):
+        compare_layers(model, tables, golden_all, codes)

@@ -249,3 +249,68 @@ def test_lenet_mac_twin_is_bit_exact_and_a_corrupted_weight_is_caught(tmp_path):
     weights.write_text("\n".join(lines) + "\n")
     code, out, err = run_main(["sim", project, "--images", "3"])
     assert code == 2 and "layer conv2 index" in err
+
+
+# ---------------------------------------------------------------------------------------------------
+# AdderNet networks, verified by the same bench
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pe, extreme", [(1, False), (2, False), (3, True)])
+def test_adder_network_with_padding_stride_and_narrow_codes(tmp_path, pe, extreme):
+    from test_verilog import random_adder_net
+
+    net = random_adder_net(seed=5 if extreme else 3, extreme=extreme, scale_bits=16 if extreme else 10)
+    project = verilog.export(net, tmp_path / "rtl", pe=pe)
+    result = rtlsim.run(project, small_images())
+    assert result.passed, result.mismatch
+    assert result.images == result.layer_images == 12
+    expected = verilog.cycle_summary(net, verilog.resolve_pe(net, pe, cap_at_fan_in=True))["total"]
+    assert result.cycles == [expected] * 12
+
+
+def test_adder_network_under_gaps_and_back_pressure_and_a_corrupted_scale_is_caught(tmp_path):
+    from test_verilog import random_adder_net
+
+    net = random_adder_net(seed=4, in_shape=(1, 5, 5), convs=((3, 1, 1, 0, 0),), linears=(3,), act_bits=6)
+    assert net.layers[0]["fan_in"] == 1
+    project = verilog.export(net, tmp_path / "rtl", pe=2)
+    images = random_images(6, shape=(1, 5, 5), seed=5)
+    images[0] = 0
+    result = rtlsim.run(project, images, in_gaps=True, out_stalls=True)
+    assert result.passed, result.mismatch
+    # One bit of one scale word (output 1 of the logits layer): the bench names the layer and the index.
+    scale = project / "mem" / "fc1_m.mem"
+    lines = scale.read_text().split()
+    lines[1] = format(int(lines[1], 16) ^ 1, f"0{len(lines[1])}x")
+    scale.write_text("\n".join(lines) + "\n")
+    result = rtlsim.run(project, images[:3])
+    assert not result.passed and "layer fc1 index 1" in str(result.mismatch), result.mismatch
+
+
+def test_a_quantized_adder_sequential_is_bit_exact(tmp_path):
+    # Through the AdderNet quantizer (bmhw.quant.adder): batch norms with negative and positive scales.
+    import torch
+    from torch import nn
+
+    from bmhw.nn import AdderConv2d, AdderLinear
+    from bmhw.quant.adder import quantize_adder
+
+    torch.manual_seed(6)
+    model = nn.Sequential(AdderConv2d(2, 3, 3, stride=2, padding=1), nn.ReLU(), AdderConv2d(3, 4, 1), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Flatten(), AdderLinear(8, 5), nn.ReLU(), AdderLinear(5, 3))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                module.weight.copy_(torch.randn_like(module.weight))
+                module.running_mean.copy_(torch.randn_like(module.running_mean) * 50)
+                module.running_var.uniform_(10, 400)
+    model.eval()
+    net = quantize_adder(model, random_images(16, shape=(2, 7, 6), seed=6), act_bits=5, scale_bits=12)
+    assert any(int(v) < 0 for layer in net.layers if layer["op"] in verilog.ADDER_OPS
+               for v in net.table(layer, "scale"))
+    project = verilog.export(net, tmp_path / "rtl", pe=2)
+    result = rtlsim.run(project, small_images())
+    assert result.passed, result.mismatch
+    assert result.images == result.layer_images == 12
+    assert result.cycles == [verilog.cycle_summary(net, verilog.resolve_pe(net, 2, cap_at_fan_in=True))["total"]] * 12

@@ -165,3 +165,59 @@ def test_the_harnesses_pass_verilator_lint(network, name):
     _, project, _ = network
     for toplevel in (block_runner.BLOCKS_TB, block_runner.LAYER_TB):
         assert block_runner.lint(project, name, toplevel) == [], toplevel
+
+
+# ---------------------------------------------------------------------------------------------------
+# AdderNet blocks: the adder PE, the adder PE array and the requantization of an adder layer
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adder_project(tmp_path_factory):
+    """A random adder network with templates and scales at the ends of their ranges (docs/datapath.md, "The
+    adder layer"), exported at PE 2: (net, project)."""
+    from test_verilog import random_adder_net
+
+    net = random_adder_net(seed=7, extreme=True, scale_bits=12)
+    return net, verilog.export(net, tmp_path_factory.mktemp("adder_blocks") / "project", pe=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["conv1", "fc1", "fc2"])
+def test_adder_blocks_match_their_reference(adder_project, tmp_path_factory, name):
+    net, project = adder_project
+    layer = layer_of(net, name)
+    bench = block_runner.build_adder_blocks(project, name, tmp_path_factory.mktemp("adder_builds"))
+    results = block_runner.run(bench, seed=1)
+    assert set(results) == set(block_runner.ADDER_BLOCK_TESTS)
+    assert not failures(results), failures(results)
+    for test in ("adder_pe", "adder_array"):
+        detail = results[test].detail
+        assert detail["steps"] >= 2000
+        # The extreme runs reach the top of ACC's proven range: the PE's widths are tight, not padded.
+        assert detail["largest_acc"] == detail["acc_max"] == layer["ranges"]["ACC"][1], (test, detail)
+    assert results["adder_array"].detail["lanes"] == block_runner.ARRAY_PE
+    if layer["relu"]:
+        assert results["adder_requantize"].detail["values"] > 100
+
+
+@pytest.mark.slow
+def test_a_broken_adder_pe_makes_the_bench_fail_naming_block_layer_and_step(adder_project, tmp_path):
+    _, project = adder_project
+    copy = tmp_path / "project"
+    shutil.copytree(project, copy)
+    source = copy / "rtl" / "lib" / "bmhw_adder_pe.v"
+    text = source.read_text()
+    assert text.count("acc + mag_x") == 1
+    source.write_text(text.replace("acc + mag_x", "acc + mag_x + {{(ACC_W - 1){1'b0}}, d[0]}"))  # a wrong sum
+    bench = block_runner.build_adder_blocks(copy, "fc1", tmp_path / "builds")
+    result = block_runner.run(bench, ["adder_pe"], seed=1)["adder_pe"]
+    assert not result.passed
+    assert result.message.startswith("block bmhw_adder_pe, layer fc1: step ")
+    assert result.detail["rtl"] != result.detail["reference"]
+
+
+@pytest.mark.parametrize("name", ["conv1", "fc2"])
+def test_the_adder_harness_passes_verilator_lint(adder_project, name):
+    _, project = adder_project
+    assert block_runner.lint(project, name, block_runner.ADDER_BLOCKS_TB) == []

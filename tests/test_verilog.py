@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bmhw import ir as bmhw_ir
 from bmhw.backends import rtlsim, verilog
 from bmhw.cost import synth
 from bmhw.errors import BmhwError
@@ -249,6 +250,157 @@ def test_mac_twin_synthesizes_with_one_multiplier_per_pe(tmp_path):
     sources = " ".join((project / "files.f").read_text().split())
     script = (f"read_verilog {sources}; hierarchy -check -top bmhw_net; proc; flatten; opt; "
               "select -assert-count 4 t:$mul; select -assert-none t:$div t:$mod t:$pow; synth -top bmhw_net; "
+              "check -assert; stat")
+    log = synth.run_yosys(script, project, timeout=900)
+    assert "cells" in log
+
+
+# ---------------------------------------------------------------------------------------------------
+# AdderNet layers (docs/datapath.md, "The adder layer")
+# ---------------------------------------------------------------------------------------------------
+
+
+
+
+def adder_ranges(w, mul, bias, q_max: int, relu: bool, r: int) -> dict:
+    """The proven ranges of an adder layer, written from docs/datapath.md ("The adder layer", "Widths")."""
+    from bmhw.intmath import round_shift
+
+    w, mul, bias = (np.asarray(t, dtype=object) for t in (w, mul, bias))
+    far = np.maximum(abs(w), abs(q_max - w))  # the largest |q - W| over q in [0, q_max]
+    near = np.maximum(0, np.maximum(-w, w - q_max))  # the distance from W to [0, q_max]
+    acc_lo, acc_hi = near.sum(axis=1), far.sum(axis=1)
+    prod = [sorted((int(m) * int(lo), int(m) * int(hi))) for m, lo, hi in zip(mul, acc_lo, acc_hi)]
+    y = [(int(b) - p[1], int(b) - p[0]) for b, p in zip(bias, prod)]
+    out = {"q_in": [0, q_max], "W": [int(w.min()), int(w.max())], "D": [-int(w.max()), q_max - int(w.min())],
+           "ABS": [0, int(far.max())], "ACC": [int(acc_lo.min()), int(acc_hi.max())],
+           "MUL": [int(mul.min()), int(mul.max())], "PROD": [min(p[0] for p in prod), max(p[1] for p in prod)],
+           "B": [int(bias.min()), int(bias.max())], "Y": [min(v[0] for v in y), max(v[1] for v in y)]}
+    if relu:
+        out["YR"] = [int(round_shift(out["Y"][0], r)), int(round_shift(out["Y"][1], r))]
+    return out
+
+
+def random_adder_net(seed=3, in_shape=(2, 7, 6), convs=((3, 3, 2, 1, 0), (4, 1, 1, 0, 2)), linears=(5, 3),
+                     act_bits=5, scale_bits=10, template_span=None, extreme=False):
+    """A random adder network built directly as IR (convs: (out, k, stride, pad, pool); ReLU after every
+    weight layer but the last). ``extreme``: templates and scales at the ends of their ranges."""
+    from bmhw import ir
+    from bmhw.intmath import width
+
+    rng = np.random.default_rng(seed)
+    layers, arrays = [], {}
+    c, h, wd = in_shape
+    q_max, q_w, in_scale = 255, 8, [1, 255]
+    n_weight, index = len(convs) + len(linears), 0
+
+    def weight_layer(op, name, k, o, in_sh, out_sh, extra):
+        nonlocal q_max, q_w, in_scale, index
+        index += 1
+        relu = index < n_weight
+        span = template_span or (q_max + q_max // 2)
+        w = rng.integers(-span // 3, span, size=(o, k))
+        mul = rng.integers(-(1 << (scale_bits - 1)) + 1, 1 << (scale_bits - 1), size=o)
+        bias = rng.integers(-(1 << 18), 1 << 18, size=o)
+        if extreme:
+            w[0, :], w[-1, :] = -span // 3, span  # both ends of the template range
+            mul[0], mul[-1] = (1 << (scale_bits - 1)) - 1, -(1 << (scale_bits - 1)) + 1
+        r = int(rng.integers(6, 12))
+        ranges = adder_ranges(w, mul, bias, q_max, relu, r)
+        ranges["q_out"] = [0, (1 << act_bits) - 1] if relu else ranges["Y"]
+        widths = {key: width(*v) for key, v in ranges.items()}
+        layer = {"op": op, "name": name, "in_shape": list(in_sh), "out_shape": list(out_sh), "fan_in": k,
+                 "out_count": o, "scale_bits": scale_bits, "R": r, "relu": relu, "in_max": q_max,
+                 "out_max": (1 << act_bits) - 1 if relu else None, "in_scale": in_scale, "out_scale_exp": -3,
+                 "ranges": ranges, "widths": widths, **extra}
+        layers.append(layer)
+        arrays.update({f"{name}/weights": w.astype(np.int64), f"{name}/scale": mul.astype(np.int64),
+                       f"{name}/bias": bias.astype(np.int64)})
+        q_max, q_w, in_scale = (1 << act_bits) - 1, act_bits, [1, 8]
+
+    for i, (out, k, stride, pad, pool) in enumerate(convs):
+        oh, ow = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1
+        weight_layer("adder_conv2d", f"conv{i + 1}", c * k * k, out, (c, h, wd), (out, oh, ow),
+                     {"kernel": [k, k], "stride": [stride, stride], "padding": [pad, pad]})
+        c, h, wd = out, oh, ow
+        if pool:
+            layers.append({"op": "maxpool2d", "name": f"pool{i + 1}", "in_shape": [c, h, wd],
+                           "out_shape": [c, h // pool, wd // pool], "kernel": pool, "stride": pool})
+            h, wd = h // pool, wd // pool
+    layers.append({"op": "flatten", "name": "flatten", "in_shape": [c, h, wd], "out_shape": [c * h * wd]})
+    features = c * h * wd
+    for i, out in enumerate(linears):
+        weight_layer("adder_linear", f"fc{i + 1}", features, out, (features,), (out,), {})
+        features = out
+    return ir.QuantizedNet(input_shape=tuple(in_shape), input_scale=(1, 255), layers=layers, arrays=arrays,
+                           meta={"source": "random adder network (tests)"})
+
+
+@pytest.fixture(scope="module")
+def adder_net():
+    return random_adder_net(seed=3)
+
+
+@pytest.mark.parametrize("pe", [1, 3])
+def test_adder_network_passes_verilator_lint_with_all_warnings(adder_net, tmp_path, pe):
+    code, output = lint(verilog.export(adder_net, tmp_path / "rtl", pe=pe))
+    assert code == 0 and "%Warning" not in output, output
+    extreme = random_adder_net(seed=5, extreme=True, scale_bits=16, act_bits=8)
+    code, output = lint(verilog.export(extreme, tmp_path / "extreme", pe=pe))
+    assert code == 0 and "%Warning" not in output, output
+
+
+def test_adder_network_shares_the_architecture_and_writes_its_tables(adder_net, tmp_path):
+    context = verilog.build_context(adder_net, pe=2)[0]
+    modules = [b["module"] for b in context["blocks"]]
+    assert modules == ["bmhw_adder_layer", "bmhw_adder_layer", "bmhw_maxpool", "bmhw_adder_layer", "bmhw_adder_layer"]
+    project = verilog.export(adder_net, tmp_path / "rtl", pe=2)
+    top = (project / "rtl" / "bmhw_net.v").read_text()
+    assert top.count("bmhw_adder_layer #(") == 4 and "bmhw_mac_layer" not in top
+    adder_layers = [layer for layer in adder_net.layers if layer["op"] in verilog.ADDER_OPS]
+    assert len(adder_layers) == 4
+    for layer in adder_layers:
+        name = layer["name"]
+        params = verilog.adder_layer_plan(adder_net, layer, name, 2)["params"]
+        for table, rom, bits in (("scale", "m", params["MUL_W"]), ("bias", "b", params["B_W"])):
+            values = adder_net.table(layer, table)
+            assert np.array_equal(read_mem(project / f"mem/{name}_{rom}.mem", bits)[:len(values)], values), table
+        w, wt = adder_net.table(layer, "weights"), params["WT_W"]
+        words = [int(line, 16) for line in (project / f"mem/{name}_w.mem").read_text().split()]
+        k = w.shape[1]
+        for o in range(w.shape[0]):
+            for step in (0, k - 1):
+                lane = (words[(o // 2) * k + step] >> ((o % 2) * wt)) & ((1 << wt) - 1)
+                assert lane - (1 << wt) * (lane >> (wt - 1)) == w[o, step]
+        # The widths are the IR's proven ones (D signed, |D| and ACC unsigned).
+        assert params["ACC_W"] == layer["widths"]["ACC"] and params["ABS_W"] == layer["widths"]["ABS"]
+        assert params["OUT_SHIFT"] == (layer["R"] if layer["relu"] else 0)
+    assert files_of(project) == files_of(verilog.export(adder_net, tmp_path / "again", pe=2))  # deterministic
+
+
+def test_adder_cycle_model_by_hand(adder_net):
+    rows = {r["layer"]: r for r in verilog.cycle_model(adder_net, verilog.resolve_pe(adder_net, 2, cap_at_fan_in=True))}
+    # positions * folds * K + outputs of the last fold + 10 (the MAC's 8, a multiplier input and a product register)
+    assert rows["conv1"]["cycles"] == 4 * 3 * 2 * 18 + 1 + 10
+    assert rows["conv2"]["cycles"] == 4 * 3 * 2 * 3 + 2 + 10  # a 1 x 1 convolution: K = 3, PE capped at 2
+    assert rows["fc2"]["cycles"] == 1 * 2 * 5 + 1 + 10
+
+
+def test_an_adder_layer_with_a_negative_shift_is_refused(tmp_path):
+    net = random_adder_net(seed=3)
+    net.layers[0]["R"] = -1
+    with pytest.raises(BmhwError, match="layer conv1: the requantization shift R=-1 is negative"):
+        verilog.export(net, tmp_path / "rtl")
+
+
+@pytest.mark.slow
+def test_adder_network_synthesizes_with_one_multiplier_per_layer_and_none_in_the_pes(tmp_path):
+    # The PEs subtract, take |.| and accumulate: the only $mul cells are the shared MUL * ACC, one per layer.
+    net = random_adder_net(seed=9, in_shape=(1, 6, 6), convs=((2, 3, 1, 1, 2),), linears=(3,), act_bits=4)
+    project = verilog.export(net, tmp_path / "rtl", pe=2)
+    sources = " ".join((project / "files.f").read_text().split())
+    script = (f"read_verilog {sources}; hierarchy -check -top bmhw_net; proc; flatten; opt; "
+              "select -assert-count 2 t:$mul; select -assert-none t:$div t:$mod t:$pow; synth -top bmhw_net; "
               "check -assert; stat")
     log = synth.run_yosys(script, project, timeout=900)
     assert "cells" in log

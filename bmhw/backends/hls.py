@@ -24,6 +24,8 @@ from bmhw.widths import MAX_WIDTH
 
 KERNELS_HEADER = "bmhw_layers.h"
 SIGNALS = ("q_in", "LN", "W", "T", "M", "I", "r", "EXP", "E", "S", "S_CSUM", "C", "B", "Y", "q_out")
+# The adder layer's signals (docs/datapath.md, "The adder layer"); YR only in hidden layers.
+ADDER_SIGNALS = ("q_in", "W", "D", "ABS", "ACC", "MUL", "PROD", "B", "Y", "q_out")
 VALUES_PER_LINE = 16
 DEFAULT_PART = "xcu250-figd2104-2L-e"
 DEFAULT_CLOCK_NS = 5.0
@@ -91,6 +93,15 @@ def cycle_model(net: ir.QuantizedNet, pes: list) -> list[dict]:
             cycles = patches * folds * (k + PE_PIPELINE_DEPTH) + patches * k
             rows.append({"layer": name, "op": layer["op"], "pe": pe, "patches": patches, "folds": folds, "k": k,
                          "cycles": cycles})
+        elif layer["op"] in ir.ADDER_OPS:
+            # Adder layer: the L1 loop at II=1 per fold plus the pipeline depth, and a convolution's gather loop.
+            conv = layer["op"] == "adder_conv2d"
+            patches = _size(layer["out_shape"][1:]) if conv else 1
+            k, o = int(layer["fan_in"]), int(layer["out_count"])
+            folds = -(-o // pe)
+            cycles = patches * folds * (k + PE_PIPELINE_DEPTH) + (patches * k if conv else 0)
+            rows.append({"layer": name, "op": layer["op"], "pe": pe, "patches": patches, "folds": folds, "k": k,
+                         "cycles": cycles})
         else:
             size = _size(layer["out_shape"] if layer["op"] == "maxpool2d" else layer["in_shape"])
             rows.append({"layer": name, "op": layer["op"], "pe": None, "patches": None, "folds": None, "k": None,
@@ -133,6 +144,8 @@ def _bm_context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str, pe: 
         "name": name, "op": layer["op"], "kernel": "bm_conv2d" if conv else "bm_linear", "bm": True,
         "typedefs": typedefs, "int_constants": [(k, int(v)) for k, v in constants],
         "csum": c_literal(layer["csum"]), "relu": "true" if layer["relu"] else "false",
+        "long_constants": [("CSUM", c_literal(layer["csum"]))], "bool_constants": [("RELU", layer["relu"])],
+        "table_list": "ln LUT, log-weights, exp LUT, bias",
         "out_type": out_type, "out_size": _size(layer["out_shape"]),
         "table_args": f", {name}_ln_lut, {name}_w, {name}_exp_lut, {name}_bias, {name}_neg", "pe": pe,
         "partitions": [f"variable = {name}_w cyclic factor = {pe} dim = 1"] if pe > 1 else [],
@@ -150,6 +163,47 @@ def _bm_context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str, pe: 
     }
 
 
+def _adder_context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str, pe: int = 1) -> dict:
+    """An AdderNet layer (docs/datapath.md, "The adder layer"): one ap_int type per signal from the IR."""
+    ranges, widths = layer["ranges"], layer["widths"]
+    types = {s: ap_type(*ranges[s], widths[s]) for s in ADDER_SIGNALS}
+    if types["q_in"] != in_type:
+        raise BmhwError(f"layer {name}: its input codes are {in_type} but the IR gives q_in {types['q_in']}; "
+                        "the .bmq file is inconsistent: re-create it with bmhw quantize")
+    w, mul, bias = (net.table(layer, t) for t in ir.ADDER_TABLES)
+    conv = layer["op"] == "adder_conv2d"
+    in_shape = list(layer["in_shape"]) if conv else [1, 1, _size(layer["in_shape"])]
+    out_shape = list(layer["out_shape"]) if conv else [int(layer["out_count"]), 1, 1]
+    kh, kw = layer["kernel"] if conv else (1, 1)
+    sh, sw = layer["stride"] if conv else (1, 1)
+    ph, pw = layer["padding"] if conv else (0, 0)
+    constants = [("IN_C", in_shape[0]), ("IN_H", in_shape[1]), ("IN_W", in_shape[2]), ("O", layer["out_count"]),
+                 ("OUT_H", out_shape[1]), ("OUT_W", out_shape[2]), ("K", layer["fan_in"]), ("KH", kh), ("KW", kw),
+                 ("SH", sh), ("SW", sw), ("PH", ph), ("PW", pw), ("OUT_SHIFT", int(layer["R"])),
+                 ("OUT_MAX", layer["out_max"] if layer["relu"] else 0), ("PE", pe)]
+    out_type = types["q_out"] if layer["relu"] else types["Y"]
+    typedefs = [(f"{s.lower()}_t", types[s]) for s in ADDER_SIGNALS if s != "q_out"]
+    typedefs += [("out_t", out_type)]
+    typedefs += [(f"{s.lower()}_rom_t", rom_type(*ranges[s])) for s in ("W", "MUL", "B")]
+    return {
+        "name": name, "op": layer["op"], "kernel": layer["op"], "bm": False,
+        "typedefs": typedefs, "int_constants": [(k, int(v)) for k, v in constants],
+        "long_constants": [], "bool_constants": [("RELU", layer["relu"])],
+        "table_list": "templates W, multipliers MUL, offsets B",
+        "out_type": out_type, "out_size": _size(layer["out_shape"]),
+        "table_args": f", {name}_w, {name}_mul, {name}_bias", "pe": pe,
+        "partitions": [f"variable = {name}_w cyclic factor = {pe} dim = 1"] if pe > 1 else [],
+        "tables": [
+            {"decl": f"{name}_config::w_rom_t {name}_w[{w.shape[0]}][{w.shape[1]}]",
+             "rows": [], "matrix": [{"rows": _rows(row), "last": o == w.shape[0] - 1} for o, row in enumerate(w)]},
+            {"decl": f"{name}_config::mul_rom_t {name}_mul[{len(mul)}]", "rows": _rows(mul), "matrix": []},
+            {"decl": f"{name}_config::b_rom_t {name}_bias[{len(bias)}]", "rows": _rows(bias), "matrix": []},
+        ],
+        "summary": f"{layer['op']} {'x'.join(map(str, layer['in_shape']))} -> {'x'.join(map(str, layer['out_shape']))}"
+                   f", K={layer['fan_in']}, ACC {widths['ACC']} bits, MUL {widths['MUL']} bits, Y {widths['Y']} bits",
+    }
+
+
 def _plain_context(layer: dict, in_type: str, name: str) -> dict:
     op = layer["op"]
     if op == "maxpool2d":
@@ -164,7 +218,7 @@ def _plain_context(layer: dict, in_type: str, name: str) -> dict:
     return {"name": name, "op": op, "kernel": op, "bm": False, "typedefs": [("data_t", in_type), ("out_t", in_type)],
             "int_constants": [(k, int(v)) for k, v in constants], "out_type": in_type,
             "out_size": _size(layer["out_shape"]), "table_args": "", "tables": [],
-            "pe": None, "partitions": [],
+            "pe": None, "partitions": [], "long_constants": [], "bool_constants": [], "table_list": "",
             "summary": f"{op} {'x'.join(map(str, layer['in_shape']))} -> {'x'.join(map(str, layer['out_shape']))}"}
 
 
@@ -181,6 +235,8 @@ def build_context(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: floa
     for layer, name, layer_pe in zip(net.layers, c_names(net), pes):
         if layer["op"] in ir.BM_OPS:
             ctx = _bm_context(net, layer, buffer_type, name, layer_pe)
+        elif layer["op"] in ir.ADDER_OPS:
+            ctx = _adder_context(net, layer, buffer_type, name, layer_pe)
         elif layer["op"] in ("maxpool2d", "flatten"):
             ctx = _plain_context(layer, buffer_type, name)
         else:
@@ -189,8 +245,9 @@ def build_context(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: floa
         layers.append(ctx)
         buffer_type, previous = ctx["out_type"], ctx["out_buf"]
     last = net.layers[-1]
-    if last["op"] not in ir.BM_OPS or last["relu"]:
-        raise BmhwError("the last layer must be the logits BM layer (no ReLU); re-create the .bmq with bmhw quantize")
+    if last["op"] not in ir.BM_OPS + ir.ADDER_OPS or last["relu"]:
+        raise BmhwError("the last layer must be the logits BM or adder layer (no ReLU); re-create the .bmq with "
+                        "bmhw quantize")
     summary = cycle_summary(net, pes, clock_ns)
     cycles = [{"layer": r["layer"], "pe": _cell(r["pe"]), "patches": _cell(r["patches"]), "folds": _cell(r["folds"]),
                "k": _cell(r["k"]), "cycles": r["cycles"]} for r in summary["rows"]]
@@ -227,7 +284,7 @@ def render(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: float = DEF
     }
     weights = env.get_template("weights.h.j2")
     for layer in context["layers"]:
-        if layer["bm"]:
+        if layer["tables"]:
             files[f"firmware/weights/{layer['name']}.h"] = weights.render(context, layer=layer)
     out = {path: text.encode() for path, text in files.items()}
     out[f"firmware/{KERNELS_HEADER}"] = (hls_dir() / KERNELS_HEADER).read_bytes()

@@ -138,8 +138,25 @@ def _mac_neuron(g: _IntGraph, net, layer: dict, x: str) -> str:
     return y
 
 
+def _adder_neuron(g: _IntGraph, net, layer: dict, x: str) -> str:
+    """Steps 1-3 of "The adder layer" on patches x (..., K): the outputs (..., O)."""
+    name = layer["name"]
+    # 1. adder PE: ACC = sum_k |q_k - W[o, k]|
+    d = g.op("Sub", [g.op("Unsqueeze", [x, g.i64([-2], "axis_m2")], f"{name}/q_row"),
+                     g.i64(net.table(layer, "weights"), f"{name}_weights")], f"{name}/D")
+    acc = g.op("ReduceSum", [g.op("Abs", [d], f"{name}/ABS"), g.i64([-1], "axis_m1")], f"{name}/ACC", keepdims=0)
+    # 2. scale and offset: Y = B[o] - MUL[o] * ACC
+    prod = g.op("Mul", [acc, g.i64(net.table(layer, "scale"), f"{name}_scale")], f"{name}/PROD")
+    y = g.op("Sub", [g.i64(net.table(layer, "bias"), f"{name}_bias"), prod], f"{name}/Y")
+    # 3. output: codes of a hidden layer, Y itself for the logits
+    if layer["relu"]:
+        return g.clamp(g.round_shift(y, int(layer["R"]), f"{name}/requant"), 0, int(layer["out_max"]), f"{name}/q_out")
+    return y
+
+
 def _weight_layer(g: _IntGraph, net, layer: dict, x: str) -> str:
-    neuron = _bm_neuron if layer["op"] in ir.BM_OPS else _mac_neuron
+    neuron = (_bm_neuron if layer["op"] in ir.BM_OPS else _adder_neuron if layer["op"] in ir.ADDER_OPS
+              else _mac_neuron)
     name = layer["name"]
     if layer["op"] in ir.CONV_OPS:
         out = neuron(g, net, layer, _patches(g, x, layer))  # (N, L, O), L in raster order
@@ -199,7 +216,7 @@ def elements_per_image(net) -> int:
     largest = 1
     for layer in net.weight_layers():
         positions = int(np.prod(layer["out_shape"][1:])) if layer["op"] in ir.CONV_OPS else 1
-        per_output = int(layer["out_count"]) if layer["op"] in ir.BM_OPS else 1
+        per_output = int(layer["out_count"]) if layer["op"] in ir.BM_OPS + ir.ADDER_OPS else 1
         largest = max(largest, positions * per_output * int(layer["fan_in"]))
     return largest
 

@@ -29,6 +29,8 @@ DEFAULT_CLOCK_NS = 5.0
 # the schedules documented in the modules; the simulation measures them (docs/verilog.md).
 BM_OVERHEAD = 11
 MAC_OVERHEAD = 8  # the MAC layer's output stage has no 4-cycle exp pipeline (one bias cycle instead)
+ADDER_OVERHEAD = 10  # the adder layer's: the MAC's, plus registered multiplier inputs and the product register
+ADDER_OPS, ADDER_TABLES = ir.ADDER_OPS, ir.ADDER_TABLES
 POOL_OVERHEAD = 4
 ARGMAX_OVERHEAD = 2
 OUTPUT_OVERHEAD = 1
@@ -200,8 +202,39 @@ def mac_layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dic
     return _plan(params, mems, name, params["OUT_H"] * params["OUT_W"])
 
 
+def adder_layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dict:
+    """Parameters of one ``bmhw_adder_layer`` (AdderNet) and the contents of its three ROMs: the templates
+    (``w``), the per-output scale ``MUL`` (``m``) and bias (``b``)."""
+    ranges = layer["ranges"]
+    params = layer_geometry(layer, pe)
+    folds = -(-params["O"] // pe)
+    w, scale, bias = (net.table(layer, t) for t in ADDER_TABLES)
+    q_w = int(layer["widths"]["q_in"])
+    wt_w, mul_w, b_w = signed_width(*ranges["W"]), signed_width(*ranges["MUL"]), signed_width(*ranges["B"])
+    # D = x - W signed; |D| and the sum unsigned (ACC >= 0), each at its proven range.
+    d_w = signed_width(*ranges["D"])
+    abs_w = min(width(0, max(int(ranges["ABS"][1]), 0)), d_w)
+    acc_w = max(width(0, max(int(ranges["ACC"][1]), 0)), abs_w)
+    prod_w = signed_width(*ranges["PROD"])
+    # Y = B - PROD is computed at the widest of the three (Y's own range may be narrower).
+    y_w = max(signed_width(*ranges["Y"]), prod_w, b_w)
+    r = int(layer["R"])
+    checks = [(int(ranges["ACC"][0]) >= 0, f"ACC's range {ranges['ACC']} is negative"),
+              (r >= 0, f"the requantization shift R={r} is negative")]
+    params.update({"Q_W": q_w, "WT_W": wt_w, "D_W": d_w, "ABS_W": abs_w, "ACC_W": acc_w, "MUL_W": mul_w,
+                   "PROD_W": prod_w, "B_W": b_w, "Y_W": y_w, "RELU": int(bool(layer["relu"]))})
+    params.update(_requantize_params(layer, y_w, r, checks))
+    _raise_failed(layer, checks)
+    mems = {f"mem/{name}_w.mem": mem_text(_weight_words(w, pe, wt_w), pe * wt_w),
+            f"mem/{name}_m.mem": mem_text(_padded(scale, folds * pe), mul_w),
+            f"mem/{name}_b.mem": mem_text(_padded(bias, folds * pe), b_w)}
+    return _plan(params, mems, name, params["OUT_H"] * params["OUT_W"])
+
+
 def layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dict:
     """The plan of a weight layer's block: ``module``, ``params``, ``mems``, ``out_bits``, ..."""
+    if layer["op"] in ADDER_OPS:
+        return {"module": "bmhw_adder_layer", **adder_layer_plan(net, layer, name, pe)}
     if layer["op"] in ir.MAC_OPS:
         return {"module": "bmhw_mac_layer", **mac_layer_plan(net, layer, name, pe)}
     return {"module": "bmhw_bm_layer", **bm_layer_plan(net, layer, name, pe)}
@@ -209,19 +242,21 @@ def layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dict:
 
 def cycle_model(net: ir.QuantizedNet, pes: list) -> list[dict]:
     """Cycles per image of each block, from the schedules of the RTL (docs/verilog.md, "Cycle model"):
-    input: one pixel per cycle; BM layer: positions * folds * K + (outputs of the last fold) + 11 (MAC layer: + 8);
+    input: one pixel per cycle; BM layer: positions * folds * K + (outputs of the last fold) + 11 (MAC layer: + 8;
+    adder layer: + 10);
     max pooling: outputs * k^2 + 4;
     flatten: none (the buffer is read in place); arg-max: classes + 2, and one cycle to raise out_valid."""
     rows = [{"layer": "input", "op": "stream", "pe": None, "positions": None, "folds": None, "k": None,
              "cycles": _size(net.input_shape)}]
     for layer, name, pe in zip(net.layers, layer_names(net), pes):
         row = {"layer": name, "op": layer["op"], "pe": pe, "positions": None, "folds": None, "k": None}
-        if layer["op"] in ir.WEIGHT_OPS:
-            positions = _size(layer["out_shape"][1:]) if layer["op"] in ir.CONV_OPS else 1
+        if layer["op"] in ir.WEIGHT_OPS or layer["op"] in ADDER_OPS:
+            positions = _size(layer["out_shape"][1:]) if len(layer["out_shape"]) == 3 else 1
             k, o = int(layer["fan_in"]), int(layer["out_count"])
             folds = -(-o // pe)
             last_fold = o - (folds - 1) * pe
-            overhead = MAC_OVERHEAD if layer["op"] in ir.MAC_OPS else BM_OVERHEAD
+            overhead = (ADDER_OVERHEAD if layer["op"] in ADDER_OPS else MAC_OVERHEAD if layer["op"] in ir.MAC_OPS
+                        else BM_OVERHEAD)
             row.update(positions=positions, folds=folds, k=k, cycles=positions * folds * k + last_fold + overhead)
         elif layer["op"] == "maxpool2d":
             row["cycles"] = _size(layer["out_shape"]) * int(layer["kernel"]) ** 2 + POOL_OVERHEAD

@@ -165,6 +165,38 @@ def layer_costs(net: ir.QuantizedNet, layer: dict, name: str, pe: int, weight_bi
     return costs
 
 
+def is_adder(net: ir.QuantizedNet) -> bool:
+    """An AdderNet network (its weight layers adder_conv2d / adder_linear), costed as exported."""
+    return any(layer["op"] in verilog.ADDER_OPS for layer in net.layers)
+
+
+def adder_layer_cost(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> LayerCost:
+    """The ``addernet`` kind of an AdderNet network at its exported widths (bmhw_adder_layer): per PE a
+    subtractor and an absolute value at D_W bits and an accumulator (adder and register) at ACC_W bits, a hold
+    register; shared by the PEs: the template, scale and bias tables, one MUL_W x (ACC_W + 1) multiplier and
+    its product register, Y = B - product at Y_W bits and its register, and the requantization (the rounding
+    shift by R and the clamp) of a hidden layer."""
+    p = verilog.adder_layer_plan(net, layer, name, pe)["params"]
+    k, o = int(layer["fan_in"]), int(layer["out_count"])
+    positions, folds = int(p["OUT_H"]) * int(p["OUT_W"]), -(-o // pe)
+    d_w, acc_w, mul_w, prod_w, y_w = (int(p[key]) for key in ("D_W", "ACC_W", "MUL_W", "PROD_W", "Y_W"))
+    unit = adder(d_w) + absolute(d_w) + adder(acc_w) + register(acc_w)
+    requant = adder(int(p["YR_W"])) + mux(int(p["OUT_D"])) * 2 if layer["relu"] else Cost()
+    shared = rom(folds * k, pe * int(p["WT_W"])) + rom(folds * pe, mul_w) + rom(folds * pe, int(p["B_W"])) \
+        + multiplier(acc_w + 1, mul_w) + register(prod_w) + adder(y_w) + register(y_w) + requant
+    steps, outputs = positions * o * k, positions * o
+    energy = steps * (2 * add_energy_pj(d_w) + add_energy_pj(acc_w)) \
+        + outputs * (mul_energy_pj(acc_w + 1, mul_w) + add_energy_pj(y_w))
+    return LayerCost(name, "addernet", pe, (unit + hold_register(acc_w)) * pe + shared, unit, energy, steps)
+
+
+def adder_network_costs(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None) -> list:
+    """One ``{"addernet": LayerCost}`` per adder layer of an AdderNet network, at the export's PE counts."""
+    pes = verilog.resolve_pe(net, pe, pe_layers, cap_at_fan_in=True)
+    return [{"addernet": adder_layer_cost(net, layer, name, layer_pe)}
+            for layer, name, layer_pe in zip(net.layers, verilog.layer_names(net), pes) if layer_pe is not None]
+
+
 def network_costs(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None, weight_bits: int = 8,
                   twin: ir.QuantizedNet | None = None) -> list:
     """One ``{kind: LayerCost}`` per BM layer, in order, with the PE counts of the Verilog export (the MAC kind
@@ -182,6 +214,8 @@ def totals(rows: list) -> dict:
     """``kind -> (Cost, energy in pJ)`` summed over the layers."""
     out = {}
     for kind in KINDS:
+        if rows and kind not in rows[0]:  # an AdderNet network has its own kind only
+            continue
         cost, energy = Cost(), 0.0
         for row in rows:
             cost = cost + row[kind].cost

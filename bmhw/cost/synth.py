@@ -219,3 +219,43 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
             rows.append({"block": "whole accelerator", "kind": kind, "module": verilog.TOP,
                          "analytical": totals[kind][0], "generic": generic, "xilinx": xilinx, "memories_kept": True})
     return rows
+
+
+def synth_adder_blocks(project: Path, net, pes: list, progress=None, whole: bool = True) -> list:
+    """Synthesize, for every layer of an AdderNet network, its adder PE and (PE > 1) its PE array, the first
+    layer's control (``bmhw_layer_scan``, not in the model) and whole ``bmhw_adder_layer``, and with ``whole``
+    the whole accelerator; generic gates and Xilinx LUTs beside the ``addernet`` model (rows as synth_blocks)."""
+    from bmhw.backends import verilog
+    from bmhw.cost import network
+    from bmhw.cost.units import Cost
+
+    project = Path(project)
+    sources = _library_sources(project)
+    rows, seen, first, all_costs = [], {}, None, []
+    for layer, name, pe in zip(net.layers, verilog.layer_names(net), pes):
+        if pe is None:
+            continue
+        cost = network.adder_layer_cost(net, layer, name, pe)
+        all_costs.append({"addernet": cost})
+        params = verilog.adder_layer_plan(net, layer, name, pe)["params"]
+        pe_params = {"X_W": params["Q_W"], **{key: params[key] for key in ("WT_W", "D_W", "ABS_W", "ACC_W")}}
+        blocks = [("bmhw_adder_pe", pe_params, cost.pe_cost, f"{name} PE")]
+        if pe > 1:
+            blocks.append(("bmhw_adder_array", {"PE": pe, **pe_params}, cost.pe_cost * pe, f"{name} PE array of {pe}"))
+        if first is None:
+            first = name
+            blocks.append(("bmhw_layer_scan", verilog.layer_geometry(layer, pe), Cost(),
+                           f"{name} control (not modelled)"))
+            blocks.append(("bmhw_adder_layer", params, cost.cost, f"{name} layer"))
+        for module, module_params, analytical, block in blocks:
+            generic, xilinx = _both(project, sources, module, module_params, seen, progress, f"{block}, addernet")
+            rows.append({"block": block, "kind": "addernet" if module != "bmhw_layer_scan" else "both",
+                         "module": module, "analytical": analytical, "generic": generic, "xilinx": xilinx,
+                         "memories_kept": False})
+    if whole:
+        generic, xilinx = _both(project, _library_sources(project, whole=True), verilog.TOP, {}, seen, progress,
+                                "the whole accelerator, addernet", generic="generic-memories")
+        rows.append({"block": "whole accelerator", "kind": "addernet", "module": verilog.TOP,
+                     "analytical": network.totals(all_costs)["addernet"][0], "generic": generic, "xilinx": xilinx,
+                     "memories_kept": True})
+    return rows

@@ -3,7 +3,8 @@
 A neuron spec is a small dict, the same one that checkpoints store per layer:
 ``{"neuron": "classical" | "bm4" | "bm15" | "adder", "reduce": "max" | "lse" | "smorph" | "lmorph",
 "alpha": float (approximations only), "learn_alpha": bool}``; an adder layer (AdderNet, bmhw.nn.adder) has
-no reduction and carries a batch normalisation unless its spec says ``"bn": False``.
+no reduction and carries a batch normalisation unless its spec says ``"bn": False``; a BiSE layer
+(``"bise"``, bmhw.nn.bise) has neither and always its bias.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from torch import nn
 from bmhw.errors import BmhwError
 from bmhw.nn import REDUCTIONS, AdderConv2d, AdderLinear, BMConv2d, BMLinear
 from bmhw.nn.adder import _AdderNeuron
+from bmhw.nn.bise import BiSE, BiSELinear, _BiSENeuron
 from bmhw.nn.layers import _BMNeuron
 
-NEURONS = ("classical", "bm4", "bm15", "adder")
+NEURONS = ("classical", "bm4", "bm15", "adder", "bise")
 
 
 def make_spec(neuron="classical", reduce="max", alpha=None, learn_alpha=False, bias=None, bn=None) -> dict:
@@ -31,8 +33,10 @@ def make_spec(neuron="classical", reduce="max", alpha=None, learn_alpha=False, b
         if reduce != "max" or alpha is not None or learn_alpha:
             raise BmhwError("--reduce / --alpha / learn_alpha apply to BM neurons, not to adder neurons")
         return {"neuron": "adder"} if bn is None or bn else {"neuron": "adder", "bn": False}
-    if neuron == "classical":
-        return {"neuron": "classical"}
+    if neuron in ("classical", "bise"):
+        if neuron == "bise" and (reduce != "max" or alpha is not None or learn_alpha):
+            raise BmhwError("--reduce / --alpha / learn_alpha apply to BM neurons, not to BiSE neurons")
+        return {"neuron": neuron}
     if reduce not in REDUCTIONS:
         raise BmhwError(f"unknown reduction {reduce!r}: choose one of {', '.join(REDUCTIONS)}")
     spec = {"neuron": neuron, "reduce": reduce}
@@ -46,7 +50,7 @@ def make_spec(neuron="classical", reduce="max", alpha=None, learn_alpha=False, b
 
 def spec_of(layer: nn.Module) -> dict:
     """The neuron spec of an existing weight layer, with ``"bias"`` (a re-fit may add one)."""
-    spec = layer.neuron_spec() if isinstance(layer, (_BMNeuron, _AdderNeuron)) else {"neuron": "classical"}
+    spec = layer.neuron_spec() if isinstance(layer, (_BMNeuron, _AdderNeuron, _BiSENeuron)) else {"neuron": "classical"}
     return {**spec, "bias": layer.bias is not None}
 
 
@@ -61,6 +65,8 @@ def _bm_args(spec: dict) -> dict:
 def linear(spec: dict, in_features: int, out_features: int, bias: bool = True) -> nn.Module:
     if spec["neuron"] == "adder":  # no bias by default: the batch normalisation's offset is one
         return AdderLinear(in_features, out_features, bias=spec.get("bias", False), bn=spec.get("bn", True))
+    if spec["neuron"] == "bise":
+        return BiSELinear(in_features, out_features)
     bias = spec.get("bias", bias)
     if spec["neuron"] == "classical":
         return nn.Linear(in_features, out_features, bias=bias)
@@ -72,6 +78,8 @@ def conv(spec: dict, in_channels: int, out_channels: int, kernel_size: int, stri
     if spec["neuron"] == "adder":
         return AdderConv2d(in_channels, out_channels, kernel_size, stride, padding, bias=spec.get("bias", False),
                            bn=spec.get("bn", True))
+    if spec["neuron"] == "bise":
+        return BiSE(in_channels, out_channels, kernel_size, stride, padding)
     bias = spec.get("bias", bias)
     if spec["neuron"] == "classical":
         return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias)

@@ -8,6 +8,11 @@ Five weight layers, LeNet-5 shapes by default (28x28 input, no padding)::
 
 Inputs are pixel intensities in [0, 1] (no mean/std normalisation), so every weight layer sees
 non-negative inputs: what the 1.5-branch neuron and the unsigned activation codes of the hardware want.
+
+With ``neuron="bise"`` (all five layers BiSE, bmhw.nn.bise): the image is binarised (pixel >= 1/2), each
+BiSE layer's output in [0, 1] replaces ReLU, max pooling follows the convolutions (an OR on binary maps),
+and fc3 gives class scores (:meth:`BiSELinear.scores`: its logits, or binarised, the popcount of its input
+inside each class's structuring element).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bmhw.models.layers import SpecMixin, conv, linear
+from bmhw.nn.bise import _BiSENeuron, binarize_input
 
 
 class LeNet(SpecMixin, nn.Module):
@@ -44,7 +50,15 @@ class LeNet(SpecMixin, nn.Module):
 
     def stage(self, name: str, h: torch.Tensor) -> torch.Tensor:
         """One weight layer and the operations that follow it up to the next weight layer."""
-        h = getattr(self, name)(self.layer_input(name, h))
+        layer = getattr(self, name)
+        if isinstance(layer, _BiSENeuron):
+            if name == "conv1":
+                h = binarize_input(h)
+            if name == "fc3":
+                return layer.scores(self.layer_input(name, h))
+            h = layer(self.layer_input(name, h))
+            return F.max_pool2d(h, 2) if name in ("conv1", "conv2") else h
+        h = layer(self.layer_input(name, h))
         if name in ("conv1", "conv2"):
             return F.max_pool2d(F.relu(h), 2)
         return h if name == "fc3" else F.relu(h)
@@ -62,5 +76,5 @@ class LeNet(SpecMixin, nn.Module):
 
 
 def lenet(neuron="classical", **kwargs) -> LeNet:
-    """LeNet-like MNIST network; ``neuron`` in {"classical", "bm4", "bm15", "adder"}; see :class:`LeNet`."""
+    """LeNet-like MNIST network; ``neuron`` in {"classical", "bm4", "bm15", "adder", "bise"}; see :class:`LeNet`."""
     return LeNet(neuron=neuron, **kwargs)

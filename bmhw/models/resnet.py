@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bmhw.errors import BmhwError
+
 from bmhw.models.layers import SpecMixin, conv, linear
 
 
@@ -55,6 +57,8 @@ class ResNet22(SpecMixin, nn.Module):
                           "num_classes": num_classes}
         self.WEIGHT_LAYERS = _layer_names(widths, blocks)
         specs = self._specs(neuron, reduce, alpha, learn_alpha, layers, self.WEIGHT_LAYERS)
+        if any(spec["neuron"] == "bise" for spec in specs.values()):
+            raise BmhwError("BiSE neurons are made for the LeNet (binary images): use --model lenet")
         self.stem = conv(specs["stem"], in_channels, widths[0], 3, 1, 1, bias=False)
         self.stem_bn = nn.BatchNorm2d(widths[0])
         stages = []

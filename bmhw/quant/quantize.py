@@ -21,6 +21,7 @@ from bmhw.intmath import rnd
 from bmhw.ir import QuantizedNet
 from bmhw.models import LeNet
 from bmhw.nn import BMConv2d
+from bmhw.nn.adder import AdderConv2d, _AdderNeuron
 from bmhw.nn.layers import _BMNeuron
 from bmhw.train import to_tensor
 from bmhw.widths import infer_widths
@@ -56,18 +57,25 @@ def layer_sequence(model: nn.Module) -> list[nn.Module]:
 
 
 def _check_sequence(mods: list[nn.Module], names: list[str], weight_type=_BMNeuron) -> None:
-    """``weight_type``: _BMNeuron (a BM network) or (nn.Conv2d, nn.Linear) (a classical one, the MAC twin)."""
-    weight_idx = [i for i, m in enumerate(mods) if isinstance(m, (_BMNeuron, nn.Linear, nn.Conv2d))]
+    """``weight_type``: _BMNeuron (a BM network), _AdderNeuron (an AdderNet) or (nn.Conv2d, nn.Linear) (a
+    classical one, the MAC twin)."""
+    weight_idx = [i for i, m in enumerate(mods) if isinstance(m, _WEIGHT_MODULES)]
     if not weight_idx:
         raise BmhwError("the network has no weight layer to quantize")
     for i, (mod, name) in enumerate(zip(mods, names)):
+        if isinstance(mod, _AdderNeuron) != (weight_type is _AdderNeuron) and isinstance(mod, _WEIGHT_MODULES):
+            kind = "an adder" if isinstance(mod, _AdderNeuron) else f"a {type(mod).__name__}"
+            family = ("an AdderNet" if weight_type is _AdderNeuron else "a BM" if weight_type is _BMNeuron
+                      else "a classical")
+            raise BmhwError(f"layer {name} is {kind} layer in {family} network: a network is quantized with one "
+                            "family of weight layers (all BM, all classical or all adder); convert or retrain it")
         if isinstance(mod, (nn.Linear, nn.Conv2d)) and weight_type is _BMNeuron:
             raise BmhwError(f"layer {name} is a classical {type(mod).__name__} in a BM network: convert every layer "
                             "to 1.5-branch BM (bmhw convert --neuron bm15)")
         if isinstance(mod, _BMNeuron) and weight_type is not _BMNeuron:
             raise BmhwError(f"layer {name} is a BM layer in a classical network: the MAC twin needs classical "
                             "convolutions and linear layers only")
-        if isinstance(mod, (_BMNeuron, nn.Linear, nn.Conv2d)):
+        if isinstance(mod, _WEIGHT_MODULES):
             if isinstance(mod, nn.Conv2d) and (mod.groups != 1 or tuple(mod.dilation) != (1, 1)
                                                or mod.padding_mode != "zeros"):
                 raise BmhwError(f"layer {name}: only plain convolutions (groups 1, dilation 1, zero padding) are "
@@ -89,6 +97,9 @@ def _check_sequence(mods: list[nn.Module], names: list[str], weight_type=_BMNeur
         elif not isinstance(mod, (nn.ReLU, nn.Flatten)):
             raise BmhwError(f"layer {name} ({type(mod).__name__}) is not supported by the integer datapath "
                             "(BM conv / linear, ReLU, MaxPool2d, Flatten)")
+
+
+_WEIGHT_MODULES = (_BMNeuron, _AdderNeuron, nn.Linear, nn.Conv2d)
 
 
 def _scale_exponent(amax: float, top: int) -> int:
@@ -186,7 +197,7 @@ def build_net(model: nn.Module, calib_images: np.ndarray, act_bits: int, weight_
             e_out = _scale_exponent(amax, top if relu else (1 << (act_bits - 1)) - 1)
             layer, tables = make_layer(mod, name, s_in, q_in, e_out, relu)
             layer.update(in_shape=shape, out_shape=out_shape)
-            if isinstance(mod, (BMConv2d, nn.Conv2d)):
+            if isinstance(mod, (BMConv2d, nn.Conv2d, AdderConv2d)):
                 layer.update(kernel=list(mod.kernel_size), stride=list(mod.stride), padding=list(mod.padding))
             layer["ranges"], layer["widths"] = infer_widths(layer, tables)
             arrays.update({f"{name}/{t}": a for t, a in tables.items()})
@@ -212,7 +223,7 @@ def _double(mod: nn.Module) -> nn.Module:
 
 def _layer_names(model: nn.Module, mods: list[nn.Module]) -> list[str]:
     """Weight layers keep their model names; pooling and flatten get pool1, pool2, ..., flatten."""
-    weights = (_BMNeuron, nn.Linear, nn.Conv2d)
+    weights = _WEIGHT_MODULES
     by_id = {id(m): n for n, m in model.named_modules() if isinstance(m, weights)}
     names, pools = [], 0
     for i, mod in enumerate(mods):
