@@ -379,6 +379,12 @@ def cmd_eval(args) -> int:
     source = "the built-in MNIST sample" if args.data is None else str(args.data)
     console.print(f"{path}{what}: {len(images)} {args.split} images of {source}, {time.perf_counter() - start:.1f} s")
     print(f"accuracy: {accuracy * 100:.2f}%")
+    if not _is_onnx(path) and not _is_bmq(path):
+        from bmhw.nn.bise import binarize_model, bise_layers
+
+        if bise_layers(model):  # a BiSE checkpoint: also the binarised network (docs/training.md, "BiSE")
+            binarize_model(model)
+            print(f"binarised accuracy: {float((classify(images) == labels).mean()) * 100:.2f}%")
     return 0
 
 

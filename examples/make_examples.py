@@ -13,6 +13,7 @@
    calibrated on 2,000 training images (``bmhw quantize ... --data`` gives the same file).
 4. ``lenet_adder_direct_mnist.pt`` and ``lenet_adder_pkkd_mnist.pt`` (``--only adder``): AdderNet LeNets, one
    trained directly, one by PKKD from the classical one, by the ``bmhw`` commands in ADDER_COMMANDS.
+5. ``lenet_bise_mnist.pt`` (``--only bise``): the binarised BiSE LeNet, by the command in BISE_COMMANDS.
 
 Prints accuracies and wall times; every figure in README.md comes from a run of this script.
 """
@@ -54,13 +55,18 @@ ADDER_COMMANDS = {
     "lenet_adder_pkkd_mnist.pt": ["distill", "--teacher", "{classical}", "--method", "pkkd", "--epochs", "8", "--lr",
                                   "1e-2", "--teacher-lr", "1e-3", "--shift", "1"],
 }
+# The BiSE example (binarised morphology, a wider LeNet; docs/training.md, "BiSE").
+BISE_COMMANDS = {
+    "lenet_bise_mnist.pt": ["train", "--model", "lenet", "--neuron", "bise", "--epochs", "4", "--lr", "1e-2",
+                            "--bise-reg", "0.3", "--bise-refit", "2", "--widths", "16,32,256,128"],
+}
 
 
-def make_adders(data: Path, classical: Path, out_dir: Path) -> None:
+def make_by_cli(commands: dict, data: Path, classical: Path, out_dir: Path) -> None:
     from bmhw.cli import main as bmhw_main
 
     torch.set_num_threads(1)
-    for name, command in ADDER_COMMANDS.items():
+    for name, command in commands.items():
         argv = [a.format(classical=classical) for a in command] + ["--data", str(data), "-o", str(out_dir / name)]
         start = time.perf_counter()
         if bmhw_main(argv) != 0:
@@ -129,7 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data" / "mnist")
     parser.add_argument("--out", type=Path, default=HERE)
-    parser.add_argument("--only", choices=("classical", "bm15", "bmq", "adder"), default=None)
+    parser.add_argument("--only", choices=("classical", "bm15", "bmq", "adder", "bise"), default=None)
     args = parser.parse_args()
     classical = args.out / "lenet_classical_mnist.pt"
     if args.only in (None, "classical"):
@@ -139,7 +145,9 @@ def main() -> None:
     if args.only in (None, "bm15", "bmq"):
         make_bmq(args.data, args.out / "lenet_bm15_mnist.pt", args.out / "lenet_bm15_mnist.bmq")
     if args.only in (None, "adder"):
-        make_adders(args.data, classical, args.out)
+        make_by_cli(ADDER_COMMANDS, args.data, classical, args.out)
+    if args.only in (None, "bise"):
+        make_by_cli(BISE_COMMANDS, args.data, classical, args.out)
 
 
 if __name__ == "__main__":

@@ -302,7 +302,8 @@ def test_data_project_recovers_operators_and_canonical_parameters():
     torch.manual_seed(4)
     lin = BiSELinear(6, 3)
     # output 0: x0 OR NOT x2; output 1: x1 AND NOT x3 AND x4; output 2: NOT x5
-    w = torch.tensor([[2.0, 0.1, -2.0, 0.0, 0.05, 0.0], [0.1, 1.0, 0.0, -1.0, 1.0, 0.05], [0.0, 0.0, 0.0, 0.0, 0.0, -1.5]])
+    w = torch.tensor([[2.0, 0.1, -2.0, 0.0, 0.05, 0.0], [0.1, 1.0, 0.0, -1.0, 1.0, 0.05],
+                      [0.0, 0.0, 0.0, 0.0, 0.0, -1.5]])
     b = torch.tensor([1.0 - 2.0, 2.5 - 1.0, 0.5 - 1.5])
     with torch.no_grad():
         lin.weight.copy_(w)
@@ -320,3 +321,33 @@ def test_data_project_recovers_operators_and_canonical_parameters():
     np.testing.assert_array_equal(neg2 & se2, (neg & se).numpy())
     with torch.no_grad():
         np.testing.assert_array_equal(lin(x).numpy() >= 0.5, want)  # the float layer agrees too
+
+
+def test_cli_train_refit_widths_quantize_eval(tmp_path, synth_mnist):
+    """bmhw train --neuron bise --widths --bise-refit, then bmhw eval of the checkpoint (float and binarised)
+    and of its .bmq: the golden model's accuracy equals the binarised PyTorch one."""
+    import contextlib
+    import io
+    import re
+
+    from bmhw.checkpoint import load_checkpoint
+    from bmhw.cli import main
+
+    def run(argv):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            assert main([str(a) for a in argv]) == 0
+        return out.getvalue()
+
+    ckpt, bmq = tmp_path / "b.pt", tmp_path / "b.bmq"
+    out = run(["train", "--model", "lenet", "--neuron", "bise", "--data", synth_mnist, "--epochs", "1",
+               "--lr", "0.01", "--bise-refit", "1", "--widths", "4,6,12,8", "--quiet", "-o", ckpt])
+    assert "binarised test accuracy" in " ".join(out.split())
+    model = load_checkpoint(ckpt).model
+    assert model.arch_args["widths"] == [4, 6, 12, 8]
+    assert all(r is not None for m in model.weight_layers().values() for r in binarizable(m))  # refit ran
+    evaluated = run(["eval", ckpt, "--data", synth_mnist])
+    binarised = float(re.search(r"binarised accuracy: ([0-9.]+)%", evaluated).group(1))
+    run(["quantize", ckpt, "-o", bmq])
+    golden_acc = float(re.search(r"accuracy: ([0-9.]+)%", run(["eval", bmq, "--data", synth_mnist])).group(1))
+    assert golden_acc == binarised

@@ -11,7 +11,9 @@ from bmhw.train import evaluate, to_tensor
 IMAGES, LABELS = load_mnist_sample()
 
 
-@pytest.mark.parametrize("name, neuron", [("lenet_classical_mnist.pt", "classical"), ("lenet_bm15_mnist.pt", "bm15")])
+@pytest.mark.parametrize("name, neuron", [("lenet_classical_mnist.pt", "classical"), ("lenet_bm15_mnist.pt", "bm15"),
+                                          ("lenet_adder_direct_mnist.pt", "adder"),
+                                          ("lenet_adder_pkkd_mnist.pt", "adder"), ("lenet_bise_mnist.pt", "bise")])
 def test_example_is_the_promised_network(name, neuron):
     ckpt = load_checkpoint(examples_dir() / name)
     assert ckpt.config["arch"] == "lenet"
@@ -26,6 +28,22 @@ def test_classical_example_meets_its_bar_on_the_builtin_sample():
     ckpt = load_checkpoint(examples_dir() / "lenet_classical_mnist.pt")
     assert ckpt.metadata["accuracy"] >= 0.99  # measured on the full test set when it was made
     assert evaluate(ckpt.model, IMAGES, LABELS) >= 0.97
+
+
+@pytest.mark.parametrize("name, bar", [("lenet_adder_direct_mnist.pt", 0.985), ("lenet_adder_pkkd_mnist.pt", 0.99)])
+def test_adder_examples_meet_their_bars(name, bar):
+    ckpt = load_checkpoint(examples_dir() / name)
+    assert ckpt.metadata["accuracy"] >= bar  # measured on the full test set when it was made (examples/README.md)
+    assert evaluate(ckpt.model, IMAGES, LABELS) >= 0.97
+
+
+def test_bise_example_binarised_golden_model_beats_chance_on_the_builtin_sample():
+    # Binarised: every neuron an OR / AND over literals (examples/README.md: 89.08% on the full test set).
+    from bmhw import golden
+    from bmhw.quant.bise import quantize_bise
+
+    net = quantize_bise(load_checkpoint(examples_dir() / "lenet_bise_mnist.pt").model)
+    assert (golden.predict(net, IMAGES) == LABELS).mean() >= 0.8
 
 
 def test_bm15_example_is_alive():

@@ -164,3 +164,13 @@ def test_golden_equals_torch_after_layerwise_binarisation():
 def test_refuses_non_bise():
     with pytest.raises(BmhwError):
         quantize_bise(create("lenet", "classical"))
+
+
+def test_hardware_backends_refuse_bise_with_one_clear_line(tmp_path):
+    from bmhw.backends import hls, verilog
+
+    net = quantize_bise(random_bise_lenet(0))
+    for export, backend in ((verilog.export, "Verilog backend"), (hls.export, "HLS backend")):
+        with pytest.raises(BmhwError, match=f"the {backend} has no blocks for binarised BiSE layers yet"):
+            export(net, tmp_path / backend.split()[0])
+        assert not (tmp_path / backend.split()[0]).exists()  # no partial output

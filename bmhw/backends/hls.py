@@ -272,6 +272,7 @@ def _environment() -> jinja2.Environment:
 def render(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: float = DEFAULT_CLOCK_NS, pe: int = 1,
            pe_layers: dict | None = None) -> dict:
     """Every file of the project: relative path -> bytes."""
+    net.refuse_bise("HLS backend")
     context = build_context(net, part, clock_ns, pe, pe_layers)
     env = _environment()
     files = {

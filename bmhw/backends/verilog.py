@@ -276,6 +276,7 @@ def cycle_summary(net: ir.QuantizedNet, pes: list, clock_ns: float = DEFAULT_CLO
 
 
 def _check_network(net: ir.QuantizedNet) -> None:
+    net.refuse_bise("Verilog backend")
     if not net.layers:
         raise BmhwError("the network has no layers: nothing to export")
     last = net.layers[-1]

@@ -1,21 +1,26 @@
 """BiSE layers (Aouad et al. 2023, "A foundation for exact binarized morphological neural networks").
 
-A BiSE ("binary structuring element") neuron is a convolution with non-negative weights and a bias followed
-by a smooth threshold (docs/training.md, "BiSE")::
+A BiSE ("binary structuring element") neuron is a convolution with weights and a bias followed by a smooth
+threshold (docs/training.md, "BiSE")::
 
-    y_o = sigmoid(p * (sum_k W_ok x_k - b_o)),   W = softplus(weight) >= 0,  p = exp(log_scale) > 0
+    y_o = sigmoid(p * (sum_k W_ok x_k - b_o)),   W signed,  p = exp(log_scale) > 0
 
-with inputs and outputs in [0, 1]. Thresholded at 1/2 (our convention: the binary output is 1 iff
-``W . x >= b``, i.e. ``y >= 1/2``), on binary inputs it is exactly a binary dilation or erosion by a
-structuring element S (a subset of the fan-in) under these conditions (derived in docs/training.md):
+with inputs and outputs in [0, 1]. On binary inputs a negative weight is a positive one on the complemented
+input (:func:`fold`: ``W . x - b = |W| . l - b'`` with the literals ``l_k = 1 - x_k`` where ``W_k < 0``), so
+everything below is stated on ``(|W|, b')`` and the literals. Thresholded at 1/2 (our convention: the binary
+output is 1 iff ``W . x >= b``, i.e. ``y >= 1/2``), on binary inputs it is exactly a binary dilation or
+erosion of the literals by a structuring element S (a subset of the fan-in) under these conditions (derived
+in docs/training.md), with W read as |W| and b as b':
 
 * dilation by S (output = OR of x over S):  ``min_{k in S} W_k >= b``  and  ``sum_{k not in S} W_k < b``;
 * erosion by S (output = AND of x over S):  ``sum_k W_k - min_{k in S} W_k < b <= sum_{k in S} W_k``.
 
 In both cases S is a "top set" ``{k : W_k >= t}`` of the weights, so searching the K nested sets of the
 largest weights is exhaustive for exactness; :func:`binarizable`, :func:`project`, the regularisation
-:func:`activable_loss` and the binarised forward (:func:`binary_forward`: a count of the active inputs
-inside S, compared with 1 for a dilation, |S| for an erosion) are all built on that.
+:func:`activable_loss` and the binarised forward (:func:`binary_forward`: a count of the true literals
+inside S, compared with 1 for a dilation, |S| for an erosion) are all built on that. Training
+(:func:`bise_loss_fn`: a straight-through step for the second half) and the data-driven layer-by-layer
+binarisation with refitting (:func:`binarize_layerwise`) are what make the binarised LeNet work.
 """
 
 from __future__ import annotations

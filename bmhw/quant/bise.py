@@ -82,7 +82,7 @@ def quantize_bise(model: nn.Module, input_shape=None, meta: dict | None = None) 
             layers.append({"op": "maxpool2d", "name": f"pool{pools}", "in_shape": shape, "out_shape": pooled,
                            "kernel": 2, "stride": 2})
             shape = pooled
-    info = {"bmhw_version": __version__, "options": {"neuron": "bise", "projection": "activable distance", "literals": "signed"},
-            **(meta or {})}
+    info = {"bmhw_version": __version__,
+            "options": {"neuron": "bise", "projection": "activable distance", "literals": "signed"}, **(meta or {})}
     return QuantizedNet(input_shape=tuple([c, hw, hw]), input_scale=(1, 255), layers=layers, arrays=arrays,
                         meta=info)
