@@ -116,6 +116,19 @@ def cycle_summary(net: ir.QuantizedNet, pes: list, clock_ns: float = DEFAULT_CLO
     return {"rows": rows, "total": total, "images_per_s": 1e9 / (total * clock_ns)}
 
 
+def _geometry(layer: dict) -> list:
+    """The shape constants every layer kernel takes (a linear layer is a 1 x 1 convolution of a 1 x 1 image)."""
+    conv = layer["op"] in ir.CONV_OPS
+    in_shape = list(layer["in_shape"]) if conv else [1, 1, _size(layer["in_shape"])]
+    out_shape = list(layer["out_shape"]) if conv else [int(layer["out_count"]), 1, 1]
+    kh, kw = layer["kernel"] if conv else (1, 1)
+    sh, sw = layer["stride"] if conv else (1, 1)
+    ph, pw = layer["padding"] if conv else (0, 0)
+    return [("IN_C", in_shape[0]), ("IN_H", in_shape[1]), ("IN_W", in_shape[2]), ("O", layer["out_count"]),
+            ("OUT_H", out_shape[1]), ("OUT_W", out_shape[2]), ("K", layer["fan_in"]), ("KH", kh), ("KW", kw),
+            ("SH", sh), ("SW", sw), ("PH", ph), ("PW", pw)]
+
+
 def _bm_context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str, pe: int = 1) -> dict:
     types = _bm_types(layer)
     if types["q_in"] != in_type:
@@ -125,17 +138,10 @@ def _bm_context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str, pe: 
     signs = net.signs(layer)
     neg = np.zeros(len(bias), dtype=np.int64) if signs is None else (signs < 0).astype(np.int64)
     conv = layer["op"] == "bm_conv2d"
-    in_shape = list(layer["in_shape"]) if conv else [1, 1, _size(layer["in_shape"])]
-    out_shape = list(layer["out_shape"]) if conv else [int(layer["out_count"]), 1, 1]
-    kh, kw = layer["kernel"] if conv else (1, 1)
-    sh, sw = layer["stride"] if conv else (1, 1)
-    ph, pw = layer["padding"] if conv else (0, 0)
-    constants = [("IN_C", in_shape[0]), ("IN_H", in_shape[1]), ("IN_W", in_shape[2]), ("O", layer["out_count"]),
-                 ("OUT_H", out_shape[1]), ("OUT_W", out_shape[2]), ("K", layer["fan_in"]), ("KH", kh), ("KW", kw),
-                 ("SH", sh), ("SW", sw), ("PH", ph), ("PW", pw), ("LN_SIZE", len(ln)), ("EXP_SIZE", len(exp)),
-                 ("F", layer["F"]), ("P", layer["P"]), ("G", layer["G"]), ("H", layer["H"]),
-                 ("OUT_SHIFT", int(layer["G"]) + int(layer["out_scale_exp"])),
-                 ("OUT_MAX", layer["out_max"] if layer["relu"] else 0), ("PE", pe)]
+    constants = _geometry(layer) + [("LN_SIZE", len(ln)), ("EXP_SIZE", len(exp)), ("F", layer["F"]),
+                                    ("P", layer["P"]), ("G", layer["G"]), ("H", layer["H"]),
+                                    ("OUT_SHIFT", int(layer["G"]) + int(layer["out_scale_exp"])),
+                                    ("OUT_MAX", layer["out_max"] if layer["relu"] else 0), ("PE", pe)]
     out_type = types["q_out"] if layer["relu"] else types["Y"]
     typedefs = [(f"{s.lower()}_t", types[s]) for s in SIGNALS if s != "q_out"]
     typedefs += [("acc_t", types["acc"]), ("out_t", out_type)]
@@ -171,16 +177,8 @@ def _adder_context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str, p
         raise BmhwError(f"layer {name}: its input codes are {in_type} but the IR gives q_in {types['q_in']}; "
                         "the .bmq file is inconsistent: re-create it with bmhw quantize")
     w, mul, bias = (net.table(layer, t) for t in ir.ADDER_TABLES)
-    conv = layer["op"] == "adder_conv2d"
-    in_shape = list(layer["in_shape"]) if conv else [1, 1, _size(layer["in_shape"])]
-    out_shape = list(layer["out_shape"]) if conv else [int(layer["out_count"]), 1, 1]
-    kh, kw = layer["kernel"] if conv else (1, 1)
-    sh, sw = layer["stride"] if conv else (1, 1)
-    ph, pw = layer["padding"] if conv else (0, 0)
-    constants = [("IN_C", in_shape[0]), ("IN_H", in_shape[1]), ("IN_W", in_shape[2]), ("O", layer["out_count"]),
-                 ("OUT_H", out_shape[1]), ("OUT_W", out_shape[2]), ("K", layer["fan_in"]), ("KH", kh), ("KW", kw),
-                 ("SH", sh), ("SW", sw), ("PH", ph), ("PW", pw), ("OUT_SHIFT", int(layer["R"])),
-                 ("OUT_MAX", layer["out_max"] if layer["relu"] else 0), ("PE", pe)]
+    constants = _geometry(layer) + [("OUT_SHIFT", int(layer["R"])),
+                                    ("OUT_MAX", layer["out_max"] if layer["relu"] else 0), ("PE", pe)]
     out_type = types["q_out"] if layer["relu"] else types["Y"]
     typedefs = [(f"{s.lower()}_t", types[s]) for s in ADDER_SIGNALS if s != "q_out"]
     typedefs += [("out_t", out_type)]

@@ -28,8 +28,9 @@ import copy
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from bmhw.nn.layers import ConvPatches, _pair
 
 # The adaptive learning-rate factor eta of the AdderNet paper (its CIFAR value).
 DEFAULT_ETA = 0.1
@@ -183,11 +184,7 @@ class AdderLinear(_AdderNeuron):
         return f"{self.in_features}, {self.out_features}, {self._adder_repr()}"
 
 
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
-class AdderConv2d(_AdderNeuron):
+class AdderConv2d(ConvPatches, _AdderNeuron):
     """2-D adder convolution (zero padding, no groups or dilation): ``y = BN(-sum |patch - w_o|)``.
 
     Patches are unfolded (B*L x C*kh*kw) and go through the same distance as ``AdderLinear``; a zero of
@@ -203,15 +200,6 @@ class AdderConv2d(_AdderNeuron):
         self.padding = _pair(padding)
         self._init_adder((out_channels, in_channels, *self.kernel_size), bias, bn, eta, nn.BatchNorm2d)
 
-    def output_size(self, h: int, w: int) -> tuple[int, int]:
-        kh, kw = self.kernel_size
-        return ((h + 2 * self.padding[0] - kh) // self.stride[0] + 1,
-                (w + 2 * self.padding[1] - kw) // self.stride[1] + 1)
-
-    def patches(self, x: torch.Tensor) -> torch.Tensor:
-        """Input patches (B*Ho*Wo x C*kh*kw), batch-major, then output position in raster order."""
-        cols = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)  # B x K x L
-        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]

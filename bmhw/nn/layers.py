@@ -262,7 +262,22 @@ def _pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-class BMConv2d(_BMNeuron):
+class ConvPatches:
+    """Patch geometry shared by the convolutions that are not nn.Conv2d (BM, adder): ``kernel_size``,
+    ``stride`` and ``padding`` pairs set by the subclass."""
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        kh, kw = self.kernel_size
+        return ((h + 2 * self.padding[0] - kh) // self.stride[0] + 1,
+                (w + 2 * self.padding[1] - kw) // self.stride[1] + 1)
+
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """Input patches (B*Ho*Wo x C*kh*kw), batch-major, then output position in raster order."""
+        cols = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)  # B x K x L
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+class BMConv2d(ConvPatches, _BMNeuron):
     """2-D convolutional BM layer (zero padding, no groups or dilation); replaces ``nn.Conv2d``.
 
     Patches are unfolded (N*L x C*kh*kw) and go through the same neuron as ``BMLinear``; zero padding
@@ -280,15 +295,6 @@ class BMConv2d(_BMNeuron):
         shape = (out_channels, in_channels, *self.kernel_size)
         self._init_neuron(shape, branches, reduce, alpha, learn_alpha, bias, delta_x, delta_w)
 
-    def output_size(self, h: int, w: int) -> tuple[int, int]:
-        kh, kw = self.kernel_size
-        return ((h + 2 * self.padding[0] - kh) // self.stride[0] + 1,
-                (w + 2 * self.padding[1] - kw) // self.stride[1] + 1)
-
-    def patches(self, x: torch.Tensor) -> torch.Tensor:
-        """Input patches (B*Ho*Wo x C*kh*kw), batch-major, then output position in raster order."""
-        cols = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)  # B x K x L
-        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
     def rows(self, y: torch.Tensor) -> torch.Tensor:
         """An output tensor (B x O x Ho x Wo) as B*Ho*Wo x O rows, in the order of :meth:`patches`."""
