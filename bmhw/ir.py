@@ -81,12 +81,6 @@ class QuantizedNet:
         """A binarised BiSE network (docs/datapath.md, "The BiSE layer")."""
         return any(layer["op"] in BISE_OPS for layer in self.layers)
 
-    def refuse_bise(self, backend: str) -> None:
-        """BiSE networks have a golden model but no hardware backend yet: one clear error for every backend."""
-        if self.is_bise:
-            raise BmhwError(f"the {backend} has no blocks for binarised BiSE layers yet: run the network with bmhw eval "
-                            "MODEL.bmq (the golden model; docs/datapath.md, 'The BiSE layer')")
-
     @property
     def num_classes(self) -> int:
         return int(self.layers[-1]["out_shape"][0])

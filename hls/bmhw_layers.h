@@ -198,6 +198,87 @@ void adder_linear(const typename CFG::q_in_t in[CFG::K], typename CFG::out_t out
     adder_patch<CFG>(in, w, mul, bias, out, 0, 1);
 }
 
+// Input binarisation (docs/datapath.md, "The BiSE layer"): x = 1 iff the code q >= THRESHOLD, else 0.
+template <class CFG>
+void binarize(const typename CFG::data_t in[CFG::SIZE], typename CFG::out_t out[CFG::SIZE]) {
+threshold:
+    for (int n = 0; n < CFG::SIZE; n++) {
+#pragma HLS PIPELINE II = 1
+        out[n] = in[n] >= CFG::THRESHOLD ? 1 : 0;
+    }
+}
+
+// The BiSE PE for one output o (docs/datapath.md, "The BiSE layer"): over the patch, the literal
+// l_k = x_k XOR NEG[o, k] for each k with SE[o, k] = 1 (inverters only). A hidden layer reduces the literals
+// with an OR (dilation, op = 0: C >= 1) or an AND (erosion, op = 1: C >= |S_o|) and outputs that bit; the last
+// layer (SCORES) counts them, C = popcount(l AND SE[o]), the class score. No multiplier, no adder tree in
+// the hidden layers: one literal per cycle into a 1-bit OR / AND, or into the C counter.
+template <class CFG>
+typename CFG::out_t bise_neuron(const typename CFG::x_t x[CFG::K], const bool se[CFG::K], const bool neg[CFG::K],
+                                bool erosion) {
+    typename CFG::c_t c = 0;
+    bool any = false, all = true;
+literals:
+    for (int k = 0; k < CFG::K; k++) {
+#pragma HLS PIPELINE II = 1
+        bool l = bool(x[k]) != neg[k];  // x_k XOR NEG[o, k]
+        if (se[k]) {
+            if (CFG::SCORES) c += typename CFG::c_t(l ? 1 : 0);
+            any = any || l;
+            all = all && l;
+        }
+    }
+    if (CFG::SCORES) return typename CFG::out_t(c);
+    return typename CFG::out_t((erosion ? all : any) ? 1 : 0);
+}
+
+// One patch (already gathered as bits x_k): every output o, in ceil(O / PE) folds of PE BiSE PEs working
+// at once (the se and neg ROMs partitioned cyclically by PE on their first dimension in the top function).
+template <class CFG>
+void bise_patch(const typename CFG::x_t x[CFG::K], const bool se[CFG::O][CFG::K], const bool op[CFG::O],
+                const bool neg[CFG::O][CFG::K], typename CFG::out_t out[], int position, int stride) {
+folds:
+    for (int fold = 0; fold < (CFG::O + CFG::PE - 1) / CFG::PE; fold++) {
+    pes:
+        for (int p = 0; p < CFG::PE; p++) {
+#pragma HLS UNROLL
+            int o = fold * CFG::PE + p;
+            if (o < CFG::O) out[o * stride + position] = bise_neuron<CFG>(x, se[o], neg[o], op[o]);
+        }
+    }
+}
+
+// BiSE convolution: patches in raster order, the K axis ordered channel, kernel row, kernel column, zero
+// padding read as the bit 0 (its literal is 0, or 1 where the input enters complemented).
+template <class CFG>
+void bise_conv2d(const typename CFG::x_t in[CFG::IN_C * CFG::IN_H * CFG::IN_W],
+                 typename CFG::out_t out[CFG::O * CFG::OUT_H * CFG::OUT_W], const bool se[CFG::O][CFG::K],
+                 const bool op[CFG::O], const bool neg[CFG::O][CFG::K]) {
+    typename CFG::x_t x[CFG::K];
+rows:
+    for (int oh = 0; oh < CFG::OUT_H; oh++) {
+    cols:
+        for (int ow = 0; ow < CFG::OUT_W; ow++) {
+        gather:
+            for (int k = 0; k < CFG::K; k++) {
+#pragma HLS PIPELINE II = 1
+                int ch = k / (CFG::KH * CFG::KW), kh = (k / CFG::KW) % CFG::KH, kw = k % CFG::KW;
+                int ih = oh * CFG::SH + kh - CFG::PH, iw = ow * CFG::SW + kw - CFG::PW;
+                bool inside = ih >= 0 && ih < CFG::IN_H && iw >= 0 && iw < CFG::IN_W;
+                x[k] = inside ? in[(ch * CFG::IN_H + ih) * CFG::IN_W + iw] : typename CFG::x_t(0);
+            }
+            bise_patch<CFG>(x, se, op, neg, out, oh * CFG::OUT_W + ow, CFG::OUT_H * CFG::OUT_W);
+        }
+    }
+}
+
+// BiSE fully connected layer: the whole input is the one patch.
+template <class CFG>
+void bise_linear(const typename CFG::x_t in[CFG::K], typename CFG::out_t out[CFG::O], const bool se[CFG::O][CFG::K],
+                 const bool op[CFG::O], const bool neg[CFG::O][CFG::K]) {
+    bise_patch<CFG>(in, se, op, neg, out, 0, 1);
+}
+
 // k x k max pooling with stride k, no padding (the codes keep their scale).
 template <class CFG>
 void maxpool2d(const typename CFG::data_t in[CFG::C * CFG::IN_H * CFG::IN_W],

@@ -25,7 +25,8 @@ import numpy as np
 from bmhw.backends.project import layer_names
 from bmhw.backends.rtlsim import lint as verilator_lint
 from bmhw.backends.rtlsim import load_design, require_cocotb, verilator_bin, verilator_on_path
-from bmhw.backends.verilog import ADDER_OPS, TOP, adder_layer_plan, bm_layer_plan, verilog_value
+from bmhw.backends.verilog import (ADDER_OPS, BISE_OPS, TOP, adder_layer_plan, bise_layer_plan, bm_layer_plan,
+                                    verilog_value)
 from bmhw.errors import BmhwError
 from bmhw.logs import first_problem_in
 from bmhw.resources import sim_dir
@@ -42,6 +43,9 @@ LAYER_TESTS = ("bm_layer",)
 ADDER_BLOCKS_TB = "bmhw_adder_blocks_tb"
 ADDER_BLOCK_TESTS = ("adder_pe", "adder_array", "adder_requantize")
 ADDER_BLOCK_PARAMS = ("Q_W", "WT_W", "D_W", "ABS_W", "ACC_W", "Y_W", "RELU", "OUT_SHIFT", "YR_W", "OUT_D")
+# The binarised BiSE layer's blocks: the BiSE PE and a BiSE PE array.
+BISE_BLOCKS_TB = "bmhw_bise_blocks_tb"
+BISE_BLOCK_TESTS = ("bise_pe", "bise_array")
 # Parameters of bmhw_blocks_tb taken from the layer's plan.
 BLOCK_PARAMS = ("Q_W", "LN_W", "WT_W", "M_W", "F", "EXP_W", "IMIN", "L_W", "LMAX", "RS", "E_W", "S_W", "SC_W", "H",
                 "CSUM", "C_W", "Y_W", "RELU", "OUT_SHIFT", "YR_W", "OUT_D", "LN_FILE", "EXP_FILE")
@@ -74,14 +78,15 @@ class BenchResult:
     detail: dict = field(default_factory=dict)
 
 
-def _layer(project: Path, layer: str, adder: bool = False):
-    """(design, net, IR layer, its identifier, PE) of the BM layer (``adder``: the AdderNet layer) named
-    ``layer`` (IR or Verilog name)."""
+def _layer(project: Path, layer: str, adder: bool = False, bise: bool = False):
+    """(design, net, IR layer, its identifier, PE) of the BM layer (``adder``: the AdderNet layer; ``bise``:
+    the BiSE layer) named ``layer`` (IR or Verilog name)."""
     design, net = load_design(project)
     names = layer_names(net)
     for entry, name in zip(net.layers, names):
         if layer in (str(entry["name"]), name):
-            ops, kind = (ADDER_OPS, "an adder") if adder else (("bm_conv2d", "bm_linear"), "a BM")
+            ops, kind = ((ADDER_OPS, "an adder") if adder else (BISE_OPS, "a BiSE") if bise
+                         else (("bm_conv2d", "bm_linear"), "a BM"))
             if entry["op"] not in ops:
                 raise BmhwError(f"layer {layer} of {project} is a {entry['op']} layer, not {kind} layer")
             return design, net, entry, name, int(design["pe"][name])
@@ -90,10 +95,12 @@ def _layer(project: Path, layer: str, adder: bool = False):
 
 def parameters(project, layer: str, toplevel: str) -> dict:
     """The harness parameters (Verilog literals) for ``layer`` of ``project``."""
-    adder = toplevel == ADDER_BLOCKS_TB
-    _, net, entry, name, pe = _layer(Path(project), layer, adder)
-    params = (adder_layer_plan if adder else bm_layer_plan)(net, entry, name, pe)["params"]
-    if adder:
+    adder, bise = toplevel == ADDER_BLOCKS_TB, toplevel == BISE_BLOCKS_TB
+    _, net, entry, name, pe = _layer(Path(project), layer, adder, bise)
+    params = (adder_layer_plan if adder else bise_layer_plan if bise else bm_layer_plan)(net, entry, name, pe)["params"]
+    if bise:
+        chosen = {"ACC_W": params["ACC_W"], "ARRAY_PE": ARRAY_PE}
+    elif adder:
         chosen = {key: params[key] for key in ADDER_BLOCK_PARAMS}
         chosen["ARRAY_PE"] = ARRAY_PE
     elif toplevel == BLOCKS_TB:
@@ -149,7 +156,7 @@ def _sources(project: Path, design: dict, toplevel: str) -> list:
 def _build(project, layer: str, build_root, toplevel: str, tests: tuple) -> Bench:
     require_cocotb()
     project = Path(project).resolve()
-    design, _, _, name, pe = _layer(project, layer, toplevel == ADDER_BLOCKS_TB)
+    design, _, _, name, pe = _layer(project, layer, toplevel == ADDER_BLOCKS_TB, toplevel == BISE_BLOCKS_TB)
     build_dir = Path(build_root).resolve() / f"{toplevel}_{name}_pe{pe}"
     build_dir.mkdir(parents=True, exist_ok=True)
     sources = _sources(project, design, toplevel)
@@ -171,7 +178,7 @@ def lint(project, layer: str, toplevel: str) -> list:
     """``verilator --lint-only -Wall`` of the harness with the layer's parameters: the warnings and errors
     (empty when clean)."""
     project = Path(project).resolve()
-    design, _, _, name, _ = _layer(project, layer, toplevel == ADDER_BLOCKS_TB)
+    design, _, _, name, _ = _layer(project, layer, toplevel == ADDER_BLOCKS_TB, toplevel == BISE_BLOCKS_TB)
     code, output = verilator_lint(project, toplevel, _sources(project, design, toplevel),
                                   parameters(project, name, toplevel))
     problems = [line for line in output.splitlines() if line.startswith("%")]
@@ -186,6 +193,11 @@ def build_blocks(project, layer: str, build_root) -> Bench:
 def build_adder_blocks(project, layer: str, build_root) -> Bench:
     """bmhw_adder_blocks_tb with the parameters of the adder layer ``layer``: for the adder block tests."""
     return _build(project, layer, build_root, ADDER_BLOCKS_TB, ADDER_BLOCK_TESTS)
+
+
+def build_bise_blocks(project, layer: str, build_root) -> Bench:
+    """bmhw_bise_blocks_tb with the parameters of the BiSE layer ``layer``: for the BiSE block tests."""
+    return _build(project, layer, build_root, BISE_BLOCKS_TB, BISE_BLOCK_TESTS)
 
 
 def build_layer(project, layer: str, build_root) -> Bench:

@@ -24,7 +24,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, SimTimeoutErro
 
 from bmhw import golden, ir
 from bmhw.backends.project import layer_names
-from bmhw.backends.verilog import ADDER_OPS, adder_layer_plan, bm_layer_plan
+from bmhw.backends.verilog import ADDER_OPS, BISE_OPS, adder_layer_plan, bise_layer_plan, bm_layer_plan
 from bmhw.intmath import round_shift
 from bmhw.sim.scoreboard import Mismatch, Scoreboard
 
@@ -65,7 +65,8 @@ class Job:
             raise ValueError(f"no layer {self.name!r} in {self.project} (layers: {', '.join(names)})")
         self.layer = self.net.layers[names.index(self.name)]
         self.pe = int(design["pe"][self.name])
-        plan = adder_layer_plan if self.layer["op"] in ADDER_OPS else bm_layer_plan
+        plan = (adder_layer_plan if self.layer["op"] in ADDER_OPS else bise_layer_plan if self.layer["op"] in BISE_OPS
+                else bm_layer_plan)
         self.plan = plan(self.net, self.layer, self.name, self.pe)
         self.params = self.plan["params"]
         self.ranges = {key: (int(lo), int(hi)) for key, (lo, hi) in self.layer["ranges"].items()}
@@ -479,3 +480,90 @@ async def adder_requantize(dut, job: Job):
     reference = [min(max(round_shift(y, shift), 0), top) for y in inputs]
     compare("bmhw_requantize", job.name, rtl, reference, "index", inputs, "Y")
     return {"values": len(inputs)}
+
+
+# ---------------------------------------------------------------------------------------------- BiSE blocks
+
+
+def bise_steps(job: Job, test: str, lanes: int):
+    """Random BiSE steps (en, first, x, [(se, neg) per lane]) in runs of at most K enabled steps, each lane
+    using the tables of one output of the layer in order (so every count stays in C's proven range). Some
+    runs make every literal true (x = 1 - neg: the count reaches |S_o|) or false; ``en`` is low now and then."""
+    rng = job.rng(test)
+    se, neg = job.net.table(job.layer, "se"), job.net.table(job.layer, "neg")
+    o, k = se.shape
+    steps, count = [], 0
+    while count < job.samples:
+        outs = [int(v) for v in rng.integers(0, o, size=lanes)]
+        mode = rng.random()
+        length = k if mode < 0.3 else int(rng.integers(1, k, endpoint=True))
+        step = 0
+        while step < length:
+            en = step == 0 or rng.random() < 0.85
+            tables = [(int(se[out, step]), int(neg[out, step])) for out in outs]
+            if mode < 0.15:  # every literal of lane 0 true
+                x = 1 - tables[0][1]
+            elif mode < 0.2:  # every literal of lane 0 false
+                x = tables[0][1]
+            else:
+                x = int(rng.integers(0, 2))
+            steps.append((bool(en), step == 0, x, tables))
+            step += int(en)
+            count += 1
+    return steps
+
+
+def running_count(steps, lanes: int) -> list:
+    """The reference: per lane, C after each step (first starts over, en low holds): l = x XOR neg inside se."""
+    acc, out = [None] * lanes, []
+    for en, first, x, tables in steps:
+        if en:
+            for lane in range(lanes):
+                se, neg = tables[lane]
+                lit = se * (1 - x if neg else x)
+                acc[lane] = lit if first or acc[lane] is None else acc[lane] + lit
+        out.append(list(acc))
+    return out
+
+
+async def check_bise(dut, job: Job, test: str, block: str, lanes: int) -> dict:
+    acc_w = job.params["ACC_W"]
+    steps = bise_steps(job, test, lanes)
+    reference = running_count(steps, lanes)
+    Clock(dut.clk, job.clock_ns, unit="ns").start()
+    await FallingEdge(dut.clk)
+    largest = 0
+    for index, (en, first, x, tables) in enumerate(steps):
+        if lanes == 1:
+            dut.pe_en.value, dut.pe_first.value, dut.pe_x.value = int(en), int(first), x
+            dut.pe_se.value, dut.pe_neg.value = tables[0]
+        else:
+            dut.pa_en.value, dut.pa_first.value, dut.pa_x.value = int(en), int(first), x
+            word = 0
+            for lane in reversed(range(lanes)):
+                word = (word << 2) | (tables[lane][0] << 1) | tables[lane][1]
+            dut.pa_w.value = word
+        await FallingEdge(dut.clk)
+        packed = int((dut.pe_acc if lanes == 1 else dut.pa_acc).value)
+        for lane in range(lanes):
+            rtl = (packed >> (lane * acc_w)) & ((1 << acc_w) - 1)
+            if rtl != reference[index][lane]:
+                se, neg = tables[lane]
+                where = f" (lane {lane}: en {int(en)}, first {int(first)}, x {x}, se {se}, neg {neg})"
+                raise BlockMismatch(block, job.name, index, where, rtl, reference[index][lane], "step")
+            largest = max(largest, reference[index][lane] or 0)
+    dut.pe_en.value, dut.pa_en.value = 0, 0
+    return {"steps": len(steps), "lanes": lanes, "largest_acc": largest, "acc_max": job.ranges["C"][1]}
+
+
+@bench
+async def bise_pe(dut, job: Job):
+    """bmhw_bise_pe on random vectors and extremes: C after each step against a Python running count of the
+    literals (x XOR neg) inside se."""
+    return await check_bise(dut, job, "bise_pe", "bmhw_bise_pe", 1)
+
+
+@bench
+async def bise_array(dut, job: Job):
+    """bmhw_bise_array (array_pe lanes) on random vectors: every lane against its running count."""
+    return await check_bise(dut, job, "bise_array", f"bmhw_bise_array (PE={job.array_pe})", job.array_pe)

@@ -283,3 +283,77 @@ def test_synth_of_a_small_adder_network(tmp_path):
     assert pe["generic"].flip_flops == pe["analytical"].flip_flops
     assert by["conv1 PE array of 3"]["generic"].flip_flops == 3 * pe["generic"].flip_flops
     assert by["whole accelerator"]["memories_kept"] and by["whole accelerator"]["generic"].memories > 0
+
+
+# Binarised BiSE networks: the bise model of the exported datapath (bmhw_bise_layer)
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_bise_layer_cost_by_hand():
+    from test_verilog import random_bise_net
+
+    net = random_bise_net(seed=3)
+    assert units.incrementer(4).gates == 2 * 4  # a half-adder chain
+    rows = {row["bise"].layer: row["bise"] for row in network.bise_network_costs(net, 2)}
+    assert list(rows) == ["conv1", "conv2", "fc1", "fc2"]
+    for name, binarize in (("conv1", True), ("conv2", False)):
+        layer = next(entry for entry in net.layers if entry["name"] == name)
+        cost, acc = rows[name], int(layer["widths"]["C"])
+        # One PE: the literal (XOR, AND), a half-adder chain and the ACC_W-bit counter.
+        assert cost.pe_cost.gates == 2 + 2 * acc and cost.pe_cost.flip_flops == acc
+        # Two PEs with their hold registers; shared: the threshold comparison (2 per bit) and its output
+        # register, and on the first layer the 8-bit binarisation comparison.
+        assert cost.cost.gates == 2 * cost.pe_cost.gates + 2 * acc + (2 * 8 if binarize else 0)
+        assert cost.cost.flip_flops == 2 * 2 * acc + 1
+        folds, k = -(-int(layer["out_count"]) // 2), int(layer["fan_in"])
+        assert cost.cost.rom_bits == folds * k * 2 * 2 + folds * 2 * acc
+    scores = rows["fc2"]  # no threshold: the count is the score
+    acc = int(net.layers[-1]["widths"]["C"])
+    assert scores.cost.gates == 2 * scores.pe_cost.gates and scores.cost.rom_bits == 2 * 5 * 2 * 2
+    all_rows = network.bise_network_costs(net, 2)
+    assert set(network.totals(all_rows)) == {"bise"}
+    assert network.totals(all_rows)["bise"][0].gates == sum(row["bise"].cost.gates for row in all_rows)
+
+
+def test_cli_gates_of_a_bise_network(tmp_path):
+    from bmhw.ir import save_bmq
+    from test_verilog import random_bise_net
+
+    path = save_bmq(random_bise_net(seed=3), tmp_path / "bise.bmq")
+    code, out, err = run_main(["gates", path, "--pe", "2"])
+    assert code == 0, err
+    assert "binarised BiSE datapath" in out and "conv1" in out and "fc2" in out and "total" in out
+    code, out, err = run_main(["gates", path, "--csv", tmp_path / "x.csv"])
+    assert code == 2 and err.count("\n") == 1 and "drop them" in err
+
+
+@pytest.mark.slow
+def test_synth_of_a_small_bise_network(tmp_path):
+    from test_verilog import random_bise_net
+
+    net = random_bise_net(seed=9, in_shape=(1, 6, 6), convs=((3, 3, 1, 0, 2),), linears=(3,))
+    pes = verilog.layer_pes(net, 3)
+    rows = synth.synth_bise_blocks(verilog.export(net, tmp_path / "bise", pe=3), net, pes)
+    by = {row["block"]: row for row in rows}
+    assert set(by) >= {"conv1 PE", "conv1 PE array of 3", "conv1 control (not modelled)", "conv1 layer",
+                       "fc1 PE", "whole accelerator"}
+    for row in rows:
+        assert row["generic"].gates > 0 and row["xilinx"].luts > 0, row["block"]
+    # The PE: model and Yosys within 30% (docs/gates.md); its flip-flops exactly the counter.
+    pe = by["conv1 PE"]
+    assert 0.7 < pe["generic"].gates / pe["analytical"].gates < 1.3
+    assert pe["generic"].flip_flops == pe["analytical"].flip_flops
+    assert by["conv1 PE array of 3"]["generic"].flip_flops == 3 * pe["generic"].flip_flops
+    assert by["whole accelerator"]["memories_kept"] and by["whole accelerator"]["generic"].memories > 0
+
+
+@pytest.mark.slow
+def test_nextpnr_places_and_routes_a_small_bise_network_on_ecp5(tmp_path):
+    from bmhw.cost import pnr
+    from test_verilog import random_bise_net
+
+    net = random_bise_net(seed=6, in_shape=(1, 6, 6), convs=((2, 3, 1, 0, 2),), linears=(3,))
+    project = verilog.export(net, tmp_path / "rtl", pe=2)
+    result = pnr.place_and_route(project, device="25k", package="CABGA256", target_mhz=50)
+    assert result.fmax_mhz > 10 and result.luts > 0 and result.flip_flops > 0
+    assert result.dsp == 0  # no multiplier anywhere

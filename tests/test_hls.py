@@ -342,3 +342,204 @@ def test_adder_export_is_deterministic(tmp_path):
     assert a == b and "firmware/weights/conv1.h" in a
     assert b"bmhw::adder_conv2d<conv1_config>" in a["firmware/bmhw_net.cpp"]
     assert b"static const bool RELU = false;" in a["firmware/parameters.h"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Binarised BiSE networks (docs/datapath.md, "The BiSE layer")
+# ---------------------------------------------------------------------------------------------------
+
+
+def random_bise_ir(seed: int, in_shape=(2, 7, 6), conv=(3, 3, 1, 1), pool=True, hidden=5, classes=4):
+    """A random BiSE IR built from its tables (no torch): binarize, a padded BiSE convolution (conv = (O, k,
+    stride, padding)), optional 2x2 max pooling, flatten, a hidden BiSE linear and the scores layer. Some
+    rows of SE are full (every literal, padding included) and both polarities occur."""
+    from bmhw.intmath import width
+    from bmhw.ir import QuantizedNet
+
+    rng = np.random.default_rng(seed)
+    layers = [{"op": "binarize", "name": "binarize", "in_shape": list(in_shape), "out_shape": list(in_shape),
+               "threshold": 128}]
+    arrays = {}
+
+    def add(layer, o, k, scores):
+        se = (rng.random((o, k)) < rng.uniform(0.2, 0.9)).astype(np.int64)
+        se[0] = 1  # a full structuring element
+        se[np.arange(o), rng.integers(0, k, size=o)] = 1  # no empty row
+        neg = (rng.random((o, k)) < 0.4).astype(np.int64) * se
+        op = rng.integers(0, 2, size=o).astype(np.int64)
+        op[:2] = [0, 1]
+        size = int(se.sum(axis=1).max())
+        ranges = {"x": [0, 1], "C": [0, size], "q_out": [0, size] if scores else [0, 1]}
+        layer.update(fan_in=k, out_count=o, scores=scores, ranges=ranges,
+                     widths={s: width(*r) for s, r in ranges.items()})
+        arrays.update({f"{layer['name']}/se": se, f"{layer['name']}/op": op, f"{layer['name']}/neg": neg})
+        layers.append(layer)
+
+    c, h, w = in_shape
+    o, k, s, p = conv
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    add({"op": "bise_conv2d", "name": "conv1", "in_shape": [c, h, w], "out_shape": [o, oh, ow], "kernel": [k, k],
+         "stride": [s, s], "padding": [p, p]}, o, c * k * k, False)
+    shape = [o, oh, ow]
+    if pool:
+        pooled = [o, oh // 2, ow // 2]
+        layers.append({"op": "maxpool2d", "name": "pool1", "in_shape": shape, "out_shape": pooled, "kernel": 2,
+                       "stride": 2})
+        shape = pooled
+    flat = int(np.prod(shape))
+    layers.append({"op": "flatten", "name": "flatten", "in_shape": shape, "out_shape": [flat]})
+    add({"op": "bise_linear", "name": "fc1", "in_shape": [flat], "out_shape": [hidden]}, hidden, flat, False)
+    add({"op": "bise_linear", "name": "fc2", "in_shape": [hidden], "out_shape": [classes]}, classes, hidden, True)
+    net = QuantizedNet(input_shape=tuple(in_shape), input_scale=(1, 255), layers=layers, arrays=arrays,
+                       meta={"source": f"random_bise_ir({seed})"})
+    return load_bmq_bytes(net)
+
+
+def load_bmq_bytes(net):
+    """The net through a written .bmq file (the loader's checks of the BiSE tables apply)."""
+    import tempfile
+    from pathlib import Path
+
+    from bmhw import ir
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "net.bmq"
+        ir.save_bmq(net, path)
+        return load_bmq(path)
+
+
+def bise_images(seed: int, n: int, shape) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
+    images[0], images[1] = 0, 255  # all-0 and all-1 bit maps: the padding's effect shows at the border
+    images[2].reshape(-1)[:4] = [126, 127, 128, 129]  # the binarisation's edge
+    return images
+
+
+def assert_bise_csim(net, project, images):
+    result = csim.csim(project, images)
+    assert result.passed, result.output
+    assert (result.images, result.mismatches) == (len(images), 0)
+    assert np.array_equal(csim.read_result(project), golden.forward(net, images))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed, conv, pool, pe", [
+    (0, (3, 3, 1, 1), True, 1),   # padded 3x3 convolution, pooling
+    (1, (3, 3, 1, 1), True, 2),   # the same with two PEs per layer
+    (2, (4, 3, 2, 1), False, 2),  # stride 2 with padding, no pooling
+    (3, (2, 2, 1, 2), True, 1),   # padding wider than half the kernel: whole patches of padding
+    (4, (5, 1, 1, 0), False, 3),  # 1x1 kernel, PE not dividing O
+])
+def test_random_bise_networks_csim_bit_exact(seed, conv, pool, pe, tmp_path):
+    """Random BiSE IRs: every layer's buffer (binarize, the 1-bit OR / AND layers, pooling, the scores) equals
+    the golden model's, bit for bit, and so do the streamed scores."""
+    net = random_bise_ir(seed, conv=conv, pool=pool)
+    project = hls.export(net, tmp_path / "bise", pe=pe)
+    params = (project / "firmware/parameters.h").read_text()
+    assert params.count(f"static const int PE = {pe};") == 3
+    assert_bise_csim(net, project, bise_images(seed, 24, net.input_shape))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed, pe", [(0, 1), (1, 2)])
+def test_random_bise_lenets_csim_bit_exact(seed, pe, tmp_path):
+    """BiSE LeNets quantized from random float BiSE models (bmhw.quant.bise), PE folding 1 and 2."""
+    from bmhw.quant.bise import quantize_bise
+    from test_quant_bise import random_bise_lenet
+    from test_quant_bise import random_images as lenet_images
+
+    net = quantize_bise(random_bise_lenet(seed))
+    project = hls.export(net, tmp_path / "lenet", pe=pe)
+    images = lenet_images(seed, 16, 16)
+    images[0], images[1] = 0, 255
+    assert_bise_csim(net, project, images)
+
+
+def test_bise_export_types_tables_and_determinism(tmp_path):
+    net = random_bise_ir(0)
+    a = hls.export(net, tmp_path / "a", pe=2, pe_layers={"fc2": 1})
+    b = hls.export(random_bise_ir(0), tmp_path / "b", pe=2, pe_layers={"fc2": 1})
+    assert files_of(a) == files_of(b)
+    params = (a / "firmware/parameters.h").read_text()
+    # bits between the layers; the scores in the width of C (the largest structuring element of fc2)
+    size = int(net.table(net.layers[-1], "se").sum(axis=1).max())
+    assert f"typedef ap_uint<{size.bit_length()}> result_t;" in params
+    assert params.count("typedef ap_uint<1> out_t;") == 5  # binarize, conv1, pool1, flatten, fc1
+    assert "static const int THRESHOLD = 128;" in params and "static const bool SCORES = true;" in params
+    net_cpp = (a / "firmware/bmhw_net.cpp").read_text()
+    assert "bmhw::binarize<binarize_config>(input, binarize_out);" in net_cpp
+    assert "bmhw::bise_conv2d<conv1_config>(binarize_out, conv1_out, conv1_se, conv1_op, conv1_neg);" in net_cpp
+    assert "#pragma HLS ARRAY_PARTITION variable = conv1_se cyclic factor = 2 dim = 1" in net_cpp
+    assert "fc2_se cyclic" not in net_cpp
+    weights = (a / "firmware/weights/conv1.h").read_text()
+    se = net.table(net.layers[1], "se")
+    assert f"static const bool conv1_se[{se.shape[0]}][{se.shape[1]}] = {{" in weights
+    assert "static const bool conv1_neg[" in weights and "static const bool conv1_op[" in weights
+    readme = (a / "README.md").read_text()
+    assert "binarised BiSE network" in readme and "add-max" not in readme
+    assert "class scores" in (a / "firmware/bmhw_net.h").read_text()
+
+
+def test_bise_cycle_model_on_a_hand_computed_case():
+    net = random_bise_ir(2, conv=(4, 3, 2, 1), pool=False, hidden=5)
+    pes = hls.resolve_pe(net, 3, {"fc2": 1000})
+    assert pes == [None, 3, None, 3, 4]  # fc2's 1000 is capped at its 4 outputs
+    rows = {row["layer"]: row for row in hls.cycle_model(net, pes)}
+    depth = hls.BISE_PIPELINE_DEPTH
+    # conv1: 2x7x6 -> 4x4x3 (stride 2, padding 1): 12 patches, K = 18, ceil(4 / 3) = 2 folds, plus the gather
+    assert (rows["conv1"]["patches"], rows["conv1"]["folds"], rows["conv1"]["k"]) == (12, 2, 18)
+    assert rows["conv1"]["cycles"] == 12 * 2 * (18 + depth) + 12 * 18
+    assert rows["fc1"]["cycles"] == 2 * (48 + depth)
+    assert rows["fc2"]["cycles"] == 1 * (5 + depth)
+    assert (rows["binarize"]["cycles"], rows["flatten"]["cycles"]) == (84, 48)
+    assert hls.cycle_summary(net, pes)["total"] == sum(row["cycles"] for row in rows.values())
+    with pytest.raises(BmhwError, match="no weight layer named 'pool1'|no weight layer named 'binarize'"):
+        hls.resolve_pe(net, 1, {"binarize": 2})
+
+
+@pytest.mark.slow
+def test_a_corrupted_bise_table_names_the_layer_and_index(tmp_path):
+    net = random_bise_ir(5, conv=(3, 3, 1, 1), pool=False)
+    project = hls.export(net, tmp_path / "bise")
+    header = project / "firmware/weights/fc1.h"
+    text = header.read_text()
+    start = text.index("fc1_op[5] = {\n    ") + len("fc1_op[5] = {\n    ")
+    flipped = "1" if text[start] == "0" else "0"
+    header.write_text(text[:start] + flipped + text[start + 1:])  # output 0 of fc1: dilation <-> erosion
+    images = bise_images(5, 12, net.input_shape)
+    result = csim.csim(project, images)
+    assert result.returncode == 1 and not result.passed
+    assert "layer fc1 index 0:" in result.output
+
+
+def test_bise_inconsistent_ir_is_refused():
+    net = random_bise_ir(0)
+    net.layers[-1]["scores"] = False
+    with pytest.raises(BmhwError, match="fc2: a hidden BiSE layer outputs bits"):
+        hls.build_context(net)
+    net = random_bise_ir(0)
+    net.layers[-1]["ranges"]["q_out"] = [0, 1]
+    net.layers[-1]["widths"]["q_out"] = 1
+    net.layers[-1]["scores"] = False
+    with pytest.raises(BmhwError, match="must be its scores layer"):
+        hls.build_context(net)
+    net = random_bise_ir(0)
+    net.layers[1]["ranges"]["x"] = [0, 255]
+    net.layers[1]["widths"]["x"] = 8
+    with pytest.raises(BmhwError, match="conv1: a BiSE layer takes bits"):
+        hls.build_context(net)
+
+
+@pytest.mark.slow
+def test_bise_example_cli_export_and_csim(tmp_path):
+    """The example BiSE LeNet: bmhw quantize, export --target hls, csim on the built-in sample."""
+    bmq = tmp_path / "bise.bmq"
+    code, _, err = run_main(["quantize", examples_dir() / "lenet_bise_mnist.pt", "-o", bmq])
+    assert code == 0, err
+    code, out, err = run_main(["export", bmq, "--target", "hls", "-o", tmp_path / "hls", "--pe", "2"])
+    assert code == 0, err
+    assert "PE sum C" in out and "cycles per image" in out
+    code, out, err = run_main(["csim", tmp_path / "hls", "--images", "20"])
+    assert code == 0, err
+    assert "20 images, 0 mismatches" in out

@@ -166,11 +166,10 @@ def test_refuses_non_bise():
         quantize_bise(create("lenet", "classical"))
 
 
-def test_hardware_backends_refuse_bise_with_one_clear_line(tmp_path):
-    from bmhw.backends import hls, verilog
+def test_the_verilog_backend_exports_bise(tmp_path):
+    from bmhw.backends import verilog
 
     net = quantize_bise(random_bise_lenet(0))
-    for export, backend in ((verilog.export, "Verilog backend"), (hls.export, "HLS backend")):
-        with pytest.raises(BmhwError, match=f"the {backend} has no blocks for binarised BiSE layers yet"):
-            export(net, tmp_path / backend.split()[0])
-        assert not (tmp_path / backend.split()[0]).exists()  # no partial output
+    # Both hardware backends implement BiSE layers (tests/test_hls.py; tests/test_verilog.py, test_rtlsim.py).
+    project = verilog.export(net, tmp_path / "Verilog")
+    assert "bmhw_bise_layer #(" in (project / "rtl" / "bmhw_net.v").read_text()

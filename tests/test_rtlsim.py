@@ -314,3 +314,59 @@ def test_a_quantized_adder_sequential_is_bit_exact(tmp_path):
     assert result.passed, result.mismatch
     assert result.images == result.layer_images == 12
     assert result.cycles == [verilog.cycle_summary(net, verilog.resolve_pe(net, 2, cap_at_fan_in=True))["total"]] * 12
+
+
+# ---------------------------------------------------------------------------------------------------
+# Binarised BiSE networks, verified by the same bench
+# ---------------------------------------------------------------------------------------------------
+
+
+def bise_images(n=12, shape=(1, 7, 6), seed=12):
+    images = random_images(n, shape=shape, seed=seed)
+    images[0], images[1] = 0, 255
+    images[2, 0, 0, :4] = [126, 127, 128, 129]  # the binarisation's edge
+    return images
+
+
+@pytest.mark.parametrize("pe", [1, 2, 3])
+def test_bise_network_with_padding_stride_and_pooling(tmp_path, pe):
+    from test_verilog import random_bise_net
+
+    net = random_bise_net(seed=3 + pe)
+    project = verilog.export(net, tmp_path / "rtl", pe=pe)
+    result = rtlsim.run(project, bise_images())
+    assert result.passed, result.mismatch
+    assert result.images == result.layer_images == 12
+    expected = verilog.cycle_summary(net, verilog.layer_pes(net, pe))["total"]
+    assert result.cycles == [expected] * 12
+
+
+def test_bise_network_under_gaps_and_back_pressure_and_a_corrupted_table_is_caught(tmp_path):
+    from test_verilog import random_bise_net
+
+    net = random_bise_net(seed=8, in_shape=(2, 5, 5), convs=((3, 1, 1, 0, 0),), linears=(4, 3), threshold=90)
+    project = verilog.export(net, tmp_path / "rtl", pe=2)
+    images = bise_images(6, shape=(2, 5, 5), seed=5)
+    result = rtlsim.run(project, images, in_gaps=True, out_stalls=True)
+    assert result.passed, result.mismatch
+    # The threshold of output 1 of fc1 (a one-input structuring element: 1) raised to 2: its output is 0
+    # where the golden model says 1 (the all-255 image makes that literal true or the all-0 one does).
+    thresholds = project / "mem" / "fc1_t.mem"
+    lines = thresholds.read_text().split()
+    assert int(lines[1], 16) == 1
+    lines[1] = format(2, f"0{len(lines[1])}x")
+    thresholds.write_text("\n".join(lines) + "\n")
+    result = rtlsim.run(project, images[:3])
+    assert not result.passed and "layer fc1 index 1" in str(result.mismatch), result.mismatch
+
+
+def test_a_quantized_bise_lenet_is_bit_exact(tmp_path):
+    # Through the BiSE quantizer (bmhw.quant.bise): a trained-shape LeNet with random weights, 16 x 16 input.
+    from bmhw.quant.bise import quantize_bise
+    from test_quant_bise import random_bise_lenet
+
+    net = quantize_bise(random_bise_lenet(1, widths=(3, 4, 8, 6)))
+    project = verilog.export(net, tmp_path / "rtl", pe=3)
+    result = rtlsim.run(project, bise_images(4, shape=(1, 16, 16), seed=2))
+    assert result.passed, result.mismatch
+    assert result.cycles == [verilog.cycle_summary(net, verilog.layer_pes(net, 3))["total"]] * 4

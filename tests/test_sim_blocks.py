@@ -221,3 +221,54 @@ def test_a_broken_adder_pe_makes_the_bench_fail_naming_block_layer_and_step(adde
 def test_the_adder_harness_passes_verilator_lint(adder_project, name):
     _, project = adder_project
     assert block_runner.lint(project, name, block_runner.ADDER_BLOCKS_TB) == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# Binarised BiSE blocks: the BiSE PE (popcount of the literals) and the BiSE PE array
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bise_project(tmp_path_factory):
+    """A random BiSE network (full, one-input and random structuring elements), exported at PE 2: (net, project)."""
+    from test_verilog import random_bise_net
+
+    net = random_bise_net(seed=7)
+    return net, verilog.export(net, tmp_path_factory.mktemp("bise_blocks") / "project", pe=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["conv1", "fc1", "fc2"])
+def test_bise_blocks_match_their_reference(bise_project, tmp_path_factory, name):
+    net, project = bise_project
+    layer = next(entry for entry in net.layers if entry["name"] == name)
+    bench = block_runner.build_bise_blocks(project, name, tmp_path_factory.mktemp("bise_builds"))
+    results = block_runner.run(bench, seed=5)
+    assert failures(results) == []
+    for test in ("bise_pe", "bise_array"):
+        assert results[test].detail["steps"] >= 2000
+        # The all-true runs reach |S_o| of the full structuring element: the top of C's range.
+        assert results[test].detail["largest_acc"] == layer["ranges"]["C"][1] == results[test].detail["acc_max"]
+    assert results["bise_array"].detail["lanes"] == block_runner.ARRAY_PE
+
+
+@pytest.mark.slow
+def test_a_broken_bise_pe_makes_the_bench_fail_naming_block_layer_and_step(bise_project, tmp_path):
+    _, project = bise_project
+    copy = tmp_path / "project"
+    shutil.copytree(project, copy)
+    source = copy / "rtl" / "lib" / "bmhw_bise_pe.v"
+    text = source.read_text()
+    assert text.count("(x ^ neg) & se") == 1
+    source.write_text(text.replace("(x ^ neg) & se", "x & se"))  # the complemented inputs forgotten
+    bench = block_runner.build_bise_blocks(copy, "fc1", tmp_path / "builds")
+    result = block_runner.run(bench, ["bise_pe"], seed=1)["bise_pe"]
+    assert not result.passed
+    assert result.message.startswith("block bmhw_bise_pe, layer fc1: step ")
+    assert result.detail["rtl"] != result.detail["reference"]
+
+
+@pytest.mark.parametrize("name", ["conv1", "fc2"])
+def test_the_bise_harness_passes_verilator_lint(bise_project, name):
+    _, project = bise_project
+    assert block_runner.lint(project, name, block_runner.BISE_BLOCKS_TB) == []

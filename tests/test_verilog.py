@@ -404,3 +404,135 @@ def test_adder_network_synthesizes_with_one_multiplier_per_layer_and_none_in_the
               "check -assert; stat")
     log = synth.run_yosys(script, project, timeout=900)
     assert "cells" in log
+
+
+# ---------------------------------------------------------------------------------------------------
+# Binarised BiSE networks (docs/datapath.md, "The BiSE layer"; docs/verilog.md, "BiSE networks")
+# ---------------------------------------------------------------------------------------------------
+
+
+def random_bise_net(seed=3, in_shape=(1, 7, 6), convs=((3, 3, 1, 1, 2), (4, 3, 2, 1, 0)), linears=(5, 3),
+                    threshold=128, density=0.5):
+    """A random binarised BiSE network built directly as IR: ``binarize``, then convs (out, k, stride, pad,
+    pool), flatten and linears, the last one the scores layer. Random structuring elements (at least one
+    input each; some full rows, some single inputs), complemented inputs and dilations / erosions."""
+    from bmhw import ir
+    from bmhw.intmath import width
+
+    rng = np.random.default_rng(seed)
+    layers = [{"op": "binarize", "name": "binarize", "in_shape": list(in_shape), "out_shape": list(in_shape),
+               "threshold": threshold}]
+    arrays = {}
+    c, h, wd = in_shape
+    n_weight = len(convs) + len(linears)
+
+    def bise_layer(op, name, k, o, in_sh, out_sh, extra):
+        scores = sum(layer["op"] in ir.BISE_OPS for layer in layers) == n_weight - 1
+        se = (rng.random((o, k)) < density).astype(np.int64)
+        se[0, :] = 1  # a full structuring element
+        if o > 1:
+            se[1, :] = 0
+            se[1, int(rng.integers(0, k))] = 1  # a single input
+        for row in range(o):
+            if not se[row].any():
+                se[row, int(rng.integers(0, k))] = 1
+        neg = ((rng.random((o, k)) < 0.4) & (se == 1)).astype(np.int64)
+        op_table = rng.integers(0, 2, size=o).astype(np.int64)
+        c_max = int(se.sum(axis=1).max())
+        ranges = {"x": [0, 1], "C": [0, c_max], "q_out": [0, c_max] if scores else [0, 1]}
+        layers.append({"op": op, "name": name, "in_shape": list(in_sh), "out_shape": list(out_sh), "fan_in": k,
+                       "out_count": o, "scores": scores, "ranges": ranges,
+                       "widths": {key: width(*v) for key, v in ranges.items()}, **extra})
+        arrays.update({f"{name}/se": se, f"{name}/op": op_table, f"{name}/neg": neg})
+
+    for i, (out, k, stride, pad, pool) in enumerate(convs):
+        oh, ow = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1
+        bise_layer("bise_conv2d", f"conv{i + 1}", c * k * k, out, (c, h, wd), (out, oh, ow),
+                   {"kernel": [k, k], "stride": [stride, stride], "padding": [pad, pad]})
+        c, h, wd = out, oh, ow
+        if pool:
+            layers.append({"op": "maxpool2d", "name": f"pool{i + 1}", "in_shape": [c, h, wd],
+                           "out_shape": [c, h // pool, wd // pool], "kernel": pool, "stride": pool})
+            h, wd = h // pool, wd // pool
+    layers.append({"op": "flatten", "name": "flatten", "in_shape": [c, h, wd], "out_shape": [c * h * wd]})
+    features = c * h * wd
+    for i, out in enumerate(linears):
+        bise_layer("bise_linear", f"fc{i + 1}", features, out, (features,), (out,), {})
+        features = out
+    net = ir.QuantizedNet(input_shape=tuple(in_shape), input_scale=(1, 255), layers=layers, arrays=arrays,
+                          meta={"source": "random BiSE network (tests)"})
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:  # through the loader's checks
+        path = Path(folder) / "bise.bmq"
+        path.write_bytes(ir.dumps(net))
+        return ir.load_bmq(path)
+
+
+@pytest.fixture(scope="module")
+def bise_net():
+    return random_bise_net(seed=3)
+
+
+@pytest.mark.parametrize("pe", [1, 3])
+def test_bise_network_passes_verilator_lint_with_all_warnings(bise_net, tmp_path, pe):
+    code, output = lint(verilog.export(bise_net, tmp_path / "rtl", pe=pe))
+    assert code == 0 and "%Warning" not in output, output
+    # One-input structuring elements everywhere: C and its counter are 1 bit wide.
+    narrow = random_bise_net(seed=4, convs=((2, 1, 1, 0, 0),), linears=(2,), density=0.0)
+    code, output = lint(verilog.export(narrow, tmp_path / "narrow", pe=pe))
+    assert code == 0 and "%Warning" not in output, output
+
+
+def test_bise_network_shares_the_architecture_and_writes_its_tables(bise_net, tmp_path):
+    context = verilog.build_context(bise_net, pe=2)[0]
+    modules = [b["module"] for b in context["blocks"]]
+    assert modules == ["bmhw_bise_layer", "bmhw_maxpool", "bmhw_bise_layer", "bmhw_bise_layer", "bmhw_bise_layer"]
+    # binarize is folded into the first layer: it reads the 8-bit image, the others 1-bit codes.
+    assert [b["width"] for b in context["buffers"]] == [8, 1, 1, 1, 1, 4]
+    project = verilog.export(bise_net, tmp_path / "rtl", pe=2)
+    top = (project / "rtl" / "bmhw_net.v").read_text()
+    assert top.count("bmhw_bise_layer #(") == 4 and ".BINARIZE(1)" in top and ".THRESH(128)" in top
+    assert "rtl/lib/bmhw_bise_pe.v" in (project / "files.f").read_text()
+    for layer in (entry for entry in bise_net.layers if entry["op"] in verilog.BISE_OPS):
+        name = layer["name"]
+        params = verilog.bise_layer_plan(bise_net, layer, name, 2)["params"]
+        se, op, neg = (bise_net.table(layer, t) for t in ("se", "op", "neg"))
+        assert params["ACC_W"] == layer["widths"]["C"] and params["SCORES"] == int(layer["scores"])
+        words = [int(line, 16) for line in (project / f"mem/{name}_w.mem").read_text().split()]
+        k = se.shape[1]
+        for o in range(se.shape[0]):
+            for step in range(k):
+                lane = (words[(o // 2) * k + step] >> ((o % 2) * 2)) & 3
+                assert lane == 2 * se[o, step] + neg[o, step]
+        if layer["scores"]:
+            assert not (project / f"mem/{name}_t.mem").exists()
+        else:
+            th = read_mem(project / f"mem/{name}_t.mem", params["ACC_W"], signed=False)[:len(op)]
+            assert np.array_equal(th, np.where(op == 1, se.sum(axis=1), 1))
+    assert files_of(project) == files_of(verilog.export(bise_net, tmp_path / "again", pe=2))  # deterministic
+
+
+def test_bise_blocks_go_only_into_bise_projects(lenet, tmp_path):
+    project = verilog.export(lenet, tmp_path / "rtl")
+    assert not list((project / "rtl" / "lib").glob("bmhw_bise_*")) and "bise" not in (project / "files.f").read_text()
+
+
+def test_bise_cycle_model_by_hand(bise_net):
+    rows = {r["layer"]: r for r in verilog.cycle_model(bise_net, verilog.layer_pes(bise_net, 2))}
+    # positions * folds * K + outputs of the last fold + 8 (the MAC layer's schedule); binarize costs nothing
+    assert rows["binarize"]["cycles"] == 0
+    assert rows["conv1"]["cycles"] == 7 * 6 * 2 * 9 + 1 + 8
+    assert rows["conv2"]["cycles"] == 2 * 2 * 2 * 27 + 2 + 8
+    assert rows["fc2"]["cycles"] == 1 * 2 * 5 + 1 + 8
+
+
+def test_bise_networks_the_backend_cannot_build_are_refused(tmp_path):
+    net = random_bise_net(seed=3)
+    net.layers[-1]["scores"] = False
+    with pytest.raises(BmhwError, match="the last layer must be the BiSE scores layer"):
+        verilog.export(net, tmp_path / "rtl")
+    net = random_bise_net(seed=3)
+    with pytest.raises(BmhwError, match="no weight layer named 'pool1'"):
+        verilog.export(net, tmp_path / "rtl", pe_layers={"pool1": 2})

@@ -16,7 +16,8 @@ import numpy as np
 
 from bmhw import ir
 from bmhw.backends.project import layer_names as c_names
-from bmhw.backends.project import parse_pe_options, resolve_pe, write_project
+from bmhw.backends.project import parse_pe_options, write_project
+from bmhw.backends.project import resolve_pe as _resolve_pe
 from bmhw.errors import BmhwError
 from bmhw.resources import hls_dir, templates_dir
 # The kernels do their rounding shifts in 64-bit integers, like the golden model.
@@ -34,6 +35,11 @@ INPUT_TYPE = "ap_uint<8>"
 # Cycle model (docs/hls.md): the fill and drain of one fold's pipelined add-max loop plus the exp lookup,
 # the shift and the requantization that follow it. A model constant, not a synthesis result.
 PE_PIPELINE_DEPTH = 8
+# The same for a BiSE layer's fold: the ROM read of SE / NEG and the XOR feeding the 1-bit OR / AND (or the
+# score counter); nothing follows the loop (no lookup, no shift, no requantization). A model constant too.
+BISE_PIPELINE_DEPTH = 2
+# Hidden BiSE activations are single bits (docs/datapath.md, "The BiSE layer": x in [0, 1]).
+BIT_TYPE = "ap_uint<1>"
 
 
 def ap_type(lo: int, hi: int, bits: int) -> str:
@@ -80,12 +86,53 @@ def _size(shape) -> int:
     return int(np.prod(shape))
 
 
+def resolve_pe(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None, cap_at_fan_in: bool = False) -> list:
+    """The PE count of each layer (``bmhw.backends.project.resolve_pe``); in a BiSE network its BiSE layers
+    are the layers with PEs (``pe`` for each, ``pe_layers`` overrides, capped at the layer's outputs)."""
+    if not net.is_bise:
+        return _resolve_pe(net, pe, pe_layers, cap_at_fan_in)
+    if int(pe) <= 0:
+        raise BmhwError(f"--pe {pe}: the number of PEs must be a positive integer")
+    names = c_names(net)
+    by_name = {}
+    for index, (layer, name) in enumerate(zip(net.layers, names)):
+        by_name.setdefault(str(layer["name"]), index)
+        by_name.setdefault(name, index)
+    chosen = [int(pe) if layer["op"] in ir.BISE_OPS else None for layer in net.layers]
+    bise_names = ", ".join(str(layer["name"]) for layer in net.layers if layer["op"] in ir.BISE_OPS)
+    for key, value in sorted((pe_layers or {}).items()):
+        if key not in by_name or net.layers[by_name[key]]["op"] not in ir.BISE_OPS:
+            raise BmhwError(f"--pe {key}={value}: no weight layer named {key!r} (weight layers: {bise_names})")
+        if int(value) <= 0:
+            raise BmhwError(f"--pe {key}={value}: the number of PEs must be a positive integer")
+        chosen[by_name[key]] = int(value)
+    out = []
+    for n, layer in zip(chosen, net.layers):
+        if n is not None:
+            n = min(n, int(layer["out_count"]))
+            if cap_at_fan_in:
+                n = min(n, int(layer["fan_in"]))
+        out.append(n)
+    return out
+
+
 def cycle_model(net: ir.QuantizedNet, pes: list) -> list[dict]:
     """Expected cycles per image of each layer for the given PE counts (docs/hls.md, "Cycle model"):
     BM layer: patches * ceil(O / PE) * (K + PE_PIPELINE_DEPTH) + patches * K (the lookup loop);
-    max pooling: its output elements; flatten: its elements. A model, not a synthesis report."""
+    BiSE layer: patches * ceil(O / PE) * (K + BISE_PIPELINE_DEPTH), plus patches * K for a convolution's
+    gather loop; max pooling: its output elements; flatten, binarize: its elements. A model, not a
+    synthesis report."""
     rows = []
     for layer, name, pe in zip(net.layers, c_names(net), pes):
+        if layer["op"] in ir.BISE_OPS:
+            conv = layer["op"] == "bise_conv2d"
+            patches = _size(layer["out_shape"][1:]) if conv else 1
+            k, o = int(layer["fan_in"]), int(layer["out_count"])
+            folds = -(-o // pe)
+            cycles = patches * folds * (k + BISE_PIPELINE_DEPTH) + (patches * k if conv else 0)
+            rows.append({"layer": name, "op": layer["op"], "pe": pe, "patches": patches, "folds": folds, "k": k,
+                         "cycles": cycles})
+            continue
         if layer["op"] in ir.BM_OPS:
             patches = _size(layer["out_shape"][1:]) if layer["op"] == "bm_conv2d" else 1
             k, o = int(layer["fan_in"]), int(layer["out_count"])
@@ -202,6 +249,65 @@ def _adder_context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str, p
     }
 
 
+def _bise_context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str, pe: int = 1) -> dict:
+    """A binarised BiSE layer (docs/datapath.md, "The BiSE layer"): 1-bit activations in; a hidden layer
+    outputs one bit per output (OR / AND), the last one the class score C (its proven width)."""
+    ranges, widths = layer["ranges"], layer["widths"]
+    scores = bool(layer["scores"])
+    for signal in ("x", "C", "q_out"):
+        if widths[signal] > MAX_WIDTH:
+            raise BmhwError(f"layer {layer['name']}: signal {signal} needs {widths[signal]} bits; the HLS kernels "
+                            f"support at most {MAX_WIDTH}")
+    x_type = ap_type(*ranges["x"], widths["x"])
+    if in_type != BIT_TYPE or x_type != BIT_TYPE:
+        raise BmhwError(f"layer {name}: a BiSE layer takes bits ({BIT_TYPE}) but gets {in_type} (IR x: {x_type}); "
+                        "the .bmq file is inconsistent: re-create it with bmhw quantize")
+    se, op, neg = (net.table(layer, t) for t in ir.BISE_TABLES)
+    c_type = ap_type(*ranges["C"], widths["C"])
+    out_type = ap_type(*ranges["q_out"], widths["q_out"])
+    if scores and out_type != c_type:
+        raise BmhwError(f"layer {name}: the scores layer's q_out ({out_type}) must be its count C ({c_type}); "
+                        "re-create the .bmq with bmhw quantize")
+    if not scores and out_type != BIT_TYPE:
+        raise BmhwError(f"layer {name}: a hidden BiSE layer outputs bits, the IR gives q_out {out_type}; "
+                        "re-create the .bmq with bmhw quantize")
+    constants = _geometry(layer) + [("PE", pe)]
+    size = int(se.sum(axis=1).max())
+    partitions = [f"variable = {name}_{t} cyclic factor = {pe} dim = 1" for t in ir.BISE_TABLES] if pe > 1 else []
+
+    def matrix(table):
+        return [{"rows": _rows(row), "last": o == table.shape[0] - 1} for o, row in enumerate(table)]
+
+    return {
+        "name": name, "op": layer["op"], "kernel": layer["op"], "bm": False,
+        "typedefs": [("x_t", x_type), ("c_t", c_type), ("out_t", out_type)],
+        "int_constants": [(k, int(v)) for k, v in constants],
+        "long_constants": [], "bool_constants": [("SCORES", scores)],
+        "table_list": "structuring elements SE, operators OP (0 dilation, 1 erosion), complemented inputs NEG",
+        "out_type": out_type, "out_size": _size(layer["out_shape"]),
+        "table_args": f", {name}_se, {name}_op, {name}_neg", "pe": pe, "partitions": partitions,
+        "tables": [
+            {"decl": f"bool {name}_se[{se.shape[0]}][{se.shape[1]}]", "rows": [], "matrix": matrix(se)},
+            {"decl": f"bool {name}_op[{len(op)}]", "rows": _rows(op), "matrix": []},
+            {"decl": f"bool {name}_neg[{neg.shape[0]}][{neg.shape[1]}]", "rows": [], "matrix": matrix(neg)},
+        ],
+        "summary": f"{layer['op']} {'x'.join(map(str, layer['in_shape']))} -> {'x'.join(map(str, layer['out_shape']))}"
+                   f", K={layer['fan_in']}, max |S|={size}, "
+                   + (f"class scores C {widths['C']} bits" if scores else "1-bit OR / AND outputs"),
+    }
+
+
+def _binarize_context(layer: dict, in_type: str, name: str) -> dict:
+    """The input binarisation: image bytes -> bits (code >= threshold)."""
+    threshold = int(layer["threshold"])
+    return {"name": name, "op": "binarize", "kernel": "binarize", "bm": False,
+            "typedefs": [("data_t", in_type), ("out_t", BIT_TYPE)],
+            "int_constants": [("SIZE", _size(layer["in_shape"])), ("THRESHOLD", threshold)],
+            "out_type": BIT_TYPE, "out_size": _size(layer["out_shape"]), "table_args": "", "tables": [],
+            "pe": None, "partitions": [], "long_constants": [], "bool_constants": [], "table_list": "",
+            "summary": f"binarize {'x'.join(map(str, layer['in_shape']))}: x = 1 iff code >= {threshold}"}
+
+
 def _plain_context(layer: dict, in_type: str, name: str) -> dict:
     op = layer["op"]
     if op == "maxpool2d":
@@ -235,6 +341,10 @@ def build_context(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: floa
             ctx = _bm_context(net, layer, buffer_type, name, layer_pe)
         elif layer["op"] in ir.ADDER_OPS:
             ctx = _adder_context(net, layer, buffer_type, name, layer_pe)
+        elif layer["op"] in ir.BISE_OPS:
+            ctx = _bise_context(net, layer, buffer_type, name, layer_pe)
+        elif layer["op"] == "binarize":
+            ctx = _binarize_context(layer, buffer_type, name)
         elif layer["op"] in ("maxpool2d", "flatten"):
             ctx = _plain_context(layer, buffer_type, name)
         else:
@@ -243,7 +353,12 @@ def build_context(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: floa
         layers.append(ctx)
         buffer_type, previous = ctx["out_type"], ctx["out_buf"]
     last = net.layers[-1]
-    if last["op"] not in ir.BM_OPS + ir.ADDER_OPS or last["relu"]:
+    if net.is_bise:
+        if last["op"] not in ir.BISE_OPS or not last["scores"] or \
+                any(layer.get("scores") for layer in net.layers[:-1] if layer["op"] in ir.BISE_OPS):
+            raise BmhwError("the last layer of a BiSE network must be its scores layer (and only the last); "
+                            "re-create the .bmq with bmhw quantize")
+    elif last["op"] not in ir.BM_OPS + ir.ADDER_OPS or last["relu"]:
         raise BmhwError("the last layer must be the logits BM or adder layer (no ReLU); re-create the .bmq with "
                         "bmhw quantize")
     summary = cycle_summary(net, pes, clock_ns)
@@ -251,7 +366,8 @@ def build_context(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: floa
                "k": _cell(r["k"]), "cycles": r["cycles"]} for r in summary["rows"]]
     return {"layers": layers, "input_size": _size(net.input_shape), "input_type": INPUT_TYPE,
             "cycles": cycles, "cycle_total": summary["total"], "images_per_s": f"{summary['images_per_s']:.0f}",
-            "pipeline_depth": PE_PIPELINE_DEPTH,
+            "pipeline_depth": PE_PIPELINE_DEPTH, "bise": net.is_bise, "bise_depth": BISE_PIPELINE_DEPTH,
+            "result_what": "class scores" if net.is_bise else "logits",
             "input_shape": "x".join(map(str, net.input_shape)), "result_type": layers[-1]["out_type"],
             "result_size": layers[-1]["out_size"], "result_layer": layers[-1]["name"],
             "part": part, "clock_ns": f"{clock_ns:g}", "source": str(net.meta.get("source", "unknown"))}
@@ -270,7 +386,6 @@ def _environment() -> jinja2.Environment:
 def render(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: float = DEFAULT_CLOCK_NS, pe: int = 1,
            pe_layers: dict | None = None) -> dict:
     """Every file of the project: relative path -> bytes."""
-    net.refuse_bise("HLS backend")
     context = build_context(net, part, clock_ns, pe, pe_layers)
     env = _environment()
     files = {

@@ -31,6 +31,9 @@ BM_OVERHEAD = 11
 MAC_OVERHEAD = 8  # the MAC layer's output stage has no 4-cycle exp pipeline (one bias cycle instead)
 ADDER_OVERHEAD = 10  # the adder layer's: the MAC's, plus registered multiplier inputs and the product register
 ADDER_OPS, ADDER_TABLES = ir.ADDER_OPS, ir.ADDER_TABLES
+BISE_OVERHEAD = 8  # the BiSE layer's: the MAC layer's schedule (a threshold ROM and one comparison instead of the bias)
+BISE_OPS = ir.BISE_OPS
+BISE_MODULES = ("bmhw_bise_array.v", "bmhw_bise_layer.v", "bmhw_bise_pe.v")
 POOL_OVERHEAD = 4
 ARGMAX_OVERHEAD = 2
 OUTPUT_OVERHEAD = 1
@@ -42,9 +45,10 @@ def library_dir() -> Path:
     return templates_dir() / "verilog" / "lib"
 
 
-def library_files() -> list[str]:
-    """The hand-written modules, in a fixed order (dependencies first)."""
-    return sorted(p.name for p in library_dir().glob("*.v"))
+def library_files(bise: bool = False) -> list[str]:
+    """The hand-written modules, in a fixed order (dependencies first). The BiSE blocks go only into the
+    projects of BiSE networks (``bise``), so that the other projects are unchanged."""
+    return sorted(p.name for p in library_dir().glob("*.v") if bise or p.name not in BISE_MODULES)
 
 
 def signed_width(lo: int, hi: int) -> int:
@@ -231,8 +235,46 @@ def adder_layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> d
     return _plan(params, mems, name, params["OUT_H"] * params["OUT_W"])
 
 
-def layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> dict:
+def bise_layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int, threshold: int | None = None) -> dict:
+    """Parameters of one ``bmhw_bise_layer`` and the contents of its ROMs: the table bits (``w``: SE and NEG,
+    two bits per PE) and, for a hidden layer, the per-output threshold (``t``: 1 for a dilation, |S_o| for an
+    erosion). ``threshold``: the network's ``binarize`` threshold when the layer reads the image codes."""
+    params = layer_geometry(layer, pe)
+    folds = -(-params["O"] // pe)
+    se, op, neg = (net.table(layer, t).astype(np.int64) for t in ir.BISE_TABLES)
+    c_lo, c_hi = (int(v) for v in layer["ranges"]["C"])
+    acc_w = width(0, max(c_hi, 1))
+    scores = bool(layer["scores"])
+    sizes = se.sum(axis=1)
+    checks = [(c_lo >= 0 and int(sizes.max()) <= c_hi, f"C's range {layer['ranges']['C']} does not hold |S_o| <= "
+                                                       f"{int(sizes.max())}"),
+              (threshold is None or 0 <= int(threshold) <= (1 << INPUT_BITS),
+               f"the binarisation threshold {threshold} is not in [0, {1 << INPUT_BITS}]")]
+    _raise_failed(layer, checks)
+    # The scores are read by the arg-max as signed numbers: one zero bit on top of C.
+    out_d = acc_w + 1 if scores else 1
+    params.update({"Q_W": INPUT_BITS if threshold is not None else 1, "BINARIZE": int(threshold is not None),
+                   "THRESH": int(threshold) if threshold is not None else 0, "ACC_W": acc_w, "SCORES": int(scores),
+                   "OUT_D": out_d})
+    mems = {f"mem/{name}_w.mem": mem_text(_weight_words(se * 2 + neg * se, pe, 2), pe * 2)}
+    if not scores:
+        thresholds = np.where(op == 1, sizes, 1)
+        mems[f"mem/{name}_t.mem"] = mem_text(_padded(thresholds, folds * pe), acc_w)
+    return _plan(params, mems, name, params["OUT_H"] * params["OUT_W"])
+
+
+def bise_input_threshold(net: ir.QuantizedNet, layer: dict) -> int | None:
+    """The ``binarize`` threshold folded into ``layer`` (the layer right after it), else None."""
+    index = next(i for i, entry in enumerate(net.layers) if entry is layer)
+    if index > 0 and net.layers[index - 1]["op"] == "binarize":
+        return int(net.layers[index - 1]["threshold"])
+    return None
+
+
+def layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int, threshold: int | None = None) -> dict:
     """The plan of a weight layer's block: ``module``, ``params``, ``mems``, ``out_bits``, ..."""
+    if layer["op"] in BISE_OPS:
+        return {"module": "bmhw_bise_layer", **bise_layer_plan(net, layer, name, pe, threshold)}
     if layer["op"] in ADDER_OPS:
         return {"module": "bmhw_adder_layer", **adder_layer_plan(net, layer, name, pe)}
     if layer["op"] in ir.MAC_OPS:
@@ -250,13 +292,13 @@ def cycle_model(net: ir.QuantizedNet, pes: list) -> list[dict]:
              "cycles": _size(net.input_shape)}]
     for layer, name, pe in zip(net.layers, layer_names(net), pes):
         row = {"layer": name, "op": layer["op"], "pe": pe, "positions": None, "folds": None, "k": None}
-        if layer["op"] in ir.WEIGHT_OPS or layer["op"] in ADDER_OPS:
+        if layer["op"] in ir.WEIGHT_OPS or layer["op"] in BISE_OPS:
             positions = _size(layer["out_shape"][1:]) if len(layer["out_shape"]) == 3 else 1
             k, o = int(layer["fan_in"]), int(layer["out_count"])
             folds = -(-o // pe)
             last_fold = o - (folds - 1) * pe
             overhead = (ADDER_OVERHEAD if layer["op"] in ADDER_OPS else MAC_OVERHEAD if layer["op"] in ir.MAC_OPS
-                        else BM_OVERHEAD)
+                        else BISE_OVERHEAD if layer["op"] in BISE_OPS else BM_OVERHEAD)
             row.update(positions=positions, folds=folds, k=k, cycles=positions * folds * k + last_fold + overhead)
         elif layer["op"] == "maxpool2d":
             row["cycles"] = _size(layer["out_shape"]) * int(layer["kernel"]) ** 2 + POOL_OVERHEAD
@@ -276,11 +318,18 @@ def cycle_summary(net: ir.QuantizedNet, pes: list, clock_ns: float = DEFAULT_CLO
 
 
 def _check_network(net: ir.QuantizedNet) -> None:
-    net.refuse_bise("Verilog backend")
     if not net.layers:
         raise BmhwError("the network has no layers: nothing to export")
     last = net.layers[-1]
-    if last["op"] not in ir.WEIGHT_OPS or last["relu"]:
+    if net.is_bise:
+        if net.layers[0]["op"] != "binarize" or any(layer["op"] == "binarize" for layer in net.layers[1:]):
+            raise BmhwError("a BiSE network must start with its one binarize op; re-create the .bmq with bmhw quantize")
+        if net.layers[1]["op"] not in BISE_OPS:
+            raise BmhwError(f"layer {net.layers[1]['name']}: the binarize op must feed a BiSE layer directly (the "
+                            "Verilog backend folds it into that layer's input)")
+        if last["op"] not in BISE_OPS or not last["scores"]:
+            raise BmhwError("the last layer must be the BiSE scores layer; re-create the .bmq with bmhw quantize")
+    elif last["op"] not in ir.WEIGHT_OPS or last["relu"]:
         raise BmhwError("the last layer must be the logits layer (no ReLU); re-create the .bmq with bmhw quantize")
     if net.num_classes < 2:
         raise BmhwError(f"the network has {net.num_classes} output; the arg-max needs at least 2 classes")
@@ -292,21 +341,53 @@ def _check_network(net: ir.QuantizedNet) -> None:
                             f"{layer['kernel']} is not supported by the Verilog backend")
 
 
+def _bise_pes(net: ir.QuantizedNet, pe: int, pe_layers: dict | None) -> list:
+    """resolve_pe for a BiSE network: its BiSE layers are the weight layers (same rules and messages)."""
+    if int(pe) <= 0:
+        raise BmhwError(f"--pe {pe}: the number of PEs must be a positive integer")
+    names = layer_names(net)
+    by_name = {}
+    for index, (layer, name) in enumerate(zip(net.layers, names)):
+        by_name.setdefault(str(layer["name"]), index)
+        by_name.setdefault(name, index)
+    chosen = [int(pe) if layer["op"] in BISE_OPS else None for layer in net.layers]
+    weight_names = ", ".join(str(layer["name"]) for layer in net.layers if layer["op"] in BISE_OPS)
+    for key, value in sorted((pe_layers or {}).items()):
+        if key not in by_name or net.layers[by_name[key]]["op"] not in BISE_OPS:
+            raise BmhwError(f"--pe {key}={value}: no weight layer named {key!r} (weight layers: {weight_names})")
+        if int(value) <= 0:
+            raise BmhwError(f"--pe {key}={value}: the number of PEs must be a positive integer")
+        chosen[by_name[key]] = int(value)
+    return [None if n is None else min(n, int(layer["out_count"]), int(layer["fan_in"]))
+            for n, layer in zip(chosen, net.layers)]
+
+
+def layer_pes(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None) -> list:
+    """The PE count of each layer in the Verilog backend (None for layers without PEs)."""
+    if net.is_bise:
+        return _bise_pes(net, pe, pe_layers)
+    return resolve_pe(net, pe, pe_layers, cap_at_fan_in=True)
+
+
 def build_context(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None,
                   clock_ns: float = DEFAULT_CLOCK_NS) -> tuple[dict, dict]:
     """The template context (buffers, blocks and their parameters) and the ROM files."""
     _check_network(net)
-    pes = resolve_pe(net, pe, pe_layers, cap_at_fan_in=True)
+    pes = layer_pes(net, pe, pe_layers)
     in_size = _size(net.input_shape)
     buffers = [{"name": "input", "layer": None, "width": INPUT_BITS, "depth": in_size,
                 "aw": address_width(in_size), "signed": False}]
-    blocks, mems, current = [], {}, buffers[0]
+    blocks, mems, current, threshold = [], {}, buffers[0], None
     for layer, name, layer_pe in zip(net.layers, layer_names(net), pes):
         op = layer["op"]
         if op == "flatten":  # (C, H, W) is already the flat order: the next layer reads the same buffer
             continue
-        if op in ir.WEIGHT_OPS:
-            plan = layer_plan(net, layer, name, layer_pe)
+        if op == "binarize":  # folded into the next (BiSE) layer, which reads the image codes
+            threshold = int(layer["threshold"])
+            continue
+        if op in ir.WEIGHT_OPS or op in BISE_OPS:
+            plan = layer_plan(net, layer, name, layer_pe, threshold)
+            threshold = None
             if plan["params"]["Q_W"] != current["width"]:
                 raise BmhwError(f"layer {layer['name']}: its input codes are {plan['params']['Q_W']} bits but the "
                                 f"previous buffer holds {current['width']}; re-create the .bmq with bmhw quantize")
@@ -321,7 +402,8 @@ def build_context(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = No
             module, out_bits = "bmhw_maxpool", current["width"]
         depth = _size(layer["out_shape"])
         out_buf = {"name": name, "layer": str(layer["name"]), "width": out_bits, "depth": depth,
-                   "aw": address_width(depth), "signed": op in ir.WEIGHT_OPS and not layer["relu"]}
+                   "aw": address_width(depth),
+                   "signed": (op in ir.WEIGHT_OPS and not layer["relu"]) or (op in BISE_OPS and layer["scores"])}
         buffers.append(out_buf)
         blocks.append({"module": module, "inst": f"u_{name}", "name": name, "in_buf": current["name"],
                        "out_buf": name, "params": [(key, verilog_value(value)) for key, value in params.items()]})
@@ -355,7 +437,7 @@ def design_description(net: ir.QuantizedNet, context: dict) -> dict:
             "input_size": context["input_size"], "input_bits": INPUT_BITS, "classes": context["classes"],
             "logit_bits": context["logit_bits"], "class_bits": context["class_bits"],
             "counter_bits": CYCLE_COUNTER_BITS, "clock_ns": context["clock_ns"],
-            "sources": [f"rtl/lib/{name}" for name in library_files()] + [f"rtl/{TOP}.v"],
+            "sources": [f"rtl/lib/{name}" for name in library_files(net.is_bise)] + [f"rtl/{TOP}.v"],
             "buffers": [{key: b[key] for key in ("name", "layer", "width", "depth", "signed")}
                         for b in context["buffers"]],
             "pe": {name: pe for name, pe in zip(layer_names(net), context["pes"]) if pe is not None},
@@ -383,7 +465,7 @@ def render(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None,
              "design.json": (json.dumps(design, indent=1, sort_keys=True) + "\n").encode(),
              "model.bmq": ir.dumps(net)}
     files.update(mems)
-    for name in library_files():
+    for name in library_files(net.is_bise):
         files[f"rtl/lib/{name}"] = (library_dir() / name).read_bytes()
     return files
 

@@ -14,6 +14,9 @@ stage shared by them. What differs is the PE and the per-layer tables and arithm
 * ``addernet``: ``-sum |x - w|``: subtract, absolute value, accumulate (same weights, same requantization);
 * ``xnor``: binarized activations and weights: XNOR and popcount, a threshold per output.
 
+A binarised BiSE network (bmhw_bise_layer) and an AdderNet network are costed as exported, with their own
+kind only (``bise``, ``addernet``).
+
 Buffers between layers and the control are the same for every kind and are left out. Energy counts the
 arithmetic of one inference (every add-max step, multiply-accumulate, ...), not memory traffic.
 NumPy only, never torch.
@@ -26,8 +29,8 @@ from dataclasses import dataclass
 
 from bmhw import ir
 from bmhw.backends import verilog
-from bmhw.cost.units import (Cost, absolute, add_energy_pj, adder, comparator, mul_energy_pj, multiplier, mux,
-                             register, rom, shifter)
+from bmhw.cost.units import (Cost, absolute, add_energy_pj, adder, comparator, incrementer, mul_energy_pj,
+                             multiplier, mux, register, rom, shifter)
 
 KINDS = ("mac", "bm4", "bm15", "addernet", "xnor")
 KIND_NAMES = {"mac": "classical MAC", "bm4": "BM 4-branch", "bm15": "BM 1.5-branch", "addernet": "AdderNet",
@@ -197,6 +200,40 @@ def adder_network_costs(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | Non
             for layer, name, layer_pe in zip(net.layers, verilog.layer_names(net), pes) if layer_pe is not None]
 
 
+def is_bise(net: ir.QuantizedNet) -> bool:
+    """A binarised BiSE network (its weight layers bise_conv2d / bise_linear), costed as exported."""
+    return any(layer["op"] in verilog.BISE_OPS for layer in net.layers)
+
+
+def bise_layer_cost(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> LayerCost:
+    """The ``bise`` kind of a binarised BiSE network at its exported widths (bmhw_bise_layer): per PE the
+    literal (one XOR, one AND) and a popcount counter (a half-adder chain and a register) at ACC_W bits, a
+    hold register; shared by the PEs: the SE / NEG table (two bits per PE and step), for a hidden layer the
+    threshold table, one ACC_W-bit comparison and its output bit register, for the scores layer nothing more;
+    the first layer also binarises its input (an 8-bit comparison with the threshold)."""
+    p = verilog.bise_layer_plan(net, layer, name, pe, verilog.bise_input_threshold(net, layer))["params"]
+    k, o = int(layer["fan_in"]), int(layer["out_count"])
+    positions, folds = int(p["OUT_H"]) * int(p["OUT_W"]), -(-o // pe)
+    acc_w = int(p["ACC_W"])
+    unit = Cost(2, 0, 0, {"xor 1b": 1, "and 1b": 1}) + incrementer(acc_w) + register(acc_w)
+    shared = rom(folds * k, pe * 2)
+    if not layer["scores"]:
+        shared = shared + rom(folds * pe, acc_w) + comparator(acc_w) + register(1)
+    if p["BINARIZE"]:
+        shared = shared + comparator(int(p["Q_W"]))
+    steps, outputs = positions * o * k, positions * o
+    energy = steps * (2 * add_energy_pj(1) + add_energy_pj(acc_w)) \
+        + (0 if layer["scores"] else outputs * add_energy_pj(acc_w))
+    return LayerCost(name, "bise", pe, (unit + hold_register(acc_w)) * pe + shared, unit, energy, steps)
+
+
+def bise_network_costs(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None) -> list:
+    """One ``{"bise": LayerCost}`` per BiSE layer of a binarised BiSE network, at the export's PE counts."""
+    pes = verilog.layer_pes(net, pe, pe_layers)
+    return [{"bise": bise_layer_cost(net, layer, name, layer_pe)}
+            for layer, name, layer_pe in zip(net.layers, verilog.layer_names(net), pes) if layer_pe is not None]
+
+
 def network_costs(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None, weight_bits: int = 8,
                   twin: ir.QuantizedNet | None = None) -> list:
     """One ``{kind: LayerCost}`` per BM layer, in order, with the PE counts of the Verilog export (the MAC kind
@@ -213,7 +250,7 @@ def network_costs(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = No
 def totals(rows: list) -> dict:
     """``kind -> (Cost, energy in pJ)`` summed over the layers."""
     out = {}
-    for kind in KINDS:
+    for kind in KINDS + tuple(kind for kind in (rows[0] if rows else {}) if kind not in KINDS):
         if rows and kind not in rows[0]:  # an AdderNet network has its own kind only
             continue
         cost, energy = Cost(), 0.0

@@ -259,3 +259,43 @@ def synth_adder_blocks(project: Path, net, pes: list, progress=None, whole: bool
                      "analytical": network.totals(all_costs)["addernet"][0], "generic": generic, "xilinx": xilinx,
                      "memories_kept": True})
     return rows
+
+
+def synth_bise_blocks(project: Path, net, pes: list, progress=None, whole: bool = True) -> list:
+    """Synthesize, for every layer of a binarised BiSE network, its BiSE PE and (PE > 1) its PE array, the first
+    layer's control (``bmhw_layer_scan``, not in the model) and whole ``bmhw_bise_layer``, and with ``whole``
+    the whole accelerator; generic gates and Xilinx LUTs beside the ``bise`` model (rows as synth_blocks)."""
+    from bmhw.backends import verilog
+    from bmhw.cost import network
+    from bmhw.cost.units import Cost
+
+    project = Path(project)
+    sources = _library_sources(project)
+    rows, seen, first, all_costs = [], {}, None, []
+    for layer, name, pe in zip(net.layers, verilog.layer_names(net), pes):
+        if pe is None:
+            continue
+        cost = network.bise_layer_cost(net, layer, name, pe)
+        all_costs.append({"bise": cost})
+        pe_params = {"ACC_W": verilog.bise_layer_plan(net, layer, name, pe)["params"]["ACC_W"]}
+        blocks = [("bmhw_bise_pe", pe_params, cost.pe_cost, f"{name} PE")]
+        if pe > 1:
+            blocks.append(("bmhw_bise_array", {"PE": pe, **pe_params}, cost.pe_cost * pe, f"{name} PE array of {pe}"))
+        if first is None:
+            first = name
+            params = verilog.bise_layer_plan(net, layer, name, pe, verilog.bise_input_threshold(net, layer))["params"]
+            blocks.append(("bmhw_layer_scan", verilog.layer_geometry(layer, pe), Cost(),
+                           f"{name} control (not modelled)"))
+            blocks.append(("bmhw_bise_layer", params, cost.cost, f"{name} layer"))
+        for module, module_params, analytical, block in blocks:
+            generic, xilinx = _both(project, sources, module, module_params, seen, progress, f"{block}, bise")
+            rows.append({"block": block, "kind": "bise" if module != "bmhw_layer_scan" else "both",
+                         "module": module, "analytical": analytical, "generic": generic, "xilinx": xilinx,
+                         "memories_kept": False})
+    if whole:
+        generic, xilinx = _both(project, _library_sources(project, whole=True), verilog.TOP, {}, seen, progress,
+                                "the whole accelerator, bise", generic="generic-memories")
+        rows.append({"block": "whole accelerator", "kind": "bise", "module": verilog.TOP,
+                     "analytical": network.totals(all_costs)["bise"][0], "generic": generic, "xilinx": xilinx,
+                     "memories_kept": True})
+    return rows

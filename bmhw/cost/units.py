@@ -74,6 +74,12 @@ def adder(n: int) -> Cost:
     return _unit(f"adder {n}b", HALF_ADDER + FULL_ADDER * (n - 1))
 
 
+def incrementer(n: int) -> Cost:
+    """n-bit counter step, a + c with a one-bit c (a popcount accumulator): a half-adder chain."""
+    _check(n)
+    return _unit(f"incrementer {n}b", HALF_ADDER * n)
+
+
 def comparator(n: int) -> Cost:
     """a > b on n bits: a carry chain of one XOR and one multiplexer per bit (the borrow of a - b)."""
     _check(n)
