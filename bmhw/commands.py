@@ -694,11 +694,11 @@ def cmd_gates(args) -> int:
 
 # The families other than BM with their own cost model (docs/gates.md): cost kind, label, what the model counts.
 _GATES_FAMILIES = {
-    "addernet": ("AdderNet", "an AdderNet", "adder_network_costs", "synth_adder_blocks", ".1f",
+    "addernet": ("AdderNet", "an AdderNet", "adder_network_costs", ".1f",
                  "per PE: subtractor, absolute value, accumulator; per layer: template, scale and bias tables, one "
                  "shared multiplier MUL * ACC, Y = B - product, requantization (shift by R, clamp); buffers and "
                  "control left out"),
-    "bise": ("binarised BiSE", "a BiSE", "bise_network_costs", "synth_bise_blocks", ".2f",
+    "bise": ("binarised BiSE", "a BiSE", "bise_network_costs", ".2f",
              "per PE: literal (XOR with NEG, AND with SE) and a popcount counter; per layer: the SE / NEG table, "
              "the threshold table and one comparison (hidden layers), the input binarisation (first layer); "
              "buffers and control left out"),
@@ -711,7 +711,7 @@ def _gates_family(net, args, kind: str) -> int:
     from bmhw.backends import hls, verilog
     from bmhw.cost import network, synth
 
-    label, article, costs_name, synth_name, energy_fmt, counted = _GATES_FAMILIES[kind]
+    label, article, costs_name, energy_fmt, counted = _GATES_FAMILIES[kind]
     if args.twin is not None:
         raise BmhwError(f"--twin compares a BM network with its MAC twin; give it a BM network, not {article} one")
     if args.csv is not None or args.plot is not None:
@@ -743,8 +743,8 @@ def _gates_family(net, args, kind: str) -> int:
         with tempfile.TemporaryDirectory(prefix="bmhw-gates-") as tmp:
             project = verilog.export(net, Path(tmp) / kind, pe=pe, pe_layers=pe_layers)
             start = time.perf_counter()
-            synth_rows = getattr(synth, synth_name)(project, net, verilog.layer_pes(net, pe, pe_layers),
-                                                    progress=lambda m: console.print(m, highlight=False))
+            synth_rows = synth.synth_family_blocks(project, net, verilog.layer_pes(net, pe, pe_layers), kind,
+                                                   progress=lambda m: console.print(m, highlight=False))
         table = Table(title=f"analytical model against Yosys ({time.perf_counter() - start:.0f} s)")
         for column in ("block", "gates model", "gates Yosys", "ratio", "FF model", "FF Yosys", "table bits model",
                        "Xilinx LUTs", "RAMB"):
@@ -764,6 +764,7 @@ def _gates_family(net, args, kind: str) -> int:
 
 def _gates_pnr(net, twin, pe: int, pe_layers: dict, args) -> None:
     import tempfile
+    from concurrent.futures import ThreadPoolExecutor
 
     from bmhw.backends import verilog
     from bmhw.cost import pnr, synth
@@ -777,7 +778,7 @@ def _gates_pnr(net, twin, pe: int, pe_layers: dict, args) -> None:
 
     designs = [("AdderNet" if is_adder(net) else "BiSE" if is_bise(net) else "BM 1.5-branch", net)]
     designs += [("MAC twin", twin)] if twin is not None else []
-    results = []
+    jobs = []
     with tempfile.TemporaryDirectory(prefix="bmhw-pnr-") as tmp:
         for label, design in designs:
             cycles = verilog.cycle_summary(design, verilog.layer_pes(design, pe, pe_layers))["total"]
@@ -785,8 +786,13 @@ def _gates_pnr(net, twin, pe: int, pe_layers: dict, args) -> None:
             console.print(f"placing and routing the {label} accelerator on an {family.upper()}-{device} ({package}) "
                           f"with nextpnr{'' if dsp else ', multipliers in LUTs'} ...")
             project = verilog.export(design, Path(tmp) / label.split()[0], pe=pe, pe_layers=pe_layers)
-            results.append((pnr.place_and_route(project, device=device, package=package, target_mhz=args.target_mhz,
-                                                dsp=dsp, family=family), cycles))
+            jobs.append((project, dsp, cycles))
+        # The designs side by side (one Yosys and nextpnr process each): separate folders, nothing shared.
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            routed = list(pool.map(lambda job: pnr.place_and_route(job[0], device=device, package=package,
+                                                                   target_mhz=args.target_mhz, dsp=job[1],
+                                                                   family=family), jobs))
+    results = [(result, cycles) for result, (_, _, cycles) in zip(routed, jobs)]
     bram, dsp_cell = ("DP16KD", "MULT18X18D") if family == "ecp5" else ("SB_RAM40_4K", "SB_MAC16")
     table = Table(title=f"place and route on {family.upper()}-{device} ({package}), nextpnr timing analysis")
     table.add_column("", justify="left")

@@ -74,11 +74,11 @@ def make_by_cli(commands: dict, data: Path, classical: Path, out_dir: Path) -> N
         print(f"{name}: {time.perf_counter() - start:.0f} s")
 
 
-def make_classical(data: Path, out: Path) -> None:
+def make_classical(data: Path, out: Path, widths=None) -> None:
     images, labels = load_dataset("mnist", data, "train")
     test_images, test_labels = load_dataset("mnist", data, "test")
     torch.manual_seed(CLASSICAL["seed"])
-    model = lenet("classical")
+    model = lenet("classical", **({} if widths is None else {"widths": widths}))
     result = train_classifier(model, images, labels, **CLASSICAL)
     accuracy = evaluate(model, test_images, test_labels)
     save_checkpoint(out, model, method="direct", accuracy=accuracy, test_images=len(test_labels), dataset="mnist",
@@ -136,10 +136,19 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data" / "mnist")
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--only", choices=("classical", "bm15", "bmq", "adder", "bise"), default=None)
+    parser.add_argument("--widths", default=None, metavar="C1,C2,F1,F2",
+                        help="classical and bm15: a LeNet of these widths (the width study of docs/results/mnist.md); "
+                        "needs an --out other than examples/, whose networks have the default widths 6,16,120,84")
     args = parser.parse_args()
+    widths = None
+    if args.widths is not None:
+        widths = tuple(int(w) for w in args.widths.split(","))
+        if len(widths) != 4 or args.out.resolve() == HERE or args.only not in ("classical", "bm15"):
+            parser.error("--widths takes four integers, an --out other than examples/ and --only classical or bm15")
+    args.out.mkdir(parents=True, exist_ok=True)
     classical = args.out / "lenet_classical_mnist.pt"
-    if args.only in (None, "classical"):
-        make_classical(args.data, classical)
+    if args.only in (None, "classical") or (widths is not None and not classical.exists()):
+        make_classical(args.data, classical, widths)
     if args.only in (None, "bm15"):
         make_bm15(args.data, classical, args.out / "lenet_bm15_mnist.pt")
     if args.only in (None, "bm15", "bmq"):

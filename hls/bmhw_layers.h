@@ -55,6 +55,21 @@ typename CFG::out_t bm_output(typename CFG::y_t y) {
     return typename CFG::out_t(q);
 }
 
+// The input patch of output position (oh, ow) of a convolution, as the K values x_k the PEs read: the K axis
+// ordered channel, kernel row, kernel column; zero padding reads as 0 (code 0, or the bit 0). Every
+// convolution kernel (BM, adder, BiSE) gathers its patches here.
+template <class CFG, class T>
+void gather_patch(const T in[CFG::IN_C * CFG::IN_H * CFG::IN_W], T x[CFG::K], int oh, int ow) {
+gather:
+    for (int k = 0; k < CFG::K; k++) {
+#pragma HLS PIPELINE II = 1
+        int ch = k / (CFG::KH * CFG::KW), kh = (k / CFG::KW) % CFG::KH, kw = k % CFG::KW;
+        int ih = oh * CFG::SH + kh - CFG::PH, iw = ow * CFG::SW + kw - CFG::PW;
+        bool inside = ih >= 0 && ih < CFG::IN_H && iw >= 0 && iw < CFG::IN_W;
+        x[k] = inside ? in[(ch * CFG::IN_H + ih) * CFG::IN_W + iw] : T(0);
+    }
+}
+
 // One patch (already gathered as codes x_k): LN lookups, the input sum S, the correction C (step 3,
 // one constant product shared by all outputs) and every output channel o of that patch.
 template <class CFG>
@@ -102,14 +117,7 @@ rows:
     for (int oh = 0; oh < CFG::OUT_H; oh++) {
     cols:
         for (int ow = 0; ow < CFG::OUT_W; ow++) {
-        gather:
-            for (int k = 0; k < CFG::K; k++) {
-#pragma HLS PIPELINE II = 1
-                int ch = k / (CFG::KH * CFG::KW), kh = (k / CFG::KW) % CFG::KH, kw = k % CFG::KW;
-                int ih = oh * CFG::SH + kh - CFG::PH, iw = ow * CFG::SW + kw - CFG::PW;
-                bool inside = ih >= 0 && ih < CFG::IN_H && iw >= 0 && iw < CFG::IN_W;
-                x[k] = inside ? in[(ch * CFG::IN_H + ih) * CFG::IN_W + iw] : typename CFG::q_in_t(0);
-            }
+            gather_patch<CFG>(in, x, oh, ow);
             bm_patch<CFG>(x, ln_lut, w, exp_lut, bias, neg, out, oh * CFG::OUT_W + ow, CFG::OUT_H * CFG::OUT_W);
         }
     }
@@ -177,14 +185,7 @@ rows:
     for (int oh = 0; oh < CFG::OUT_H; oh++) {
     cols:
         for (int ow = 0; ow < CFG::OUT_W; ow++) {
-        gather:
-            for (int k = 0; k < CFG::K; k++) {
-#pragma HLS PIPELINE II = 1
-                int ch = k / (CFG::KH * CFG::KW), kh = (k / CFG::KW) % CFG::KH, kw = k % CFG::KW;
-                int ih = oh * CFG::SH + kh - CFG::PH, iw = ow * CFG::SW + kw - CFG::PW;
-                bool inside = ih >= 0 && ih < CFG::IN_H && iw >= 0 && iw < CFG::IN_W;
-                x[k] = inside ? in[(ch * CFG::IN_H + ih) * CFG::IN_W + iw] : typename CFG::q_in_t(0);
-            }
+            gather_patch<CFG>(in, x, oh, ow);
             adder_patch<CFG>(x, w, mul, bias, out, oh * CFG::OUT_W + ow, CFG::OUT_H * CFG::OUT_W);
         }
     }
@@ -259,14 +260,7 @@ rows:
     for (int oh = 0; oh < CFG::OUT_H; oh++) {
     cols:
         for (int ow = 0; ow < CFG::OUT_W; ow++) {
-        gather:
-            for (int k = 0; k < CFG::K; k++) {
-#pragma HLS PIPELINE II = 1
-                int ch = k / (CFG::KH * CFG::KW), kh = (k / CFG::KW) % CFG::KH, kw = k % CFG::KW;
-                int ih = oh * CFG::SH + kh - CFG::PH, iw = ow * CFG::SW + kw - CFG::PW;
-                bool inside = ih >= 0 && ih < CFG::IN_H && iw >= 0 && iw < CFG::IN_W;
-                x[k] = inside ? in[(ch * CFG::IN_H + ih) * CFG::IN_W + iw] : typename CFG::x_t(0);
-            }
+            gather_patch<CFG>(in, x, oh, ow);
             bise_patch<CFG>(x, se, op, neg, out, oh * CFG::OUT_W + ow, CFG::OUT_H * CFG::OUT_W);
         }
     }

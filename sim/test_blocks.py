@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import os
 from pathlib import Path
 
@@ -224,41 +225,73 @@ def pe_steps(job: Job, test: str, lanes: int):
     return steps
 
 
-def running_max(steps, lanes: int) -> list:
-    """The reference: per lane, m after each step (first starts over, en low holds)."""
-    m, out = [None] * lanes, []
-    for en, first, ln, w in steps:
+def running(steps, lanes: int, term, combine) -> list:
+    """The PE references: per lane, the running value after each step (en, first, x, per-lane tables): ``first``
+    starts over with the step's ``term(x, lane's table)``, otherwise ``combine(value, term)``; en low holds."""
+    value, out = [None] * lanes, []
+    for en, first, x, tables in steps:
         if en:
             for lane in range(lanes):
-                t = ln + w[lane]
-                m[lane] = t if first or m[lane] is None else max(m[lane], t)
-        out.append(list(m))
+                t = term(x, tables[lane])
+                value[lane] = t if first or value[lane] is None else combine(value[lane], t)
+        out.append(list(value))
     return out
 
 
-async def check_pe(dut, job: Job, test: str, block: str, lanes: int, prefix: str) -> dict:
-    ln_w, wt_w, m_w = job.params["LN_W"], job.params["WT_W"], job.params["M_W"]
-    en_port, first_port, ln_port, w_port, m_port = (getattr(dut, f"{prefix}_{port}")
-                                                    for port in ("en", "first", "ln", "w", "m"))
-    steps = pe_steps(job, test, lanes)
-    reference = running_max(steps, lanes)
+def pack_lanes(values, width: int) -> int:
+    """Per-lane values as one word, lane 0 in the low bits (two's complement in ``width`` bits each)."""
+    word = 0
+    for value in reversed(values):
+        word = (word << width) | (value & ((1 << width) - 1))
+    return word
+
+
+async def check_lanes(dut, job: Job, block: str, steps, reference, drive, out_port, out_w: int, out_signed: bool,
+                      describe) -> int:
+    """The PE benches' loop: apply each step (en, first, x, per-lane tables) with ``drive`` before a clock edge,
+    then compare every lane of ``out_port`` (``out_w`` bits a lane) with ``reference`` (per step, per lane);
+    a mismatch names block, layer, step and lane (``describe(x, lane's table)``). Returns the largest reference
+    value seen."""
     Clock(dut.clk, job.clock_ns, unit="ns").start()
     await FallingEdge(dut.clk)
-    for index, (en, first, ln, w) in enumerate(steps):
-        en_port.value, first_port.value = int(en), int(first)
-        ln_port.value = ln & ((1 << ln_w) - 1)
-        word = 0
-        for lane in reversed(range(lanes)):
-            word = (word << wt_w) | (w[lane] & ((1 << wt_w) - 1))
-        w_port.value = word
+    largest = 0
+    for index, (en, first, x, tables) in enumerate(steps):
+        drive(en, first, x, tables)
         await FallingEdge(dut.clk)
-        packed = int(m_port.value)
-        for lane in range(lanes):
-            rtl = signed(packed >> (lane * m_w), m_w)
-            if rtl != reference[index][lane]:
-                where = f" (lane {lane}: en {int(en)}, first {int(first)}, LN {ln}, W {w[lane]})"
-                raise BlockMismatch(block, job.name, index, where, rtl, reference[index][lane], "step")
+        packed = int(out_port.value)
+        for lane, expected in enumerate(reference[index]):
+            rtl = (packed >> (lane * out_w)) & ((1 << out_w) - 1)
+            rtl = signed(rtl, out_w) if out_signed else rtl
+            if rtl != expected:
+                where = f" (lane {lane}: en {int(en)}, first {int(first)}, {describe(x, tables[lane])})"
+                raise BlockMismatch(block, job.name, index, where, rtl, expected, "step")
+            largest = max(largest, expected or 0)
+    return largest
+
+
+async def check_word_pe(dut, job: Job, block: str, prefix: str, ports: tuple, widths: tuple, steps, reference,
+                        out_signed: bool, describe) -> int:
+    """check_lanes for a PE (array) with ports PREFIX_en, PREFIX_first, PREFIX_<in>, PREFIX_w (every lane's
+    table, packed) and PREFIX_<out>; ``ports`` = (in, out), ``widths`` = (in, table, out) bits."""
+    (in_name, out_name), (in_w, wt_w, out_w) = ports, widths
+    en_port, first_port, in_port, w_port, out_port = (getattr(dut, f"{prefix}_{port}")
+                                                      for port in ("en", "first", in_name, "w", out_name))
+
+    def drive(en, first, x, w):
+        en_port.value, first_port.value = int(en), int(first)
+        in_port.value = x & ((1 << in_w) - 1)
+        w_port.value = pack_lanes(w, wt_w)
+
+    largest = await check_lanes(dut, job, block, steps, reference, drive, out_port, out_w, out_signed, describe)
     en_port.value = 0
+    return largest
+
+
+async def check_pe(dut, job: Job, test: str, block: str, lanes: int, prefix: str) -> dict:
+    steps = pe_steps(job, test, lanes)
+    await check_word_pe(dut, job, block, prefix, ("ln", "m"),
+                        (job.params["LN_W"], job.params["WT_W"], job.params["M_W"]), steps,
+                        running(steps, lanes, lambda ln, w: ln + w, max), True, lambda ln, w: f"LN {ln}, W {w}")
     return {"steps": len(steps), "lanes": lanes}
 
 
@@ -405,43 +438,12 @@ def adder_steps(job: Job, test: str, lanes: int):
     return steps
 
 
-def running_l1(steps, lanes: int) -> list:
-    """The reference: per lane, acc after each step (first starts over, en low holds)."""
-    acc, out = [None] * lanes, []
-    for en, first, x, w in steps:
-        if en:
-            for lane in range(lanes):
-                d = abs(x - w[lane])
-                acc[lane] = d if first or acc[lane] is None else acc[lane] + d
-        out.append(list(acc))
-    return out
-
-
 async def check_adder(dut, job: Job, test: str, block: str, lanes: int, prefix: str) -> dict:
-    q_w, wt_w, acc_w = job.params["Q_W"], job.params["WT_W"], job.params["ACC_W"]
-    en_port, first_port, x_port, w_port, acc_port = (getattr(dut, f"{prefix}_{port}")
-                                                     for port in ("en", "first", "x", "w", "acc"))
     steps = adder_steps(job, test, lanes)
-    reference = running_l1(steps, lanes)
-    Clock(dut.clk, job.clock_ns, unit="ns").start()
-    await FallingEdge(dut.clk)
-    largest = 0
-    for index, (en, first, x, w) in enumerate(steps):
-        en_port.value, first_port.value = int(en), int(first)
-        x_port.value = x & ((1 << q_w) - 1)
-        word = 0
-        for lane in reversed(range(lanes)):
-            word = (word << wt_w) | (w[lane] & ((1 << wt_w) - 1))
-        w_port.value = word
-        await FallingEdge(dut.clk)
-        packed = int(acc_port.value)
-        for lane in range(lanes):
-            rtl = (packed >> (lane * acc_w)) & ((1 << acc_w) - 1)
-            if rtl != reference[index][lane]:
-                where = f" (lane {lane}: en {int(en)}, first {int(first)}, x {x}, W {w[lane]})"
-                raise BlockMismatch(block, job.name, index, where, rtl, reference[index][lane], "step")
-            largest = max(largest, reference[index][lane] or 0)
-    en_port.value = 0
+    largest = await check_word_pe(dut, job, block, prefix, ("x", "acc"),
+                                  (job.params["Q_W"], job.params["WT_W"], job.params["ACC_W"]), steps,
+                                  running(steps, lanes, lambda x, w: abs(x - w), operator.add), False,
+                                  lambda x, w: f"x {x}, W {w}")
     return {"steps": len(steps), "lanes": lanes, "largest_acc": largest, "acc_max": job.ranges["ACC"][1]}
 
 
@@ -513,45 +515,26 @@ def bise_steps(job: Job, test: str, lanes: int):
     return steps
 
 
-def running_count(steps, lanes: int) -> list:
-    """The reference: per lane, C after each step (first starts over, en low holds): l = x XOR neg inside se."""
-    acc, out = [None] * lanes, []
-    for en, first, x, tables in steps:
-        if en:
-            for lane in range(lanes):
-                se, neg = tables[lane]
-                lit = se * (1 - x if neg else x)
-                acc[lane] = lit if first or acc[lane] is None else acc[lane] + lit
-        out.append(list(acc))
-    return out
+def literal(x: int, table) -> int:
+    """The BiSE PE's count step: the literal x XOR neg, counted inside the structuring element se."""
+    se, neg = table
+    return se * (1 - x if neg else x)
 
 
 async def check_bise(dut, job: Job, test: str, block: str, lanes: int) -> dict:
-    acc_w = job.params["ACC_W"]
     steps = bise_steps(job, test, lanes)
-    reference = running_count(steps, lanes)
-    Clock(dut.clk, job.clock_ns, unit="ns").start()
-    await FallingEdge(dut.clk)
-    largest = 0
-    for index, (en, first, x, tables) in enumerate(steps):
+
+    def drive(en, first, x, tables):
         if lanes == 1:
             dut.pe_en.value, dut.pe_first.value, dut.pe_x.value = int(en), int(first), x
             dut.pe_se.value, dut.pe_neg.value = tables[0]
         else:
             dut.pa_en.value, dut.pa_first.value, dut.pa_x.value = int(en), int(first), x
-            word = 0
-            for lane in reversed(range(lanes)):
-                word = (word << 2) | (tables[lane][0] << 1) | tables[lane][1]
-            dut.pa_w.value = word
-        await FallingEdge(dut.clk)
-        packed = int((dut.pe_acc if lanes == 1 else dut.pa_acc).value)
-        for lane in range(lanes):
-            rtl = (packed >> (lane * acc_w)) & ((1 << acc_w) - 1)
-            if rtl != reference[index][lane]:
-                se, neg = tables[lane]
-                where = f" (lane {lane}: en {int(en)}, first {int(first)}, x {x}, se {se}, neg {neg})"
-                raise BlockMismatch(block, job.name, index, where, rtl, reference[index][lane], "step")
-            largest = max(largest, reference[index][lane] or 0)
+            dut.pa_w.value = pack_lanes([(se << 1) | neg for se, neg in tables], 2)
+
+    largest = await check_lanes(dut, job, block, steps, running(steps, lanes, literal, operator.add), drive,
+                                dut.pe_acc if lanes == 1 else dut.pa_acc, job.params["ACC_W"], False,
+                                lambda x, table: f"x {x}, se {table[0]}, neg {table[1]}")
     dut.pe_en.value, dut.pa_en.value = 0, 0
     return {"steps": len(steps), "lanes": lanes, "largest_acc": largest, "acc_max": job.ranges["C"][1]}
 

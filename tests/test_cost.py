@@ -271,7 +271,7 @@ def test_synth_of_a_small_adder_network(tmp_path):
 
     net = random_adder_net(seed=9, in_shape=(1, 6, 6), convs=((3, 3, 1, 0, 2),), linears=(3,), act_bits=6)
     pes = verilog.resolve_pe(net, 3, cap_at_fan_in=True)
-    rows = synth.synth_adder_blocks(verilog.export(net, tmp_path / "adder", pe=3), net, pes)
+    rows = synth.synth_family_blocks(verilog.export(net, tmp_path / "adder", pe=3), net, pes, "addernet")
     by = {row["block"]: row for row in rows}
     assert set(by) >= {"conv1 PE", "conv1 PE array of 3", "conv1 control (not modelled)", "conv1 layer",
                        "fc1 PE", "whole accelerator"}
@@ -333,7 +333,7 @@ def test_synth_of_a_small_bise_network(tmp_path):
 
     net = random_bise_net(seed=9, in_shape=(1, 6, 6), convs=((3, 3, 1, 0, 2),), linears=(3,))
     pes = verilog.layer_pes(net, 3)
-    rows = synth.synth_bise_blocks(verilog.export(net, tmp_path / "bise", pe=3), net, pes)
+    rows = synth.synth_family_blocks(verilog.export(net, tmp_path / "bise", pe=3), net, pes, "bise")
     by = {row["block"]: row for row in rows}
     assert set(by) >= {"conv1 PE", "conv1 PE array of 3", "conv1 control (not modelled)", "conv1 layer",
                        "fc1 PE", "whole accelerator"}

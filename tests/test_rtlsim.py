@@ -210,7 +210,8 @@ def small_twin(spec=None, act_bits=5, weight_bits=6):
                               weight_bits=weight_bits)
 
 
-@pytest.mark.parametrize("pe", [1, 2, 3])
+# PE 1 and a PE that leaves the last fold partial (3 of 4 and of 5 outputs); each variant is a Verilator build.
+@pytest.mark.parametrize("pe", [1, 3])
 def test_mac_twin_with_padding_stride_and_narrow_codes(tmp_path, pe):
     net = small_twin()
     project = verilog.export(net, tmp_path / "rtl", pe=pe)
@@ -256,7 +257,7 @@ def test_lenet_mac_twin_is_bit_exact_and_a_corrupted_weight_is_caught(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pe, extreme", [(1, False), (2, False), (3, True)])
+@pytest.mark.parametrize("pe, extreme", [(1, False), (3, True)])
 def test_adder_network_with_padding_stride_and_narrow_codes(tmp_path, pe, extreme):
     from test_verilog import random_adder_net
 
@@ -328,7 +329,7 @@ def bise_images(n=12, shape=(1, 7, 6), seed=12):
     return images
 
 
-@pytest.mark.parametrize("pe", [1, 2, 3])
+@pytest.mark.parametrize("pe", [1, 3])
 def test_bise_network_with_padding_stride_and_pooling(tmp_path, pe):
     from test_verilog import random_bise_net
 

@@ -183,7 +183,8 @@ def adder_project(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["conv1", "fc1", "fc2"])
+# The first layer (it reads the input codes) and the logits (no requantization); fc1 lies between the two.
+@pytest.mark.parametrize("name", ["conv1", "fc2"])
 def test_adder_blocks_match_their_reference(adder_project, tmp_path_factory, name):
     net, project = adder_project
     layer = layer_of(net, name)
@@ -238,7 +239,8 @@ def bise_project(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["conv1", "fc1", "fc2"])
+# The first layer (it reads the input codes) and the logits (no requantization); fc1 lies between the two.
+@pytest.mark.parametrize("name", ["conv1", "fc2"])
 def test_bise_blocks_match_their_reference(bise_project, tmp_path_factory, name):
     net, project = bise_project
     layer = next(entry for entry in net.layers if entry["name"] == name)

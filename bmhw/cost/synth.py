@@ -9,11 +9,13 @@ sees only the folder it runs in, so every run happens in a project folder. NumPy
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,19 +139,47 @@ def synth_module(project: Path, sources: list, module: str, params: dict, target
         script = read + f"synth_xilinx -nodsp -flatten -top {module}; stat"
     else:
         raise ValueError(f"unknown target {target!r}")
-    return parse_counts(run_yosys(script, project, log_name=f"yosys_{module}_{target}.log"))
+    # One log per module, parameter set and target: runs side by side never share a log file.
+    digest = hashlib.sha1(repr(sorted(params.items())).encode()).hexdigest()[:8]
+    return parse_counts(run_yosys(script, project, log_name=f"yosys_{module}_{digest}_{target}.log"))
 
 
-def _both(project: Path, sources: list, module: str, params: dict, seen: dict, progress, label: str,
-          generic="generic"):
-    """Generic gates and Xilinx LUTs of one module (each distinct module and parameter set once)."""
-    key = (str(project), module, tuple(sorted(params.items())))
-    if key not in seen:
-        if progress:
-            progress(f"synthesizing {label} ({module})")
-        seen[key] = (synth_module(project, sources, module, params, generic),
-                     synth_module(project, sources, module, params, "xilinx"))
-    return seen[key]
+class _SynthJobs:
+    """The Yosys runs of one report: each distinct (project, module, parameters) once for the generic gates and
+    once for Xilinx LUTs, all run at the end side by side, one Yosys process per core."""
+
+    def __init__(self, progress=None):
+        self.jobs, self.progress = {}, progress
+
+    def add(self, project: Path, sources: list, module: str, params: dict, label: str, generic="generic") -> tuple:
+        """Register ``module`` for both targets; returns the keys of its (generic, xilinx) counts."""
+        base = (str(project), module, tuple(sorted(params.items())))
+        keys = []
+        for target in (generic, "xilinx"):
+            keys.append(base + (target,))
+            self.jobs.setdefault(keys[-1], (project, sources, module, params, target, label))
+        return tuple(keys)
+
+    def run(self, workers: int | None = None) -> dict:
+        """Synthesize every registered job; key -> SynthCount."""
+
+        def one(item):
+            key, (project, sources, module, params, target, label) = item
+            if self.progress:
+                self.progress(f"synthesizing {label} ({module}, {target})")
+            return key, synth_module(project, sources, module, params, target)
+
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            return dict(pool.map(one, self.jobs.items()))
+
+
+def _counts(rows: list, jobs: _SynthJobs) -> list:
+    """Run the jobs and put each row's counts (its ``keys``) in place as ``generic`` and ``xilinx``."""
+    results = jobs.run()
+    for row in rows:
+        generic, xilinx = row.pop("keys")
+        row["generic"], row["xilinx"] = results[generic], results[xilinx]
+    return rows
 
 
 def _library_sources(project: Path, whole: bool = False) -> list:
@@ -172,7 +202,7 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
     project = Path(project)
     sources = _library_sources(project)
     twin_sources = _library_sources(twin_project) if twin is not None else None
-    rows, seen, first, all_costs = [], {}, None, []
+    rows, jobs, first, all_costs = [], _SynthJobs(progress), None, []
     for index, (layer, name, pe) in enumerate(zip(net.layers, verilog.layer_names(net), pes)):
         if pe is None:
             continue
@@ -206,96 +236,79 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
                 blocks.append(("mac", mac_project, mac_sources, "bmhw_mac_layer", mac, costs["mac"].cost,
                                f"{name} layer"))
         for kind, where, srcs, module, params, analytical, block in blocks:
-            generic, xilinx = _both(where, srcs, module, params, seen, progress, f"{block}, {kind}")
             rows.append({"block": block, "kind": kind, "module": module, "analytical": analytical,
-                         "generic": generic, "xilinx": xilinx, "memories_kept": False})
+                         "keys": jobs.add(where, srcs, module, params, f"{block}, {kind}"), "memories_kept": False})
     if whole:
         # The model's datapath of every layer (buffers and control are not in the model).
         totals = network.totals(all_costs)
         wholes = [("bm15", project)] + ([("mac", twin_project)] if twin is not None else [])
         for kind, where in wholes:
-            generic, xilinx = _both(where, _library_sources(where, whole=True), verilog.TOP, {}, seen, progress,
-                                    f"the whole accelerator, {kind}", generic="generic-memories")
+            keys = jobs.add(where, _library_sources(where, whole=True), verilog.TOP, {},
+                            f"the whole accelerator, {kind}", generic="generic-memories")
             rows.append({"block": "whole accelerator", "kind": kind, "module": verilog.TOP,
-                         "analytical": totals[kind][0], "generic": generic, "xilinx": xilinx, "memories_kept": True})
-    return rows
+                         "analytical": totals[kind][0], "keys": keys, "memories_kept": True})
+    return _counts(rows, jobs)
 
 
-def synth_adder_blocks(project: Path, net, pes: list, progress=None, whole: bool = True) -> list:
-    """Synthesize, for every layer of an AdderNet network, its adder PE and (PE > 1) its PE array, the first
-    layer's control (``bmhw_layer_scan``, not in the model) and whole ``bmhw_adder_layer``, and with ``whole``
-    the whole accelerator; generic gates and Xilinx LUTs beside the ``addernet`` model (rows as synth_blocks)."""
+def _adder_blocks(net, layer, name, pe, first):
+    from bmhw.backends import verilog
+
+    params = verilog.adder_layer_plan(net, layer, name, pe)["params"]
+    return {"X_W": params["Q_W"], **{key: params[key] for key in ("WT_W", "D_W", "ABS_W", "ACC_W")}}, params
+
+
+def _bise_blocks(net, layer, name, pe, first):
+    from bmhw.backends import verilog
+
+    # The first layer reads the image codes: its plan carries the binarisation threshold folded into it.
+    threshold = verilog.bise_input_threshold(net, layer) if first else None
+    params = verilog.bise_layer_plan(net, layer, name, pe, threshold)["params"]
+    return {"ACC_W": params["ACC_W"]}, params
+
+
+# The multiplier-free families beside BM: their cost model per layer (bmhw.cost.network), the Verilog modules of
+# PE, PE array and layer, and the parameters of PE and layer from the backend's layer plan.
+FAMILY_BLOCKS = {
+    "addernet": ("adder_layer_cost", "bmhw_adder", _adder_blocks),
+    "bise": ("bise_layer_cost", "bmhw_bise", _bise_blocks),
+}
+
+
+def synth_family_blocks(project: Path, net, pes: list, kind: str, progress=None, whole: bool = True) -> list:
+    """Synthesize, for every layer of an AdderNet (``kind`` "addernet") or binarised BiSE ("bise") network, its PE
+    and (PE > 1) its PE array, the first layer's control (``bmhw_layer_scan``, not in the model) and whole layer,
+    and with ``whole`` the whole accelerator; generic gates and Xilinx LUTs beside the ``kind`` model (rows as
+    synth_blocks)."""
     from bmhw.backends import verilog
     from bmhw.cost import network
     from bmhw.cost.units import Cost
 
+    cost_name, prefix, plan = FAMILY_BLOCKS[kind]
     project = Path(project)
     sources = _library_sources(project)
-    rows, seen, first, all_costs = [], {}, None, []
+    rows, jobs, first, all_costs = [], _SynthJobs(progress), None, []
     for layer, name, pe in zip(net.layers, verilog.layer_names(net), pes):
         if pe is None:
             continue
-        cost = network.adder_layer_cost(net, layer, name, pe)
-        all_costs.append({"addernet": cost})
-        params = verilog.adder_layer_plan(net, layer, name, pe)["params"]
-        pe_params = {"X_W": params["Q_W"], **{key: params[key] for key in ("WT_W", "D_W", "ABS_W", "ACC_W")}}
-        blocks = [("bmhw_adder_pe", pe_params, cost.pe_cost, f"{name} PE")]
+        cost = getattr(network, cost_name)(net, layer, name, pe)
+        all_costs.append({kind: cost})
+        pe_params, layer_params = plan(net, layer, name, pe, first is None)
+        blocks = [(f"{prefix}_pe", pe_params, cost.pe_cost, f"{name} PE")]
         if pe > 1:
-            blocks.append(("bmhw_adder_array", {"PE": pe, **pe_params}, cost.pe_cost * pe, f"{name} PE array of {pe}"))
+            blocks.append((f"{prefix}_array", {"PE": pe, **pe_params}, cost.pe_cost * pe, f"{name} PE array of {pe}"))
         if first is None:
             first = name
             blocks.append(("bmhw_layer_scan", verilog.layer_geometry(layer, pe), Cost(),
                            f"{name} control (not modelled)"))
-            blocks.append(("bmhw_adder_layer", params, cost.cost, f"{name} layer"))
+            blocks.append((f"{prefix}_layer", layer_params, cost.cost, f"{name} layer"))
         for module, module_params, analytical, block in blocks:
-            generic, xilinx = _both(project, sources, module, module_params, seen, progress, f"{block}, addernet")
-            rows.append({"block": block, "kind": "addernet" if module != "bmhw_layer_scan" else "both",
-                         "module": module, "analytical": analytical, "generic": generic, "xilinx": xilinx,
+            rows.append({"block": block, "kind": kind if module != "bmhw_layer_scan" else "both",
+                         "module": module, "analytical": analytical,
+                         "keys": jobs.add(project, sources, module, module_params, f"{block}, {kind}"),
                          "memories_kept": False})
     if whole:
-        generic, xilinx = _both(project, _library_sources(project, whole=True), verilog.TOP, {}, seen, progress,
-                                "the whole accelerator, addernet", generic="generic-memories")
-        rows.append({"block": "whole accelerator", "kind": "addernet", "module": verilog.TOP,
-                     "analytical": network.totals(all_costs)["addernet"][0], "generic": generic, "xilinx": xilinx,
-                     "memories_kept": True})
-    return rows
-
-
-def synth_bise_blocks(project: Path, net, pes: list, progress=None, whole: bool = True) -> list:
-    """Synthesize, for every layer of a binarised BiSE network, its BiSE PE and (PE > 1) its PE array, the first
-    layer's control (``bmhw_layer_scan``, not in the model) and whole ``bmhw_bise_layer``, and with ``whole``
-    the whole accelerator; generic gates and Xilinx LUTs beside the ``bise`` model (rows as synth_blocks)."""
-    from bmhw.backends import verilog
-    from bmhw.cost import network
-    from bmhw.cost.units import Cost
-
-    project = Path(project)
-    sources = _library_sources(project)
-    rows, seen, first, all_costs = [], {}, None, []
-    for layer, name, pe in zip(net.layers, verilog.layer_names(net), pes):
-        if pe is None:
-            continue
-        cost = network.bise_layer_cost(net, layer, name, pe)
-        all_costs.append({"bise": cost})
-        pe_params = {"ACC_W": verilog.bise_layer_plan(net, layer, name, pe)["params"]["ACC_W"]}
-        blocks = [("bmhw_bise_pe", pe_params, cost.pe_cost, f"{name} PE")]
-        if pe > 1:
-            blocks.append(("bmhw_bise_array", {"PE": pe, **pe_params}, cost.pe_cost * pe, f"{name} PE array of {pe}"))
-        if first is None:
-            first = name
-            params = verilog.bise_layer_plan(net, layer, name, pe, verilog.bise_input_threshold(net, layer))["params"]
-            blocks.append(("bmhw_layer_scan", verilog.layer_geometry(layer, pe), Cost(),
-                           f"{name} control (not modelled)"))
-            blocks.append(("bmhw_bise_layer", params, cost.cost, f"{name} layer"))
-        for module, module_params, analytical, block in blocks:
-            generic, xilinx = _both(project, sources, module, module_params, seen, progress, f"{block}, bise")
-            rows.append({"block": block, "kind": "bise" if module != "bmhw_layer_scan" else "both",
-                         "module": module, "analytical": analytical, "generic": generic, "xilinx": xilinx,
-                         "memories_kept": False})
-    if whole:
-        generic, xilinx = _both(project, _library_sources(project, whole=True), verilog.TOP, {}, seen, progress,
-                                "the whole accelerator, bise", generic="generic-memories")
-        rows.append({"block": "whole accelerator", "kind": "bise", "module": verilog.TOP,
-                     "analytical": network.totals(all_costs)["bise"][0], "generic": generic, "xilinx": xilinx,
-                     "memories_kept": True})
-    return rows
+        keys = jobs.add(project, _library_sources(project, whole=True), verilog.TOP, {},
+                        f"the whole accelerator, {kind}", generic="generic-memories")
+        rows.append({"block": "whole accelerator", "kind": kind, "module": verilog.TOP,
+                     "analytical": network.totals(all_costs)[kind][0], "keys": keys, "memories_kept": True})
+    return _counts(rows, jobs)
