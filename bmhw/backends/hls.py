@@ -17,7 +17,7 @@ import numpy as np
 from bmhw import ir
 from bmhw.backends.project import layer_names as c_names
 from bmhw.backends.project import parse_pe_options, write_project
-from bmhw.backends.project import resolve_pe as _resolve_pe
+from bmhw.backends.project import resolve_pe
 from bmhw.errors import BmhwError
 from bmhw.resources import hls_dir, templates_dir
 # The kernels do their rounding shifts in 64-bit integers, like the golden model.
@@ -84,36 +84,6 @@ def _bm_types(layer: dict) -> dict:
 
 def _size(shape) -> int:
     return int(np.prod(shape))
-
-
-def resolve_pe(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None, cap_at_fan_in: bool = False) -> list:
-    """The PE count of each layer (``bmhw.backends.project.resolve_pe``); in a BiSE network its BiSE layers
-    are the layers with PEs (``pe`` for each, ``pe_layers`` overrides, capped at the layer's outputs)."""
-    if not net.is_bise:
-        return _resolve_pe(net, pe, pe_layers, cap_at_fan_in)
-    if int(pe) <= 0:
-        raise BmhwError(f"--pe {pe}: the number of PEs must be a positive integer")
-    names = c_names(net)
-    by_name = {}
-    for index, (layer, name) in enumerate(zip(net.layers, names)):
-        by_name.setdefault(str(layer["name"]), index)
-        by_name.setdefault(name, index)
-    chosen = [int(pe) if layer["op"] in ir.BISE_OPS else None for layer in net.layers]
-    bise_names = ", ".join(str(layer["name"]) for layer in net.layers if layer["op"] in ir.BISE_OPS)
-    for key, value in sorted((pe_layers or {}).items()):
-        if key not in by_name or net.layers[by_name[key]]["op"] not in ir.BISE_OPS:
-            raise BmhwError(f"--pe {key}={value}: no weight layer named {key!r} (weight layers: {bise_names})")
-        if int(value) <= 0:
-            raise BmhwError(f"--pe {key}={value}: the number of PEs must be a positive integer")
-        chosen[by_name[key]] = int(value)
-    out = []
-    for n, layer in zip(chosen, net.layers):
-        if n is not None:
-            n = min(n, int(layer["out_count"]))
-            if cap_at_fan_in:
-                n = min(n, int(layer["fan_in"]))
-        out.append(n)
-    return out
 
 
 def cycle_model(net: ir.QuantizedNet, pes: list) -> list[dict]:

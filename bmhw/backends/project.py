@@ -52,9 +52,10 @@ def parse_pe_options(values) -> tuple[int, dict]:
 
 
 def resolve_pe(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None, cap_at_fan_in: bool = False) -> list:
-    """The PE count of each layer (None for layers without PEs): ``pe`` for every weight layer, overridden per
-    layer by ``pe_layers`` (keys: IR or identifier layer names), capped at the layer's output count (and at
-    its fan-in K with ``cap_at_fan_in``, for the Verilog backend's serial output stage)."""
+    """The PE count of each layer (None for layers without PEs): ``pe`` for every weight layer (in a BiSE network,
+    its BiSE layers), overridden per layer by ``pe_layers`` (keys: IR or identifier layer names), capped at the
+    layer's output count (and at its fan-in K with ``cap_at_fan_in``, for the Verilog backend's serial output
+    stage)."""
     if int(pe) <= 0:
         raise BmhwError(f"--pe {pe}: the number of PEs must be a positive integer")
     names = layer_names(net)
@@ -62,10 +63,11 @@ def resolve_pe(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None,
     for index, (layer, name) in enumerate(zip(net.layers, names)):
         by_name.setdefault(str(layer["name"]), index)
         by_name.setdefault(name, index)
-    chosen = [int(pe) if layer["op"] in ir.WEIGHT_OPS else None for layer in net.layers]
-    weight_names = ", ".join(str(layer["name"]) for layer in net.weight_layers())
+    pe_ops = ir.BISE_OPS if net.is_bise else ir.WEIGHT_OPS
+    chosen = [int(pe) if layer["op"] in pe_ops else None for layer in net.layers]
+    weight_names = ", ".join(str(layer["name"]) for layer in net.layers if layer["op"] in pe_ops)
     for key, value in sorted((pe_layers or {}).items()):
-        if key not in by_name or net.layers[by_name[key]]["op"] not in ir.WEIGHT_OPS:
+        if key not in by_name or net.layers[by_name[key]]["op"] not in pe_ops:
             raise BmhwError(f"--pe {key}={value}: no weight layer named {key!r} (weight layers: {weight_names})")
         if int(value) <= 0:
             raise BmhwError(f"--pe {key}={value}: the number of PEs must be a positive integer")

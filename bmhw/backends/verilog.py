@@ -341,31 +341,8 @@ def _check_network(net: ir.QuantizedNet) -> None:
                             f"{layer['kernel']} is not supported by the Verilog backend")
 
 
-def _bise_pes(net: ir.QuantizedNet, pe: int, pe_layers: dict | None) -> list:
-    """resolve_pe for a BiSE network: its BiSE layers are the weight layers (same rules and messages)."""
-    if int(pe) <= 0:
-        raise BmhwError(f"--pe {pe}: the number of PEs must be a positive integer")
-    names = layer_names(net)
-    by_name = {}
-    for index, (layer, name) in enumerate(zip(net.layers, names)):
-        by_name.setdefault(str(layer["name"]), index)
-        by_name.setdefault(name, index)
-    chosen = [int(pe) if layer["op"] in BISE_OPS else None for layer in net.layers]
-    weight_names = ", ".join(str(layer["name"]) for layer in net.layers if layer["op"] in BISE_OPS)
-    for key, value in sorted((pe_layers or {}).items()):
-        if key not in by_name or net.layers[by_name[key]]["op"] not in BISE_OPS:
-            raise BmhwError(f"--pe {key}={value}: no weight layer named {key!r} (weight layers: {weight_names})")
-        if int(value) <= 0:
-            raise BmhwError(f"--pe {key}={value}: the number of PEs must be a positive integer")
-        chosen[by_name[key]] = int(value)
-    return [None if n is None else min(n, int(layer["out_count"]), int(layer["fan_in"]))
-            for n, layer in zip(chosen, net.layers)]
-
-
 def layer_pes(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None) -> list:
     """The PE count of each layer in the Verilog backend (None for layers without PEs)."""
-    if net.is_bise:
-        return _bise_pes(net, pe, pe_layers)
     return resolve_pe(net, pe, pe_layers, cap_at_fan_in=True)
 
 
