@@ -4,10 +4,11 @@ For the LeNet and ResNet-22 layer shapes at batch 128 (by default), it times the
 forward + backward pass of a 1.5-branch BM layer with the hard max and with LSE (alpha 4), and of the
 classical layer, in the same process, and measures each one's peak memory in a fresh process (the rise of
 the peak resident set over the process's resident set with the inputs in place). It prints a table of times
-and of ratios to the classical layer.
+and of ratios to the classical layer. A second table times the hard max with several maxima per neuron
+(bmhw.nn.groups) on the LeNet shapes: per input channel, and per channel split by weight sign.
 
     python benchmarks/bm_kernels.py                 # all shapes, batch 128
-    python benchmarks/bm_kernels.py --only lenet    # LeNet shapes only
+    python benchmarks/bm_kernels.py --only lenet    # LeNet shapes only (and the grouped rows)
     BMHW_KERNELS=0 python benchmarks/bm_kernels.py  # the PyTorch fallback, for comparison
 
 Results and the command: docs/training.md ("Speed of the BM layers").
@@ -38,9 +39,20 @@ SHAPES = [
     ("resnet22 fc", "linear", 256, 10, 0, 0, 0, 0),
 ]
 VARIANTS = ("classical", "bm max", "bm lse")
+# (shape, maxima of the grouped rows): per input channel ("N"), per channel and weight sign ("Ns"), per input ("K").
+GROUPED = [
+    ("lenet conv1", "1s"),
+    ("lenet conv2", "6"),
+    ("lenet conv2", "6s"),
+    ("lenet fc1", "16s"),
+    ("lenet fc2 (120->84)", "12s"),
+    ("lenet fc3 (84->10)", "Ks"),
+]
+EXTRA_SHAPES = [("lenet fc2 (120->84)", "linear", 120, 84, 0, 0, 0, 0), ("lenet fc3 (84->10)", "linear", 84, 10, 0, 0, 0, 0)]
 
 
 def make(shape, variant, batch):
+    """The layer and input of one measurement; ``variant``: classical, bm max, bm lse or "bm max MAXIMA"."""
     from bmhw.nn import BMConv2d, BMLinear
 
     _, kind, cin, cout, k, stride, pad, side = shape
@@ -50,9 +62,10 @@ def make(shape, variant, batch):
     if variant == "classical":
         layer = torch.nn.Conv2d(cin, cout, k, stride, pad) if kind == "conv" else torch.nn.Linear(cin, cout)
     else:
-        reduce, alpha = ("max", None) if variant == "bm max" else ("lse", 4.0)
-        layer = (BMConv2d(cin, cout, k, stride, pad, reduce=reduce, alpha=alpha) if kind == "conv"
-                 else BMLinear(cin, cout, reduce=reduce, alpha=alpha))
+        reduce, alpha = ("lse", 4.0) if variant == "bm lse" else ("max", None)
+        maxima = variant.split()[-1] if variant.startswith("bm max ") else 1
+        layer = (BMConv2d(cin, cout, k, stride, pad, reduce=reduce, alpha=alpha, maxima=maxima) if kind == "conv"
+                 else BMLinear(cin, cout, reduce=reduce, alpha=alpha, maxima=maxima))
     return layer, x
 
 
@@ -137,6 +150,29 @@ def main() -> None:
                       f"{times['bm max'][1] / cl:.1f}", f"{times['bm lse'][1] / cl:.1f}", peaks)
         console.print(f"measured {shape[0]}", highlight=False)
     console.print(table)
+    if args.only in (None, "lenet"):
+        console.print(grouped_table(args))
+
+
+def grouped_table(args) -> Table:
+    """The hard max with several maxima per neuron against the classical layer and the one-max BM layer."""
+    by_name = {s[0]: s for s in SHAPES + EXTRA_SHAPES}
+    table = Table(title="several maxima per neuron, hard max: time in ms (fwd / fwd+bwd), ratio to the classical "
+                  "layer; peak memory of fwd+bwd")
+    for column in ("layer", "maxima", "classical", "BM max, G = 1", "BM max, grouped", "grouped / cl. (fwd+bwd)",
+                   "peak MiB cl. / G = 1 / grouped"):
+        table.add_column(column, justify="left" if column in ("layer", "maxima") else "right")
+    for name, maxima in GROUPED:
+        shape = by_name[name]
+        variants = ("classical", "bm max", f"bm max {maxima}")
+        times = []
+        for variant in variants:
+            layer, x = make(shape, variant, args.batch)
+            times.append((timed(layer, x, False, args.seconds), timed(layer, x, True, args.seconds)))
+        peaks = "-" if args.no_memory else " / ".join(f"{peak_mib(shape, v, args.batch):.0f}" for v in variants)
+        table.add_row(name, maxima, *(f"{f:.1f} / {b:.1f}" for f, b in times), f"{times[2][1] / times[0][1]:.1f}",
+                      peaks)
+    return table
 
 
 if __name__ == "__main__":

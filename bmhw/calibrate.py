@@ -133,6 +133,11 @@ def refit_scale_offset(layer: _BMNeuron, x_in: torch.Tensor, target: torch.Tenso
 
 
 @torch.no_grad()
+def is_grouped(layer) -> bool:
+    """Whether a BM layer has several maxima per neuron (or a sign split): the one-max re-fit does not apply."""
+    return getattr(layer, "maxima", 1) != 1 or getattr(layer, "split_sign", False)
+
+
 def refit_bm15(student: nn.Module, teacher: nn.Module, x: torch.Tensor, progress=None, signed: bool = False) -> dict:
     """Re-fit every 1.5-branch layer of ``student`` (converted from ``teacher``) in network order.
 
@@ -144,8 +149,8 @@ def refit_bm15(student: nn.Module, teacher: nn.Module, x: torch.Tensor, progress
     t_layers = teacher.weight_layers()
     stats = {}
     for name, layer in student.weight_layers().items():
-        if not (isinstance(layer, _BMNeuron) and layer.branches == 1.5):
-            continue
+        if not (isinstance(layer, _BMNeuron) and layer.branches == 1.5) or is_grouped(layer):
+            continue  # a layer with several maxima starts from its conversion (docs/training.md)
         x_in = capture(student, layer, x, "input")
         target = capture(teacher, t_layers[name], x, "output")
         stats[name] = refit_layer(layer, x_in, target, t_layers[name].weight, signed=signed)

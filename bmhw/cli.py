@@ -25,6 +25,13 @@ def _add_neuron_options(p: argparse.ArgumentParser, default_neuron: str | None) 
     p.add_argument("--learn-alpha", action="store_true", help="train the temperature of each layer")
 
 
+def _add_maxima_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--maxima", action="append", default=None, metavar="[LAYER=]N",
+                   help="BM layers: maxima per neuron (docs/neurons.md): N groups of inputs, each its own max, exp "
+                   "and add; 'Ns' splits each group by weight sign, 'K' is one group per input (exact); without "
+                   "LAYER= for every weight layer, repeat per layer (e.g. --maxima 6s --maxima fc3=K; default: 1)")
+
+
 def _add_data_option(p: argparse.ArgumentParser, required_for: str) -> None:
     p.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help=f"dataset folder (MNIST IDX files or CIFAR-10 batches); {required_for}")
@@ -77,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--surrogate-alpha", type=float, default=None, metavar="A",
                    help="exact-max BM layers train with LSE's gradient at temperature A (a softmax over each max's "
                    "terms instead of its one arg-max); the forward pass and the saved network stay the exact max")
+    _add_maxima_option(p)
     p.add_argument("--bise-reg", type=float, default=0.1, metavar="L",
                    help="--neuron bise: final weight of the regularisation towards binarisable parameters, ramped up "
                    "quadratically from 0 over the training (default: 0.1)")
@@ -141,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--surrogate-alpha", type=float, default=None, metavar="A",
                    help="exact-max BM layers train with LSE's gradient at temperature A (a softmax over each max's "
                    "terms instead of its one arg-max); the forward pass and the saved network stay the exact max")
+    _add_maxima_option(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -154,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-images", type=int, default=2000, help="calibration images for the re-fit (default: 2000)")
     p.add_argument("--signed", action="store_true",
                    help="with --data, 1.5 branches: the re-fit may mirror an output (sign -1, docs/neurons.md)")
+    _add_maxima_option(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="BM checkpoint to write")
 
     p = sub.add_parser("quantize", help="quantize a 1.5-branch BM (or a classical) checkpoint to the integer IR (.bmq)",

@@ -45,13 +45,28 @@ def _is_classical(config: dict) -> bool:
     return all(spec["neuron"] == "classical" for spec in config["layers"].values())
 
 
-def _convert(model, spec: dict):
+def _convert(model, spec: dict, maxima=1):
     from bmhw.nn import to_adder, to_bm
 
     if spec["neuron"] == "adder":
         return to_adder(model)
     return to_bm(model, branches=1.5 if spec["neuron"] == "bm15" else 4, reduce=spec.get("reduce", "max"),
-                 alpha=spec.get("alpha"), learn_alpha=spec.get("learn_alpha", False))
+                 alpha=spec.get("alpha"), learn_alpha=spec.get("learn_alpha", False), maxima=maxima)
+
+
+def _maxima(args, layer_names, neuron) -> dict:
+    """--maxima [LAYER=]N options as {layer: value} over ``layer_names`` (empty: one max everywhere)."""
+    from bmhw.nn.groups import parse_maxima_options
+
+    values = getattr(args, "maxima", None)
+    if not values:
+        return {}
+    if neuron not in ("bm15", "bm4"):
+        raise BmhwError(f"--maxima applies to BM neurons (--neuron bm15 or bm4), not to {neuron}")
+    parsed = parse_maxima_options(values, layer_names)
+    for value in parsed.values():
+        make_spec(neuron, maxima=value)  # bm4 takes no sign split: one line if asked
+    return parsed
 
 
 def _summary(title: str, rows: list[tuple[str, str]]) -> None:
@@ -72,8 +87,12 @@ def cmd_train(args) -> int:
     if args.init is not None:
         ckpt = load_checkpoint(args.init)
         model = ckpt.model
+        maxima = _maxima(args, list(model.weight_layers()), spec["neuron"])
+        if maxima and not _is_classical(ckpt.config):
+            raise BmhwError(f"--init {args.init} is already a BM network: --maxima applies when converting a "
+                            "classical one")
         if spec["neuron"] != "classical" and _is_classical(ckpt.config):
-            model = _convert(model, spec)
+            model = _convert(model, spec, maxima)
         elif spec["neuron"] != "classical" and any({k: v for k, v in s.items() if k != "bias"} != spec
                                                    for s in describe(model)["layers"].values()):
             raise BmhwError(f"--init {args.init} is already a BM network; leave out --neuron/--reduce/--alpha "
@@ -89,8 +108,11 @@ def cmd_train(args) -> int:
                 raise BmhwError(f"--widths {args.widths!r}: give four integers, e.g. 6,16,120,84")
             if args.model != "lenet" or len(widths["widths"]) != 4 or min(widths["widths"]) < 1:
                 raise BmhwError("--widths takes four positive integers C1,C2,F1,F2 and applies to --model lenet only")
+        names = create(args.model, "classical", **widths).weight_layers()
+        layers = {name: make_spec(args.neuron, args.reduce, args.alpha, learn_alpha, maxima=value)
+                  for name, value in _maxima(args, list(names), spec["neuron"]).items()}
         model = create(args.model, spec["neuron"], spec.get("reduce", "max"), spec.get("alpha"),
-                       spec.get("learn_alpha", False), **widths)
+                       spec.get("learn_alpha", False), layers=layers, **widths)
     dataset = _dataset_of(model)
     images, labels = _training_data(args, dataset, "train")
     console.print(f"training {args.model} ({spec['neuron']}) on {len(images)} {dataset} images, "
@@ -212,7 +234,7 @@ def _train_by_method(args) -> int:
     _check_arch(ckpt.model, args.model, "--init", args.init)
     dataset = _dataset_of(ckpt.model)
     images, labels = _training_data(args, dataset, "train")
-    cfg = _method_config(args)
+    cfg = _method_config(args, maxima=_maxima(args, list(ckpt.model.weight_layers()), args.neuron) or 1)
     result = methods.run(args.method, ckpt.model, args.model, images, labels, cfg, quiet=args.quiet)
     _finish(result.model, args, dataset, args.method, result.seconds, [], output=args.output or
             Path(f"{args.model}_{args.neuron}_{args.method}.pt"), init=str(args.init), config=vars(cfg),
@@ -238,7 +260,11 @@ def cmd_distill(args) -> int:
                             "--student out to convert the teacher)")
         _check_arch(start.model, arch, "--student", args.student)
         student = start.model
-    cfg = _method_config(args, **({"neuron": "adder"} if args.method == "pkkd" and args.neuron is None else {}))
+    overrides = {"neuron": "adder"} if args.method == "pkkd" and args.neuron is None else {}
+    if args.maxima and student is not None:
+        raise BmhwError("--maxima applies to the layers converted from the teacher; --student has its own")
+    cfg = _method_config(args, **overrides, maxima=_maxima(args, list(ckpt.model.weight_layers()),
+                                                           overrides.get("neuron", args.neuron or "bm15")) or 1)
     article = "an" if cfg.neuron[0] in "aeiou" else "a"
     console.print(f"distilling {args.teacher} into {article} {cfg.neuron} {arch} by {args.method} on {len(images)} "
                   f"{dataset} images")
@@ -257,7 +283,7 @@ def cmd_convert(args) -> int:
     if not _is_classical(ckpt.config):
         raise BmhwError(f"{args.checkpoint} already has BM layers: convert a classical checkpoint")
     teacher = ckpt.model
-    model = _convert(teacher, spec)
+    model = _convert(teacher, spec, _maxima(args, list(teacher.weight_layers()), spec["neuron"]))
     meta = {"method": f"convert ({spec['neuron']}, {spec['reduce']})", "source": str(args.checkpoint),
             "dataset": ckpt.metadata.get("dataset")}
     if args.data is not None and spec["neuron"] == "bm15":
@@ -301,6 +327,9 @@ def _quantize(args, ckpt=None):
         opts = {"act_bits": args.act_bits, "weight_bits": args.weight_bits}
         quantizer = quantize_classical
     else:
+        from bmhw.nn.groups import refuse_grouped
+
+        refuse_grouped(ckpt.model, "the quantizer (and so the HLS, Verilog, integer ONNX and gates backends)")
         opts, quantizer = vars(opts), quantize
     dataset = _dataset_of(ckpt.model)
     if args.data is None:

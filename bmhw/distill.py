@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bmhw.calibrate import power_of_two_delta_w, refit_layer
+from bmhw.calibrate import is_grouped, power_of_two_delta_w, refit_layer
 from bmhw.data import calibration_sample
 from bmhw.nn import to_bm
+from bmhw.nn.convert import maxima_for
 from bmhw.train import make_progress, random_shift, to_tensor
 
 
@@ -90,6 +91,8 @@ class LayerwiseConfig:
     learn_delta_w: bool = False
     # The re-fit may give an output channel the mirrored sign (bmhw.calibrate.refit_layer).
     signed: bool = False
+    # Maxima per neuron of each new layer (bmhw.nn.groups): one value for all, or {layer name: value}.
+    maxima: object = 1
 
 
 def set_exact_max(layer) -> None:
@@ -144,9 +147,10 @@ def layerwise_distill(teacher: nn.Module, images: np.ndarray, labels: np.ndarray
     with make_progress(disable=quiet) as progress:
         for k, name in enumerate(names):
             layer = to_bm(getattr(teacher, name), branches=1.5, reduce=cfg.reduce, alpha=cfg.alpha,
-                          learn_alpha=cfg.learn_alpha and cfg.reduce != "max" and cfg.alpha_end is None)
+                          learn_alpha=cfg.learn_alpha and cfg.reduce != "max" and cfg.alpha_end is None,
+                          maxima=maxima_for(cfg.maxima, name))
             fit = {"r2": None}
-            if cfg.refit:
+            if cfg.refit and not is_grouped(layer):
                 with torch.no_grad():
                     x_in = student.layer_input(name, student.forward_range(calib, 0, k))
                     target = getattr(teacher, name)(teacher.layer_input(name, teacher.forward_range(calib, 0, k)))

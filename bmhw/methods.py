@@ -71,6 +71,8 @@ class MethodConfig:
     signed: bool = False
     # Exact-max layers train with LSE's gradient at this temperature (forward unchanged): bmhw.nn.layers.
     surrogate_alpha: float | None = None
+    # Maxima per neuron of the converted layers (bmhw.nn.groups): one value for all, or {layer name: value}.
+    maxima: object = 1
     # pkkd (bmhw.pkkd): the adder layers' adaptive learning-rate factor (0 or None: off), the co-trained
     # teacher's peak learning rate (None: lr).
     eta: float | None = 0.1
@@ -129,7 +131,7 @@ def learned_alphas(model: nn.Module) -> dict[str, float]:
 
 def _convert(model: nn.Module, cfg: MethodConfig, reduce: str, layers=None, learn_alpha: bool = False) -> nn.Module:
     return to_bm(model, branches=cfg.branches, reduce=reduce, alpha=None if reduce == "max" else cfg.alpha,
-                 learn_alpha=learn_alpha and reduce != "max", layers=layers)
+                 learn_alpha=learn_alpha and reduce != "max", layers=layers, maxima=cfg.maxima)
 
 
 def _kd_config(cfg: MethodConfig, epochs: float) -> KDConfig:
@@ -222,7 +224,7 @@ def lwkd(teacher: nn.Module, images, labels, cfg: MethodConfig, quiet: bool = Fa
                          calib_images=cfg.calib_images, shift=cfg.shift, seed=cfg.seed, reduce=cfg.reduce,
                          alpha=None if cfg.reduce == "max" else cfg.alpha, alpha_end=cfg.alpha_end,
                          max_epochs=cfg.max_epochs, refit=refit, learn_alpha=cfg.learn_alpha_epochs > 0,
-                         signed=cfg.signed)
+                         signed=cfg.signed, maxima=cfg.maxima)
     result = layerwise_distill(teacher, images, labels, lw, quiet=quiet)
     return MethodResult(result.student, result.seconds, result.log + [{"alpha": learned_alphas(result.student)}])
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from bmhw.backends.onnx_graph import Graph, save_model
 from bmhw.errors import BmhwError
+from bmhw.nn.groups import refuse_grouped
 from bmhw.models import LeNet, ResNet22
 from bmhw.nn.layers import LOG_ZERO, BMConv2d, BMLinear, _BMNeuron
 
@@ -279,6 +280,7 @@ def _input_shape(model: nn.Module, input_shape) -> tuple:
 def build(model: nn.Module, input_shape=None, layer_outputs: bool = True) -> onnx.ModelProto:
     """The ONNX model of ``model`` (a LeNet, a ResNet22 or an nn.Sequential of supported layers) in eval mode,
     checked with ``onnx.checker``; ``input_shape`` (C, H, W) is needed for a Sequential only."""
+    refuse_grouped(model, "the float ONNX export")
     shape = _input_shape(model, input_shape)
     names = [n for n, m in model.named_modules() if isinstance(m, (_BMNeuron, nn.Conv2d, nn.Linear))]
     g = _FloatGraph(reserved=(INPUT, LOGITS, *names))

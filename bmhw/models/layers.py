@@ -2,7 +2,8 @@
 
 A neuron spec is a small dict, the same one that checkpoints store per layer:
 ``{"neuron": "classical" | "bm4" | "bm15" | "adder", "reduce": "max" | "lse" | "smorph" | "lmorph",
-"alpha": float (approximations only), "learn_alpha": bool}``; an adder layer (AdderNet, bmhw.nn.adder) has
+"alpha": float (approximations only), "learn_alpha": bool, "maxima": "N" | "Ns" | "K" | "Ks" (BM, several maxima
+per neuron, bmhw.nn.groups; absent: one)}``; an adder layer (AdderNet, bmhw.nn.adder) has
 no reduction and carries a batch normalisation unless its spec says ``"bn": False``; a BiSE layer
 (``"bise"``, bmhw.nn.bise) has neither and always its bias.
 """
@@ -15,16 +16,27 @@ from bmhw.errors import BmhwError
 from bmhw.nn import REDUCTIONS, AdderConv2d, AdderLinear, BMConv2d, BMLinear
 from bmhw.nn.adder import _AdderNeuron
 from bmhw.nn.bise import BiSE, BiSELinear, _BiSENeuron
+from bmhw.nn.groups import Maxima
 from bmhw.nn.layers import _BMNeuron
 
 NEURONS = ("classical", "bm4", "bm15", "adder", "bise")
 
 
-def make_spec(neuron="classical", reduce="max", alpha=None, learn_alpha=False, bias=None, bn=None) -> dict:
+def make_spec(neuron="classical", reduce="max", alpha=None, learn_alpha=False, bias=None, bn=None, maxima=None) -> dict:
     """Validate and normalise a neuron spec; ``bias`` (optional) overrides the model's choice; ``bn`` (adder
-    only): False for an adder layer without its batch normalisation."""
+    only): False for an adder layer without its batch normalisation; ``maxima`` (BM only): maxima per neuron."""
     if bias is not None:
-        return {**make_spec(neuron, reduce, alpha, learn_alpha, bn=bn), "bias": bool(bias)}
+        return {**make_spec(neuron, reduce, alpha, learn_alpha, bn=bn, maxima=maxima), "bias": bool(bias)}
+    if maxima is not None:
+        spec = make_spec(neuron, reduce, alpha, learn_alpha, bn=bn)
+        parsed = Maxima.parse(maxima)
+        if parsed.is_default:
+            return spec
+        if neuron not in ("bm15", "bm4"):
+            raise BmhwError(f"several maxima per neuron apply to BM neurons (bm15, bm4), not to {neuron!r}")
+        if neuron == "bm4" and parsed.split_sign:
+            raise BmhwError("a sign split ('s') applies to bm15 layers: bm4 splits by sign already")
+        return {**spec, "maxima": str(parsed)}
     if neuron not in NEURONS:
         raise BmhwError(f"unknown neuron {neuron!r}: choose one of {', '.join(NEURONS)}")
     if bn is not None and neuron != "adder":
@@ -59,6 +71,8 @@ def _bm_args(spec: dict) -> dict:
     if args["reduce"] != "max":
         args["alpha"] = spec.get("alpha", 1.0)
         args["learn_alpha"] = spec.get("learn_alpha", False)
+    if "maxima" in spec:
+        args["maxima"] = Maxima.parse(spec["maxima"])
     return args
 
 

@@ -16,7 +16,9 @@ from torch import nn
 
 from bmhw.errors import BmhwError
 from bmhw.nn.maxplus import REDUCTIONS
-from bmhw.nn.layers import DEFAULT_DELTA_X, BMConv2d, BMLinear, _BMNeuron, delta_w_for, log_weights_4, log_weights_15
+from bmhw.nn.groups import Maxima
+from bmhw.nn.layers import (DEFAULT_DELTA_X, BMConv2d, BMLinear, _BMNeuron, delta_w_for, log_weights_4, log_weights_15,
+                            log_weights_split)
 
 
 def _check_conv(conv: nn.Conv2d, name: str) -> None:
@@ -34,11 +36,13 @@ def _check_conv(conv: nn.Conv2d, name: str) -> None:
                         "(BM convolutions take groups=1, dilation=1, numeric zero padding)")
 
 
-def _convert_layer(layer: nn.Module, name: str, branches, reduce, alpha, learn_alpha, delta_x) -> nn.Module:
+def _convert_layer(layer: nn.Module, name: str, branches, reduce, alpha, learn_alpha, delta_x,
+                   maxima: Maxima) -> nn.Module:
     common = dict(branches=branches, reduce=reduce, alpha=alpha, learn_alpha=learn_alpha,
-                  bias=layer.bias is not None, delta_x=delta_x)
+                  bias=layer.bias is not None, delta_x=delta_x,
+                  maxima=maxima.resolve(layer.weight[0].numel(), name or "layer"), split_sign=maxima.split_sign)
     weight = layer.weight.detach()
-    if branches == 1.5:
+    if branches == 1.5 and not maxima.split_sign:
         common["delta_w"] = delta_w_for(weight)
     if isinstance(layer, nn.Linear):
         new = BMLinear(layer.in_features, layer.out_features, **common)
@@ -48,7 +52,10 @@ def _convert_layer(layer: nn.Module, name: str, branches, reduce, alpha, learn_a
         new = BMConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, padding, **common)
     new = new.to(dtype=weight.dtype, device=weight.device)
     with torch.no_grad():
-        if branches == 1.5:
+        if new.split_sign:
+            new.v.copy_(log_weights_split(weight))
+            new.sign.copy_(torch.where(weight < 0, -1.0, 1.0))
+        elif branches == 1.5:
             new.v.copy_(log_weights_15(weight, float(new.delta_w)))
         else:
             v_pos, v_neg = log_weights_4(weight)
@@ -85,13 +92,25 @@ def _replace(module: nn.Module, convert, prefix: str = "") -> nn.Module:
     return module
 
 
+def maxima_for(maxima, name: str) -> Maxima:
+    """The maxima of layer ``name`` from ``maxima``: one value for every layer (an int, "6s", "K", a Maxima) or
+    a mapping from layer names to values (layers not named: 1)."""
+    if isinstance(maxima, dict):
+        return Maxima.parse(maxima.get(name, 1))
+    return Maxima.parse(1 if maxima is None else maxima)
+
+
 def to_bm(layer_or_model: nn.Module, branches=1.5, reduce="max", alpha=None, learn_alpha=False,
-          delta_x=DEFAULT_DELTA_X, layers=None) -> nn.Module:
+          delta_x=DEFAULT_DELTA_X, layers=None, maxima=1) -> nn.Module:
     """Convert ``nn.Linear`` / ``nn.Conv2d`` (a layer, or every one inside a model) to BM layers.
 
     ``layers``: optional collection of dotted module names to convert (default: all). BM layers
-    already in the model are left as they are.
+    already in the model are left as they are. ``maxima``: maxima per neuron (bmhw.nn.groups), for every
+    layer or as a mapping from layer names (e.g. ``{"conv2": "6s", "fc3": "K"}``).
     """
+    if isinstance(maxima, dict):
+        for value in maxima.values():
+            Maxima.parse(value)  # every value checked, named layers or not
     if branches not in (4, 1.5):
         raise BmhwError(f"branches must be 4 or 1.5, got {branches!r}")
     if reduce not in REDUCTIONS:
@@ -99,7 +118,7 @@ def to_bm(layer_or_model: nn.Module, branches=1.5, reduce="max", alpha=None, lea
 
     def convert(module, name):
         if isinstance(module, (nn.Linear, nn.Conv2d)) and (layers is None or name in layers):
-            return _convert_layer(module, name, branches, reduce, alpha, learn_alpha, delta_x)
+            return _convert_layer(module, name, branches, reduce, alpha, learn_alpha, delta_x, maxima_for(maxima, name))
         return module
 
     top = convert(layer_or_model, "")

@@ -13,6 +13,13 @@ Both compute, for each output ``o`` and each input patch ``x`` (fan-in K), one o
 
 which equals ``sum_k w_k x_k + b`` with ``w = exp(v) - dw`` when ``R`` is the exact sum of products
 (LSE at alpha = 1). ``R`` is the hard max or a continuous approximation (``bmhw.nn.maxplus``).
+
+Several maxima (``maxima=G``, ``bmhw.nn.groups``): the fan-in is split into G groups, each reduced on its
+own and exponentiated, and the G terms are added (``exp R`` above becomes ``sum_g exp R_g``); with
+``split_sign`` every group is split by the weights' signs, ``w = s exp(v)`` with a sign per weight and no
+offset (dw = 0)::
+
+    y = sum_g [exp R_(k in g, s_k > 0)(ln(x_k + dx) + v_k) - exp R_(k in g, s_k < 0)(...)] - dx sum_k s_k exp(v_k) + b
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bmhw.nn.groups import Maxima, group_bounds
 from bmhw.nn.maxplus import REDUCTIONS, maxplus, maxplus_conv
 
 BRANCHES = (4, 1.5)
@@ -32,6 +40,10 @@ BRANCHES = (4, 1.5)
 # formula 2). exp(-60) ~ 1e-26 is far below float32 resolution at any activation scale we meet, yet
 # finite, so sums stay free of NaN and gradients stay defined.
 LOG_ZERO = -60.0
+
+# The log-weight that keeps a weight out of a (group, sign) maximum of a sign-split layer: exp of it is exactly 0
+# in float32 and float64, and, unlike -inf, it leaves the smooth reductions of an empty group finite.
+MASKED = -1.0e4
 
 # Default input offset of the 1.5-branch neuron; inputs are expected to be >= 0 (post-ReLU or pixels).
 DEFAULT_DELTA_X = 2.0**-8
@@ -60,6 +72,11 @@ def log_weights_15(weight: torch.Tensor, delta_w: float, sign=1.0) -> torch.Tens
     if (shifted <= 0).any():
         raise ValueError(f"delta_w={delta_w} does not make every weight positive (min w = {float(weight.min())})")
     return shifted.log()
+
+
+def log_weights_split(weight: torch.Tensor) -> torch.Tensor:
+    """v = ln|w| (LOG_ZERO for a zero weight): the log-weights of a sign-split layer, whose sign is s = sign w."""
+    return weight.detach().abs().clamp_min(1e-30).log().clamp_min(LOG_ZERO)
 
 
 def log_weights_4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,9 +113,20 @@ class _BMNeuron(nn.Module):
     conversion in either direction is a plain element-wise map.
     """
 
-    def _init_neuron(self, weight_shape, branches, reduce, alpha, learn_alpha, bias, delta_x, delta_w):
+    def _init_neuron(self, weight_shape, branches, reduce, alpha, learn_alpha, bias, delta_x, delta_w, maxima=1,
+                     split_sign=False):
         if branches not in BRANCHES:
             raise ValueError(f"branches must be 4 or 1.5, got {branches!r}")
+        fan_in = math.prod(weight_shape[1:])
+        spec = Maxima.parse(maxima)
+        split_sign = bool(split_sign or spec.split_sign)
+        self.maxima = spec.resolve(fan_in)
+        self.split_sign = split_sign
+        if split_sign and branches != 1.5:
+            raise ValueError("split_sign applies to 1.5-branch layers (4 branches split by sign already)")
+        if split_sign and delta_w not in (None, 0, 0.0):
+            raise ValueError("a sign-split layer has no weight offset: delta_w must be 0 (or left out)")
+        self.bounds = group_bounds(fan_in, self.maxima)
         if reduce not in REDUCTIONS:
             raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
         if reduce == "max" and (alpha is not None or learn_alpha):
@@ -111,8 +139,13 @@ class _BMNeuron(nn.Module):
         # from scratch begins as the same function family as its classical twin.
         ref = torch.empty(weight_shape)
         nn.init.kaiming_uniform_(ref, a=math.sqrt(5))
-        fan_in = math.prod(weight_shape[1:])
-        if self.branches == 1.5:
+        if self.split_sign:
+            # w = s exp(v): a sign per weight, no offset.
+            self.register_buffer("delta_w", torch.tensor(0.0))
+            self.register_buffer("delta_x", torch.tensor(float(delta_x)))
+            self.register_buffer("sign", torch.where(ref < 0, -1.0, 1.0))
+            self.v = nn.Parameter(log_weights_split(ref))
+        elif self.branches == 1.5:
             dw = float(delta_w) if delta_w is not None else delta_w_for(ref)
             if delta_w is not None:
                 # A given offset may be below the initial weights' range: shrink them to fit under it.
@@ -153,7 +186,7 @@ class _BMNeuron(nn.Module):
     @property
     def signed(self) -> bool:
         """Whether any output of this 1.5-branch layer has the mirrored sign -1."""
-        return self.branches == 1.5 and bool((self.sign < 0).any())
+        return self.branches == 1.5 and not self.split_sign and bool((self.sign < 0).any())
 
     @property
     def out_count(self) -> int:
@@ -179,11 +212,30 @@ class _BMNeuron(nn.Module):
         smooth = product("lse", torch.tensor(float(self.surrogate_alpha)))
         return hard + (smooth - smooth.detach())  # + exactly 0: the forward value is the max, bit for bit
 
+    def _product_weights(self, v: torch.Tensor) -> torch.Tensor:
+        """The log-weights (O x K) as the rows of the max-plus product: as they are, or for a sign-split layer the
+        positive weights' rows then the negative weights' (2O x K), each with the other sign's weights masked."""
+        if not self.split_sign:
+            return v
+        positive = self.sign.reshape(v.shape) > 0
+        masked = torch.full_like(v, MASKED)
+        return torch.cat([torch.where(positive, v, masked), torch.where(positive, masked, v)])
+
+    def _exp_terms(self, m: torch.Tensor) -> torch.Tensor:
+        """exp of the reduced product, summed over the groups (N x G x O -> N x O; N x O stays as it is, bit for
+        bit, for one group), and for a sign-split layer the positive rows' terms minus the negative rows'."""
+        terms = torch.exp(m) if not self.bounds else torch.exp(m).sum(1)
+        if self.split_sign:
+            o = self.out_count
+            return terms[:, :o] - terms[:, o:]
+        return terms
+
     def max_term(self, x: torch.Tensor) -> torch.Tensor:
-        """1.5 branches: exp R_k(ln(x_k + dx) + v_k), the term that stands for sum (x+dx)(w+dw); N x O."""
+        """1.5 branches: exp R_k(ln(x_k + dx) + v_k), the term that stands for sum (x+dx)(w+dw); N x O. With groups
+        the sum of the groups' terms (sign-split: positive minus negative)."""
         u = _ShiftedLog.apply(x, float(self.delta_x), 0.0)
-        v = self.v.reshape(self.out_count, -1)
-        return torch.exp(self._reduced(lambda reduce, alpha: maxplus(u, v, reduce, alpha)))
+        v = self._product_weights(self.v.reshape(self.out_count, -1))
+        return self._exp_terms(self._reduced(lambda reduce, alpha: maxplus(u, v, reduce, alpha, self.bounds)))
 
     def neuron(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the BM neuron to input patches ``x`` (N x K); returns N x O."""
@@ -192,8 +244,8 @@ class _BMNeuron(nn.Module):
         o = self.out_count
         v_both = torch.cat([self.v_pos.reshape(o, -1), self.v_neg.reshape(o, -1)])
         u_pos, u_neg = _ShiftedLog.apply(x, 0.0, 0.0), _ShiftedLog.apply(x, 0.0, 0.0, -1.0)
-        m_pos = torch.exp(self._reduced(lambda reduce, alpha: maxplus(u_pos, v_both, reduce, alpha)))
-        m_neg = torch.exp(self._reduced(lambda reduce, alpha: maxplus(u_neg, v_both, reduce, alpha)))
+        m_pos = self._exp_terms(self._reduced(lambda reduce, alpha: maxplus(u_pos, v_both, reduce, alpha, self.bounds)))
+        m_neg = self._exp_terms(self._reduced(lambda reduce, alpha: maxplus(u_neg, v_both, reduce, alpha, self.bounds)))
         y = (m_pos[:, :o] - m_pos[:, o:]) - (m_neg[:, :o] - m_neg[:, o:])
         if self.bias is not None:
             y = y + self.bias
@@ -201,7 +253,12 @@ class _BMNeuron(nn.Module):
 
     def _combine_15(self, max_term: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
         """The 1.5-branch output from the max term (N x O) and the input sums (N x 1):
-        sum_k w_k x_k = sum (x+dx)(w+dw) - dw sum x - dx sum (w + dw), with w + dw = exp(v); plus the bias."""
+        sum_k w_k x_k = sum (x+dx)(w+dw) - dw sum x - dx sum (w + dw), with w + dw = exp(v); plus the bias.
+        Sign-split: sum_k s_k x_k e^v_k = sum_k s_k (x_k + dx) e^v_k - dx sum_k s_k e^v_k (no dw)."""
+        if self.split_sign:
+            v = self.v.reshape(self.out_count, -1)
+            y = max_term - self.delta_x * (self.sign.reshape(v.shape) * torch.exp(v)).sum(1)
+            return y if self.bias is None else y + self.bias
         offset = -self.delta_x * torch.exp(self.v.reshape(self.out_count, -1)).sum(1)  # per output: O values
         if self.signed:
             y = ((max_term + offset) - self.delta_w * sums) * self.sign
@@ -212,6 +269,8 @@ class _BMNeuron(nn.Module):
 
     def classical_weight(self) -> torch.Tensor:
         """The classical weight this layer stands for: s (exp(v) - dw), or exp(v+) - exp(v-)."""
+        if self.split_sign:
+            return torch.exp(self.v) * self.sign
         if self.branches == 1.5:
             return (torch.exp(self.v) - self.delta_w) * self.sign.reshape((-1,) + (1,) * (self.v.dim() - 1))
         return torch.exp(self.v_pos) - torch.exp(self.v_neg)
@@ -222,6 +281,8 @@ class _BMNeuron(nn.Module):
         if self.alpha is not None:
             spec["alpha"] = float(self.alpha.detach())
             spec["learn_alpha"] = self.learn_alpha
+        if self.maxima != 1 or self.split_sign:
+            spec["maxima"] = str(Maxima(self.maxima, self.split_sign))
         return spec
 
     def _neuron_repr(self) -> str:
@@ -230,6 +291,8 @@ class _BMNeuron(nn.Module):
             text += f", alpha={float(self.alpha.detach()):.4g}" + (" (learned)" if self.learn_alpha else "")
         if self.branches == 1.5:
             text += f", delta_x={float(self.delta_x):g}, delta_w={float(self.delta_w):g}"
+        if self.maxima != 1 or self.split_sign:
+            text += f", maxima={Maxima(self.maxima, self.split_sign)}"
         return text
 
 
@@ -237,11 +300,12 @@ class BMLinear(_BMNeuron):
     """Fully connected BM layer; a drop-in replacement for ``nn.Linear``."""
 
     def __init__(self, in_features, out_features, branches=1.5, reduce="max", alpha=None, learn_alpha=False,
-                 bias=True, delta_x=DEFAULT_DELTA_X, delta_w=None):
+                 bias=True, delta_x=DEFAULT_DELTA_X, delta_w=None, maxima=1, split_sign=False):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
-        self._init_neuron((out_features, in_features), branches, reduce, alpha, learn_alpha, bias, delta_x, delta_w)
+        self._init_neuron((out_features, in_features), branches, reduce, alpha, learn_alpha, bias, delta_x, delta_w,
+                          maxima, split_sign)
 
     def patches(self, x: torch.Tensor) -> torch.Tensor:
         """Input rows (N x in_features), one per output row."""
@@ -285,7 +349,8 @@ class BMConv2d(ConvPatches, _BMNeuron):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, branches=1.5, reduce="max",
-                 alpha=None, learn_alpha=False, bias=True, delta_x=DEFAULT_DELTA_X, delta_w=None):
+                 alpha=None, learn_alpha=False, bias=True, delta_x=DEFAULT_DELTA_X, delta_w=None, maxima=1,
+                 split_sign=False):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -293,8 +358,7 @@ class BMConv2d(ConvPatches, _BMNeuron):
         self.stride = _pair(stride)
         self.padding = _pair(padding)
         shape = (out_channels, in_channels, *self.kernel_size)
-        self._init_neuron(shape, branches, reduce, alpha, learn_alpha, bias, delta_x, delta_w)
-
+        self._init_neuron(shape, branches, reduce, alpha, learn_alpha, bias, delta_x, delta_w, maxima, split_sign)
 
     def rows(self, y: torch.Tensor) -> torch.Tensor:
         """An output tensor (B x O x Ho x Wo) as B*Ho*Wo x O rows, in the order of :meth:`patches`."""
@@ -317,15 +381,16 @@ class BMConv2d(ConvPatches, _BMNeuron):
         log_dx = math.log(float(self.delta_x))
         image = _ShiftedLog.apply(x, float(self.delta_x), log_dx)
         o = self.out_count
-        v = self.v.reshape(o, -1) + log_dx  # the shift, added to the O x K log-weights rather than to the output
+        # The shift, added to the O x K log-weights rather than to the output.
+        v = self._product_weights(self.v.reshape(o, -1) + log_dx)
         # The product reads the patches from the image (bmhw.nn.maxplus); where it cannot, they are unfolded.
 
         def product(reduce, alpha):
-            m = maxplus_conv(image, v, self.kernel_size, self.stride, self.padding, reduce, alpha)
-            return maxplus(self.patches(image), v, reduce, alpha) if m is None else m
+            m = maxplus_conv(image, v, self.kernel_size, self.stride, self.padding, reduce, alpha, self.bounds)
+            return maxplus(self.patches(image), v, reduce, alpha, self.bounds) if m is None else m
 
         m = self._reduced(product)
-        return self._combine_15(torch.exp(m), self._patch_sums(x).reshape(-1, 1))
+        return self._combine_15(self._exp_terms(m), self._patch_sums(x).reshape(-1, 1))
 
     def _patch_sums(self, x: torch.Tensor) -> torch.Tensor:
         """sum_k x_k of every patch (B x Ho x Wo): a box filter over the channel sums (an average pool times

@@ -122,21 +122,22 @@ class _SmoothPlus(torch.autograd.Function):
 
 
 class _MaxPlusFused(torch.autograd.Function):
-    """The hard max-plus product in the C++ kernel; backward scatters to the saved first arg-max."""
+    """The hard max-plus product in the C++ kernel, per group of k (``bounds``; empty: one group, an N x O
+    result); backward scatters to the saved first arg-max."""
 
     @staticmethod
-    def forward(ctx, u, v):
-        y, idx = kernels.extension().max_forward(u, v)
+    def forward(ctx, u, v, bounds):
+        y, idx = kernels.extension().max_forward(u, v, list(bounds))
         ctx.save_for_backward(idx)
-        ctx.fan_in = u.shape[1]
-        return y
+        ctx.fan_in, ctx.groups = u.shape[1], max(1, len(bounds) - 1)
+        return y.view(u.shape[0], ctx.groups, v.shape[0]) if bounds else y
 
     @staticmethod
     def backward(ctx, grad_y):
         (idx,) = ctx.saved_tensors
-        grad_u, grad_v = kernels.extension().max_backward(grad_y, idx, ctx.fan_in, ctx.needs_input_grad[0],
-                                                          ctx.needs_input_grad[1])
-        return (grad_u if ctx.needs_input_grad[0] else None), (grad_v if ctx.needs_input_grad[1] else None)
+        grad_u, grad_v = kernels.extension().max_backward(grad_y.reshape(idx.shape), idx, ctx.fan_in,
+                                                          ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.groups)
+        return (grad_u if ctx.needs_input_grad[0] else None), (grad_v if ctx.needs_input_grad[1] else None), None
 
 
 class _LsePlusFused(torch.autograd.Function):
@@ -159,33 +160,44 @@ class _MaxConvFused(torch.autograd.Function):
     """The hard max-plus product of a convolution read straight from the image (no unfolded patches)."""
 
     @staticmethod
-    def forward(ctx, image, v, geometry):
-        y, idx = kernels.extension().max_conv_forward(image, v, list(geometry))
+    def forward(ctx, image, v, geometry, bounds):
+        y, idx = kernels.extension().max_conv_forward(image, v, list(geometry), list(bounds))
         ctx.save_for_backward(idx)
         ctx.geometry, ctx.shape, ctx.fan_in = geometry, list(image.shape), v.shape[1]
-        return y
+        ctx.groups = max(1, len(bounds) - 1)
+        return y.view(-1, ctx.groups, v.shape[0]) if bounds else y
 
     @staticmethod
     def backward(ctx, grad_y):
         (idx,) = ctx.saved_tensors
         ext = kernels.extension()
+        grad_y = grad_y.reshape(idx.shape)
         grad_image = grad_v = None
         if ctx.needs_input_grad[0]:
-            grad_image = ext.max_conv_backward_image(grad_y, idx, ctx.shape, list(ctx.geometry))
+            grad_image = ext.max_conv_backward_image(grad_y, idx, ctx.shape, list(ctx.geometry), ctx.groups)
         if ctx.needs_input_grad[1]:
-            grad_v = ext.max_backward(grad_y, idx, ctx.fan_in, False, True)[1]
-        return grad_image, grad_v, None
+            grad_v = ext.max_backward(grad_y, idx, ctx.fan_in, False, True, ctx.groups)[1]
+        return grad_image, grad_v, None, None
 
 
-def maxplus_conv(image: torch.Tensor, v: torch.Tensor, kernel, stride, padding, reduce: str = "max", alpha=None):
+def maxplus_conv(image: torch.Tensor, v: torch.Tensor, kernel, stride, padding, reduce: str = "max", alpha=None,
+                 bounds=()):
     """The max-plus product of every patch of ``image`` (B, C, H, W; zero outside) with ``v`` (O, C*kh*kw),
     rows in BMConv2d.patches order, without unfolding the patches: the hard max in the fused kernel, the
     smooth reductions as convolutions in the exponential domain. None where neither serves these tensors
-    (the caller then unfolds)."""
+    (the caller then unfolds). With group ``bounds`` (see :func:`maxplus`) the result is N x G x O."""
     if reduce == "max":
         if not _fused(image, v):
             return None
-        return _MaxConvFused.apply(image.contiguous(), v, (*kernel, *stride, *padding))
+        return _MaxConvFused.apply(image.contiguous(), v, (*kernel, *stride, *padding), tuple(bounds))
+    if bounds:
+        # Smooth reductions per group: a group of whole input channels is a convolution of those channels.
+        window = kernel[0] * kernel[1]
+        if any(b % window for b in bounds):
+            return None
+        parts = [maxplus_conv(image[:, a // window:b // window], v[:, a:b], kernel, stride, padding, reduce, alpha)
+                 for a, b in zip(bounds[:-1], bounds[1:])]
+        return None if any(p is None for p in parts) else torch.stack(parts, 1)
     alpha = _exp_domain_alpha(reduce, alpha, image)
     if alpha is None:
         return None
@@ -213,12 +225,27 @@ def _fused(u: torch.Tensor, v: torch.Tensor) -> bool:
             and u.dtype in (torch.float32, torch.float64) and kernels.extension() is not None)
 
 
-def maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str = "max", alpha=None) -> torch.Tensor:
-    """``y[n, o] = R_k(u[n, k] + v[o, k])``; see the module docstring."""
+def check_bounds(bounds, fan_in: int) -> tuple:
+    """Group bounds ``0 = b_0 < b_1 < ... < b_G = fan_in`` as a tuple (empty: no groups)."""
+    bounds = tuple(int(b) for b in bounds)
+    if bounds and (len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != fan_in
+                   or any(b <= a for a, b in zip(bounds[:-1], bounds[1:]))):
+        raise ValueError(f"group bounds must rise from 0 to the fan-in {fan_in}, got {bounds}")
+    return bounds
+
+
+def maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str = "max", alpha=None, bounds=()) -> torch.Tensor:
+    """``y[n, o] = R_k(u[n, k] + v[o, k])``; see the module docstring.
+
+    With group ``bounds`` ``(0, b_1, ..., K)`` each of the G groups ``b_g <= k < b_(g+1)`` is reduced on its
+    own, and the result is ``y[n, g, o]`` (N x G x O): several maxima per neuron (docs/neurons.md)."""
     if u.dim() != 2 or v.dim() != 2 or u.shape[1] != v.shape[1]:
         raise ValueError(f"maxplus needs u (N, K) and v (O, K); got {tuple(u.shape)} and {tuple(v.shape)}")
+    bounds = check_bounds(bounds, u.shape[1])
+    if bounds and not (reduce == "max" and _fused(u, v)):
+        return torch.stack([maxplus(u[:, a:b], v[:, a:b], reduce, alpha) for a, b in zip(bounds[:-1], bounds[1:])], 1)
     if reduce == "max":
-        return _MaxPlusFused.apply(u, v) if _fused(u, v) else _MaxPlus.apply(u, v)
+        return _MaxPlusFused.apply(u, v, bounds) if _fused(u, v) else _MaxPlus.apply(u, v)
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
     if alpha is None:
@@ -229,8 +256,11 @@ def maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str = "max", alpha=None) -
     return _SmoothPlus.apply(u, v, torch.as_tensor(alpha, dtype=u.dtype, device=u.device), reduce)
 
 
-def reference_maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str = "max", alpha=None) -> torch.Tensor:
+def reference_maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str = "max", alpha=None, bounds=()) -> torch.Tensor:
     """The chunked PyTorch path alone (the reference the fused kernels are tested against)."""
+    if bounds:
+        return torch.stack([reference_maxplus(u[:, a:b], v[:, a:b], reduce, alpha)
+                            for a, b in zip(bounds[:-1], bounds[1:])], 1)
     if reduce == "max":
         return _MaxPlus.apply(u, v)
     alpha = torch.as_tensor(alpha, dtype=u.dtype, device=u.device)

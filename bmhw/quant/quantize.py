@@ -17,6 +17,7 @@ from torch import nn
 
 from bmhw import __version__
 from bmhw.errors import BmhwError
+from bmhw.nn.groups import refuse_grouped
 from bmhw.intmath import rnd
 from bmhw.ir import QuantizedNet
 from bmhw.models import LeNet
@@ -144,6 +145,7 @@ def quantize(model: nn.Module, calib_images: np.ndarray, act_bits=8, log_frac_bi
     """Quantize a 1.5-branch BM network; ``calib_images``: uint8 images (N, C, H, W) for the scales."""
     opts = QuantOptions(act_bits, log_frac_bits, exp_frac_bits, guard_bits)
     opts.check()
+    refuse_grouped(model, "the quantizer (and so the HLS, Verilog, integer ONNX and gates backends)")
 
     def bm_layer(mod, name, s_in, q_in, e_out, relu):
         g = guard_bits - e_out

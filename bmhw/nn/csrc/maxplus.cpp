@@ -7,6 +7,10 @@
 // u[n, k] is broadcast once per tile.
 // Threads (OpenMP) take tiles of rows; no two threads write the same output.
 // The hard max keeps the first (smallest) k among equal maxima: ties resolve the same way every run.
+//
+// Groups (several maxima per neuron, docs/neurons.md): the hard-max kernels take the bounds of G contiguous
+// groups of k, 0 = b_0 < b_1 < ... < b_G = K, and reduce each group on its own; the result has G rows per
+// input row, row n * G + g holding group g's maxima (G = 1: one group, the plain product).
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -46,9 +50,13 @@ inline typename Vec<T>::type load_v(const T* vt, int64_t kk, int64_t o, int64_t 
 template <typename T>
 struct MaxTile {
     typedef typename Vec<T>::type V;
-    V b0, b1, b2, b3, a0 = {}, a1 = {}, a2 = {}, a3 = {}, kf = {};
+    V b0, b1, b2, b3, a0, a1, a2, a3, kf;
 
-    MaxTile() { b0 = b1 = b2 = b3 = V{} - std::numeric_limits<T>::infinity(); }
+    // A group starting at k = first: a group whose terms are all -inf keeps that first k.
+    explicit MaxTile(int64_t first = 0) {
+        b0 = b1 = b2 = b3 = V{} - std::numeric_limits<T>::infinity();
+        a0 = a1 = a2 = a3 = kf = V{} + T(first);
+    }
 
     // One k: the sums x_r + v, compared with the maxima (strictly: the first maximum keeps its index).
     inline void step(V vv, T x0, T x1, T x2, T x3) {
@@ -65,13 +73,16 @@ struct MaxTile {
         kf += T(1);
     }
 
-    void store(T* y, int32_t* idx, int64_t r0, int64_t rows, int64_t c0, int64_t cols, int64_t o) const {
+    // Rows r0 .. r0 + rows - 1 of group g of G: result rows (r0 + r) * G + g.
+    void store(T* y, int32_t* idx, int64_t r0, int64_t rows, int64_t c0, int64_t cols, int64_t o, int64_t groups,
+               int64_t g) const {
         const V best[ROWS] = {b0, b1, b2, b3}, arg[ROWS] = {a0, a1, a2, a3};
         for (int64_t r = 0; r < rows; ++r)
             for (int64_t c = 0; c < cols; ++c) {
-                // A row of NaNs or -inf keeps k = 0, like torch.max.
-                y[(r0 + r) * o + c0 + c] = best[r][c];
-                idx[(r0 + r) * o + c0 + c] = static_cast<int32_t>(arg[r][c]);
+                // A row of NaNs or -inf keeps the group's first k, like torch.max.
+                const int64_t at = ((r0 + r) * groups + g) * o + c0 + c;
+                y[at] = best[r][c];
+                idx[at] = static_cast<int32_t>(arg[r][c]);
             }
     }
 };
@@ -80,8 +91,10 @@ struct MaxTile {
 // k < 2^24 in float, so that compare and selects are lanes of one vector type) stay in registers while k
 // runs; each step is one load of v, four broadcasts of u, four adds, compares and two selects each.
 template <typename T>
-void max_forward_kernel(const T* u, const T* vt, T* y, int32_t* idx, int64_t n, int64_t o, int64_t k) {
+void max_forward_kernel(const T* u, const T* vt, T* y, int32_t* idx, int64_t n, int64_t o, int64_t k,
+                        const std::vector<int64_t>& bounds) {
     constexpr int64_t L = 32 / sizeof(T);
+    const int64_t groups = static_cast<int64_t>(bounds.size()) - 1;
 #pragma omp parallel for schedule(static)
     for (int64_t r0 = 0; r0 < n; r0 += ROWS) {
         const int64_t rows = std::min(ROWS, n - r0);
@@ -89,10 +102,12 @@ void max_forward_kernel(const T* u, const T* vt, T* y, int32_t* idx, int64_t n, 
         for (int64_t r = 0; r < ROWS; ++r) urow[r] = u + (r0 + std::min(r, rows - 1)) * k;  // a partial tile repeats its last row
         for (int64_t c0 = 0; c0 < o; c0 += L) {
             const int64_t cols = std::min(L, o - c0);
-            MaxTile<T> tile;
-            for (int64_t kk = 0; kk < k; ++kk)
-                tile.step(load_v(vt, kk, o, c0, cols), urow[0][kk], urow[1][kk], urow[2][kk], urow[3][kk]);
-            tile.store(y, idx, r0, rows, c0, cols, o);
+            for (int64_t g = 0; g < groups; ++g) {
+                MaxTile<T> tile(bounds[g]);
+                for (int64_t kk = bounds[g]; kk < bounds[g + 1]; ++kk)
+                    tile.step(load_v(vt, kk, o, c0, cols), urow[0][kk], urow[1][kk], urow[2][kk], urow[3][kk]);
+                tile.store(y, idx, r0, rows, c0, cols, o, groups, g);
+            }
         }
     }
 }
@@ -106,8 +121,9 @@ struct ConvGeometry {
 
 template <typename T>
 void max_conv_forward_kernel(const T* img, const T* vt, T* y, int32_t* idx, const ConvGeometry& g, int64_t o,
-                             int64_t nrows) {
+                             int64_t nrows, const std::vector<int64_t>& bounds) {
     constexpr int64_t L = 32 / sizeof(T);
+    const int64_t groups = static_cast<int64_t>(bounds.size()) - 1;
     const int64_t k = g.c * g.kh * g.kw;
     std::vector<int64_t> koff(k), dh(k), dw(k);
     for (int64_t cc = 0, kk = 0; cc < g.c; ++cc)
@@ -134,8 +150,9 @@ void max_conv_forward_kernel(const T* img, const T* vt, T* y, int32_t* idx, cons
         }
         for (int64_t c0 = 0; c0 < o; c0 += L) {
             const int64_t cols = std::min(L, o - c0);
-            MaxTile<T> tile;
-            for (int64_t kk = 0; kk < k; ++kk) {
+            for (int64_t gr = 0; gr < groups; ++gr) {
+            MaxTile<T> tile(bounds[gr]);
+            for (int64_t kk = bounds[gr]; kk < bounds[gr + 1]; ++kk) {
                 T x[ROWS];
                 const int64_t off = koff[kk];
                 if (!padded) {
@@ -149,7 +166,8 @@ void max_conv_forward_kernel(const T* img, const T* vt, T* y, int32_t* idx, cons
                 }
                 tile.step(load_v(vt, kk, o, c0, cols), x[0], x[1], x[2], x[3]);
             }
-            tile.store(y, idx, r0, rows, c0, cols, o);
+            tile.store(y, idx, r0, rows, c0, cols, o, groups, gr);
+            }
         }
     }
 }
@@ -158,14 +176,14 @@ void max_conv_forward_kernel(const T* img, const T* vt, T* y, int32_t* idx, cons
 // per image, so no two threads add to the same pixel.
 template <typename T>
 void max_conv_backward_kernel(const T* grad, const int32_t* idx, T* gimg, const ConvGeometry& g, int64_t o,
-                              int64_t batch) {
+                              int64_t batch, int64_t groups) {
     const int64_t per_image = g.ho * g.wo, kk2 = g.kh * g.kw;
 #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < batch; ++b) {
         T* gi = gimg + b * g.c * g.h * g.w;
-        for (int64_t pos = 0; pos < per_image; ++pos) {
-            const int64_t row = b * per_image + pos;
-            const int64_t ih0 = (pos / g.wo) * g.sh - g.ph, iw0 = (pos % g.wo) * g.sw - g.pw;
+        for (int64_t pos = 0; pos < per_image * groups; ++pos) {
+            const int64_t row = b * per_image * groups + pos, at = pos / groups;  // result row, output position
+            const int64_t ih0 = (at / g.wo) * g.sh - g.ph, iw0 = (at % g.wo) * g.sw - g.pw;
             for (int64_t c = 0; c < o; ++c) {
                 const int64_t kk = idx[row * o + c];
                 const int64_t cc = kk / kk2, i = (kk % kk2) / g.kw, j = kk % g.kw;
@@ -364,12 +382,15 @@ void lse_backward_kernel(const T* u, const T* v, const T* y, const T* g, T a, T*
     }
 }
 
+// n result rows, `groups` of them per row of u.
 template <typename T>
-void max_backward_kernel(const T* g, const int32_t* idx, T* gu, T* gv, int64_t n, int64_t o, int64_t k) {
+void max_backward_kernel(const T* g, const int32_t* idx, T* gu, T* gv, int64_t n, int64_t o, int64_t k,
+                         int64_t groups) {
     if (gu != nullptr) {
 #pragma omp parallel for schedule(static)
-        for (int64_t row = 0; row < n; ++row)
-            for (int64_t c = 0; c < o; ++c) gu[row * k + idx[row * o + c]] += g[row * o + c];
+        for (int64_t nu = 0; nu < n / groups; ++nu)
+            for (int64_t row = nu * groups; row < (nu + 1) * groups; ++row)
+                for (int64_t c = 0; c < o; ++c) gu[nu * k + idx[row * o + c]] += g[row * o + c];
     }
     if (gv != nullptr) {
 #pragma omp parallel for schedule(static)
@@ -387,34 +408,47 @@ void check(const torch::Tensor& u, const torch::Tensor& v) {
 
 }  // namespace
 
-// y and the first arg-max of a contiguous u (N, K) and v^T (K, O).
-static std::vector<torch::Tensor> max_forward_transposed(const torch::Tensor& u, const torch::Tensor& vt) {
-    const int64_t n = u.size(0), k = u.size(1), o = vt.size(1);
-    auto y = torch::empty({n, o}, u.options());
-    auto idx = torch::empty({n, o}, u.options().dtype(torch::kInt32));
+// The group bounds b_0 = 0 < ... < b_G = k (empty: one group, the whole fan-in).
+static std::vector<int64_t> checked_bounds(std::vector<int64_t> bounds, int64_t k) {
+    if (bounds.empty()) return {0, k};
+    TORCH_CHECK(bounds.size() >= 2 && bounds.front() == 0 && bounds.back() == k,
+                "group bounds must run from 0 to the fan-in");
+    for (size_t i = 1; i < bounds.size(); ++i) TORCH_CHECK(bounds[i] > bounds[i - 1], "group bounds must increase");
+    return bounds;
+}
+
+// y and the first arg-max (per group) of a contiguous u (N, K) and v^T (K, O): (N * G, O) each.
+static std::vector<torch::Tensor> max_forward_transposed(const torch::Tensor& u, const torch::Tensor& vt,
+                                                         const std::vector<int64_t>& bounds) {
+    const int64_t n = u.size(0), k = u.size(1), o = vt.size(1), groups = int64_t(bounds.size()) - 1;
+    auto y = torch::empty({n * groups, o}, u.options());
+    auto idx = torch::empty({n * groups, o}, u.options().dtype(torch::kInt32));
     AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "max_forward", [&] {
         max_forward_kernel<scalar_t>(u.data_ptr<scalar_t>(), vt.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
-                                     idx.data_ptr<int32_t>(), n, o, k);
+                                     idx.data_ptr<int32_t>(), n, o, k, bounds);
     });
     return {y, idx};
 }
 
-std::vector<torch::Tensor> max_forward(torch::Tensor u, torch::Tensor v) {
+std::vector<torch::Tensor> max_forward(torch::Tensor u, torch::Tensor v, std::vector<int64_t> bounds) {
     check(u, v);
-    return max_forward_transposed(u.contiguous(), v.t().contiguous());
+    return max_forward_transposed(u.contiguous(), v.t().contiguous(), checked_bounds(bounds, u.size(1)));
 }
 
-// The hard max's backward is a scatter: each output's gradient goes to its one arg-max.
-std::vector<torch::Tensor> max_backward(torch::Tensor g, torch::Tensor idx, int64_t k, bool need_u, bool need_v) {
+// The hard max's backward is a scatter: each output's gradient goes to its one arg-max. g and idx have
+// `groups` rows per row of u.
+std::vector<torch::Tensor> max_backward(torch::Tensor g, torch::Tensor idx, int64_t k, bool need_u, bool need_v,
+                                        int64_t groups) {
     g = g.contiguous();
     idx = idx.contiguous();
     const int64_t n = g.size(0), o = g.size(1);
-    auto gu = need_u ? torch::zeros({n, k}, g.options()) : torch::Tensor();
+    TORCH_CHECK(groups >= 1 && n % groups == 0, "max_backward: rows must be a multiple of the groups");
+    auto gu = need_u ? torch::zeros({n / groups, k}, g.options()) : torch::Tensor();
     auto gv = need_v ? torch::zeros({o, k}, g.options()) : torch::Tensor();
     AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "max_backward", [&] {
         max_backward_kernel<scalar_t>(g.data_ptr<scalar_t>(), idx.data_ptr<int32_t>(),
                                       need_u ? gu.data_ptr<scalar_t>() : nullptr,
-                                      need_v ? gv.data_ptr<scalar_t>() : nullptr, n, o, k);
+                                      need_v ? gv.data_ptr<scalar_t>() : nullptr, n, o, k, groups);
     });
     return {gu, gv};
 }
@@ -428,31 +462,33 @@ ConvGeometry geometry(const torch::Tensor& img, const std::vector<int64_t>& kern
     return g;
 }
 
-std::vector<torch::Tensor> max_conv_forward(torch::Tensor img, torch::Tensor v, std::vector<int64_t> kernel) {
+std::vector<torch::Tensor> max_conv_forward(torch::Tensor img, torch::Tensor v, std::vector<int64_t> kernel,
+                                            std::vector<int64_t> bounds) {
     img = img.contiguous();
     const ConvGeometry g = geometry(img, kernel);
     TORCH_CHECK(v.dim() == 2 && v.size(1) == g.c * g.kh * g.kw, "v must be (O, C * kh * kw)");
     TORCH_CHECK(img.scalar_type() == v.scalar_type() && img.device().is_cpu(), "image and v: same dtype, on the CPU");
+    bounds = checked_bounds(bounds, v.size(1));
     auto vt = v.t().contiguous();
-    const int64_t o = v.size(0), nrows = img.size(0) * g.ho * g.wo;
-    auto y = torch::empty({nrows, o}, img.options());
-    auto idx = torch::empty({nrows, o}, img.options().dtype(torch::kInt32));
+    const int64_t o = v.size(0), nrows = img.size(0) * g.ho * g.wo, groups = int64_t(bounds.size()) - 1;
+    auto y = torch::empty({nrows * groups, o}, img.options());
+    auto idx = torch::empty({nrows * groups, o}, img.options().dtype(torch::kInt32));
     AT_DISPATCH_FLOATING_TYPES(img.scalar_type(), "max_conv_forward", [&] {
         max_conv_forward_kernel<scalar_t>(img.data_ptr<scalar_t>(), vt.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
-                                          idx.data_ptr<int32_t>(), g, o, nrows);
+                                          idx.data_ptr<int32_t>(), g, o, nrows, bounds);
     });
     return {y, idx};
 }
 
 torch::Tensor max_conv_backward_image(torch::Tensor grad, torch::Tensor idx, std::vector<int64_t> shape,
-                                      std::vector<int64_t> kernel) {
+                                      std::vector<int64_t> kernel, int64_t groups) {
     grad = grad.contiguous();
     idx = idx.contiguous();
     auto gimg = torch::zeros(shape, grad.options());
     const ConvGeometry g = geometry(gimg, kernel);
     AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "max_conv_backward", [&] {
         max_conv_backward_kernel<scalar_t>(grad.data_ptr<scalar_t>(), idx.data_ptr<int32_t>(), gimg.data_ptr<scalar_t>(),
-                                           g, grad.size(1), shape[0]);
+                                           g, grad.size(1), shape[0], groups);
     });
     return gimg;
 }
@@ -462,7 +498,7 @@ torch::Tensor lse_forward(torch::Tensor u, torch::Tensor v, double alpha) {
     TORCH_CHECK(alpha > 0, "the LSE temperature alpha must be positive");
     u = u.contiguous();
     auto vt = v.t().contiguous();
-    auto max_out = max_forward_transposed(u, vt);
+    auto max_out = max_forward_transposed(u, vt, {0, u.size(1)});
     const int64_t n = u.size(0), k = u.size(1), o = v.size(0);
     auto y = torch::empty({n, o}, u.options());
     AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "lse_forward", [&] {
@@ -492,7 +528,7 @@ std::vector<torch::Tensor> lse_backward(torch::Tensor g, torch::Tensor u, torch:
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-    m.def("max_forward", &max_forward, "hard max-plus product: (y, first arg-max as int32)");
+    m.def("max_forward", &max_forward, "hard max-plus product per group: (y, first arg-max as int32)");
     m.def("max_backward", &max_backward, "scatter of the hard max's gradient to its arg-max");
     m.def("max_conv_forward", &max_conv_forward, "hard max-plus product of a convolution, read from the image");
     m.def("max_conv_backward_image", &max_conv_backward_image, "the image's gradient of max_conv_forward");
