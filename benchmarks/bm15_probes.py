@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bmhw.calibrate import capture
-from bmhw.checkpoint import load_checkpoint
+from bmhw.train.calibrate import capture
+from bmhw.models.checkpoint import load_checkpoint
 from bmhw.data import calibration_sample, load_dataset
-from bmhw.distill import KDConfig, knowledge_distill
+from bmhw.train.distill import KDConfig, knowledge_distill
 from bmhw.nn.layers import _BMNeuron, surrogate_gradient
 from bmhw.nn.maxplus import maxplus
-from bmhw.train import evaluate, to_tensor
+from bmhw.train.loop import evaluate, to_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

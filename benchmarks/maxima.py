@@ -1,6 +1,6 @@
 """Several maxima per neuron on the real MNIST: LeNet accuracy against cost (docs/results/maxima.md).
 
-Each cell is one training run (bmhw.methods) of the LeNet of docs/models.md, every weight layer a 1.5-branch
+Each cell is one training run (bmhw.train.methods) of the LeNet of docs/models.md, every weight layer a 1.5-branch
 BM layer with the exact max and the cell's maxima per layer (bmhw.nn.groups), distilled from the project's
 classical LeNet (examples/lenet_classical_mnist.pt) on the 60,000 training images and scored on the 10,000
 test images. Its cost is counted as exp evaluations per image (one per maximum: output positions x maxima
@@ -53,7 +53,7 @@ LAYOUTS = {
 NAMES = ("conv1", "conv2", "fc1", "fc2", "fc3")
 KD = dict(method="kd", lr=3e-3, batch_size=128, temperature=4.0, beta=1.0, kd_alpha=1.0, seed=0)
 
-# cell -> (layout, options of bmhw.methods.MethodConfig)
+# cell -> (layout, options of bmhw.train.methods.MethodConfig)
 CELLS = {
     "one-kd8": ("one", {**KD, "epochs": 8}),
     "channel-kd8": ("channel", {**KD, "epochs": 8}),
@@ -93,10 +93,10 @@ def exps_of(model) -> dict:
 
 
 def run_cell(name: str, data: Path) -> dict:
-    from bmhw import methods
-    from bmhw.checkpoint import load_checkpoint, save_checkpoint
+    from bmhw.train import methods
+    from bmhw.models.checkpoint import load_checkpoint, save_checkpoint
     from bmhw.data import load_dataset
-    from bmhw.train import evaluate
+    from bmhw.train.loop import evaluate
 
     layout, options = CELLS[name]
     images, labels = load_dataset("mnist", data, "train")
@@ -120,9 +120,9 @@ def run_cell(name: str, data: Path) -> dict:
 
 
 def references(data: Path) -> dict:
-    from bmhw.checkpoint import load_checkpoint
+    from bmhw.models.checkpoint import load_checkpoint
     from bmhw.data import load_dataset
-    from bmhw.train import evaluate
+    from bmhw.train.loop import evaluate
 
     test_images, test_labels = load_dataset("mnist", data, "test")
     g1 = load_checkpoint(G1_EXAMPLE).model

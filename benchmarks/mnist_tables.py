@@ -1,6 +1,6 @@
 """Tables 1 and 2 of the layer-wise distillation paper on the real MNIST: every cell trained and scored here.
 
-Each cell is one training run (bmhw.methods) of the LeNet of docs/models.md on the 60,000 training images,
+Each cell is one training run (bmhw.train.methods) of the LeNet of docs/models.md on the 60,000 training images,
 scored on the 10,000 test images, with the budget below. Results are kept in a JSON file as each cell ends,
 so the table can be run in pieces and resumed; docs/results/mnist.md is rewritten from it after every cell.
 
@@ -86,7 +86,7 @@ def cells() -> dict[str, dict]:
 
 
 def config_for(cell: dict):
-    from bmhw.methods import MethodConfig
+    from bmhw.train.methods import MethodConfig
 
     smooth = cell["reduce"] != "max" or cell["method"] == "lse-max"
     lr = MAX_LR if cell["reduce"] == "max" and cell["method"] != "lse-max" and cell["neuron"] == "bm15" else BUDGET["lr"]
@@ -110,10 +110,10 @@ def save_results(results: dict) -> None:
 
 
 def run_cell(name: str, cell: dict, data: Path, results: dict) -> None:
-    from bmhw.checkpoint import load_checkpoint
+    from bmhw.models.checkpoint import load_checkpoint
     from bmhw.data import load_dataset
-    from bmhw.methods import run
-    from bmhw.train import evaluate
+    from bmhw.train.methods import run
+    from bmhw.train.loop import evaluate
 
     images, labels = load_dataset("mnist", data, "train")
     test_images, test_labels = load_dataset("mnist", data, "test")
@@ -124,7 +124,7 @@ def run_cell(name: str, cell: dict, data: Path, results: dict) -> None:
     result = run(cell["method"], teacher, "lenet", images, labels, cfg)
     seconds = time.perf_counter() - start
     accuracy = evaluate(result.model, test_images, test_labels)
-    from bmhw.checkpoint import save_checkpoint
+    from bmhw.models.checkpoint import save_checkpoint
 
     # The trained network too (not in git: benchmarks/results/checkpoints/ is ignored), for later study.
     save_checkpoint(CHECKPOINTS / f"{name}.pt", result.model, method=cell["method"], accuracy=accuracy,
@@ -206,9 +206,9 @@ def main() -> None:
             print(f"{name:28s} paper {paper:7s} ours " + ("-" if got is None else f"{got['accuracy']:.2%}"))
         return
     if args.data is not None:
-        from bmhw.checkpoint import load_checkpoint
+        from bmhw.models.checkpoint import load_checkpoint
         from bmhw.data import load_dataset
-        from bmhw.train import evaluate
+        from bmhw.train.loop import evaluate
 
         test_images, test_labels = load_dataset("mnist", args.data, "test")
         results["teacher"] = evaluate(load_checkpoint(TEACHER).model, test_images, test_labels)

@@ -18,10 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from bmhw import golden
-from bmhw.checkpoint import load_checkpoint
+from bmhw.models.checkpoint import load_checkpoint
 from bmhw.data import calibration_sample, load_dataset
 from bmhw.quant import quantize
-from bmhw.train import predict
+from bmhw.train.loop import predict
 
 HERE = Path(__file__).resolve().parent
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from bmhw import ir
 from bmhw.errors import BmhwError
-from bmhw.intmath import round_shift
+from bmhw.ir.intmath import round_shift
 
 # Elements of the rows x outputs x fan-in sum tensor formed at once.
 CHUNK_ELEMENTS = 1 << 22

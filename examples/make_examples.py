@@ -7,8 +7,8 @@
    settings gives the same file).
 2. ``lenet_bm15_mnist.pt``: a 1.5-branch LeNet with the exact max everywhere, grown from the classical
    one by layer-wise knowledge distillation with a per-channel re-fit at each step that may mirror an
-   output (``bmhw.distill.layerwise_distill``), then fine-tuned as a whole by distillation from the
-   classical network (``bmhw.distill.knowledge_distill``) with the surrogate gradient, in three stages.
+   output (``bmhw.train.distill.layerwise_distill``), then fine-tuned as a whole by distillation from the
+   classical network (``bmhw.train.distill.knowledge_distill``) with the surrogate gradient, in three stages.
 3. ``lenet_bm15_mnist.bmq``: that network quantized with the default options (8-bit activations),
    calibrated on 2,000 training images (``bmhw quantize ... --data`` gives the same file).
 4. ``lenet_adder_direct_mnist.pt`` and ``lenet_adder_pkkd_mnist.pt`` (``--only adder``): AdderNet LeNets, one
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from bmhw.checkpoint import load_checkpoint, save_checkpoint
+from bmhw.models.checkpoint import load_checkpoint, save_checkpoint
 from bmhw.data import calibration_sample, load_dataset
-from bmhw.distill import KDConfig, LayerwiseConfig, knowledge_distill, layerwise_distill
+from bmhw.train.distill import KDConfig, LayerwiseConfig, knowledge_distill, layerwise_distill
 from bmhw.models import lenet
 from bmhw.nn.layers import surrogate_gradient
-from bmhw.train import evaluate, train_classifier
+from bmhw.train.loop import evaluate, train_classifier
 
 HERE = Path(__file__).resolve().parent
 

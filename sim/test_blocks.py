@@ -1,5 +1,5 @@
 """The unit benches (cocotb): each library block of one BM layer on its own, compared exactly with an
-independent Python reference (the formulas of docs/datapath.md through bmhw.intmath, the IR's tables,
+independent Python reference (the formulas of docs/datapath.md through bmhw.ir.intmath, the IR's tables,
 bmhw.golden), failing on the first mismatch with a message naming the block, the layer and the index.
 
 Two harnesses (sim/hdl/): ``bmhw_blocks_tb`` brings the ports of every block of a layer out
@@ -26,7 +26,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, SimTimeoutErro
 from bmhw import golden, ir
 from bmhw.backends.project import layer_names
 from bmhw.backends.verilog import ADDER_OPS, BISE_OPS, adder_layer_plan, bise_layer_plan, bm_layer_plan
-from bmhw.intmath import round_shift
+from bmhw.ir.intmath import round_shift
 from bmhw.sim.scoreboard import Mismatch, Scoreboard
 
 # Cycles from M into bmhw_exp_shift to E out (its documented pipeline).

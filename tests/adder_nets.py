@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bmhw.ir import QuantizedNet
-from bmhw.widths import infer_widths
+from bmhw.ir.widths import infer_widths
 
 
 def _adder(rng, name, op, in_shape, out_shape, fan_in, out_count, q_in, relu, act_bits, scale_bits, extra=None):

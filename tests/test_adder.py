@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import bmhw.nn.adder as adder
-from bmhw.checkpoint import load_checkpoint, save_checkpoint
+from bmhw.models.checkpoint import load_checkpoint, save_checkpoint
 from bmhw.errors import BmhwError
 from bmhw.models import build, create, describe, lenet, make_spec
 from bmhw.nn import AdderConv2d, AdderLinear, set_eta, to_adder

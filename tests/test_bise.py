@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from bmhw.errors import BmhwError
 from bmhw.models import create
 from bmhw.nn import BiSE, BiSELinear
-from bmhw.nn.bise import (activable_loss, binarizable, binarize_model, binary_forward, is_dilation, is_erosion,
-                          project, regularization)
+from bmhw.nn.bise_math import binarizable, binary_forward, is_dilation, is_erosion, project
+from bmhw.nn.bise_train import activable_loss, binarize_model, regularization
 
 
 def morph(x, se, op):
@@ -211,7 +211,7 @@ def test_bise_refuses_no_bias_and_resnet():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    from bmhw.checkpoint import load_checkpoint, save_checkpoint
+    from bmhw.models.checkpoint import load_checkpoint, save_checkpoint
     from bmhw.models import describe
 
     torch.manual_seed(2)
@@ -231,7 +231,7 @@ def test_signed_weights_are_literals():
     """A negative weight is a positive one on the complemented input: on every binary input, the float
     neuron thresholded at 1/2 equals the projected operator over literals whenever it is exactly binarisable,
     and the folded parameters satisfy the exact conditions."""
-    from bmhw.nn.bise import fold
+    from bmhw.nn.bise_math import fold
 
     rng = np.random.default_rng(11)
     xs = np.array(list(itertools.product([0, 1], repeat=5)), dtype=np.float32)
@@ -255,7 +255,7 @@ def test_signed_weights_are_literals():
 def test_project_tensor_matches_search():
     """The vectorised projection equals the explicit search: exact operator if any, else the argmin of the
     activable distances (smaller set, dilation first)."""
-    from bmhw.nn.bise import activable_distances, fold
+    from bmhw.nn.bise_math import activable_distances, fold
 
     rng = np.random.default_rng(12)
     w = rng.normal(0, 1, size=(40, 9))
@@ -277,7 +277,7 @@ def test_project_tensor_matches_search():
 
 def test_hard_mode_forwards_the_projection():
     """Straight-through mode: the forward value is the binarised network's, the gradient reaches the weights."""
-    from bmhw.nn.bise import set_hard
+    from bmhw.nn.bise_train import set_hard
 
     torch.manual_seed(3)
     model = create("lenet", "bise")
@@ -297,7 +297,7 @@ def test_data_project_recovers_operators_and_canonical_parameters():
     """On an exactly binarisable layer with signed weights, the data-driven projection finds operators that
     agree with the thresholded float neuron on every sample; set_operators writes them back as canonical
     exact parameters that project() returns unchanged."""
-    from bmhw.nn.bise import data_project, set_operators
+    from bmhw.nn.bise_train import data_project, set_operators
 
     torch.manual_seed(4)
     lin = BiSELinear(6, 3)
@@ -330,7 +330,7 @@ def test_cli_train_refit_widths_quantize_eval(tmp_path, synth_mnist):
     import io
     import re
 
-    from bmhw.checkpoint import load_checkpoint
+    from bmhw.models.checkpoint import load_checkpoint
     from bmhw.cli import main
 
     def run(argv):

@@ -1,11 +1,11 @@
-"""The per-channel re-fit of 1.5-branch layers (bmhw.calibrate)."""
+"""The per-channel re-fit of 1.5-branch layers (bmhw.train.calibrate)."""
 
 import math
 
 import torch
 from torch import nn
 
-from bmhw.calibrate import refit_bm15, refit_layer
+from bmhw.train.calibrate import refit_bm15, refit_layer
 from bmhw.models import lenet
 from bmhw.nn import BMConv2d, BMLinear, to_bm
 

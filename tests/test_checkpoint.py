@@ -1,4 +1,4 @@
-"""Tests for bmhw.checkpoint: round trips, atomic saving, and one-line errors for every bad file."""
+"""Tests for bmhw.models.checkpoint: round trips, atomic saving, and one-line errors for every bad file."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bmhw import __version__
-from bmhw.checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint
+from bmhw.models.checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint
 from bmhw.errors import BmhwError
 from bmhw.models import describe, lenet, resnet22
 
@@ -317,7 +317,7 @@ def test_garbage_that_confuses_the_unpickler(tmp_path, content):
 
 def test_refitted_resnet_round_trips(tmp_path):
     # The 1.5-branch re-fit gives bias-free ResNet convolutions a bias; the config must record it.
-    from bmhw.calibrate import refit_bm15
+    from bmhw.train.calibrate import refit_bm15
     from bmhw.nn import to_bm
 
     torch.manual_seed(0)

@@ -76,10 +76,10 @@ def test_every_layer_is_within_the_documented_bound_of_the_float_layer(act_bits,
 
 
 def test_the_example_twin_keeps_the_float_accuracy():
-    from bmhw.checkpoint import load_checkpoint
+    from bmhw.models.checkpoint import load_checkpoint
     from bmhw.data import load_mnist_sample
     from bmhw.resources import examples_dir
-    from bmhw.train import predict
+    from bmhw.train.loop import predict
 
     images, labels = load_mnist_sample()
     model = load_checkpoint(examples_dir() / "lenet_classical_mnist.pt").model

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bmhw.checkpoint import load_checkpoint
+from bmhw.models.checkpoint import load_checkpoint
 from bmhw.cli import main
 from bmhw.models import lenet
 
@@ -432,7 +432,7 @@ def test_quantize_errors(classical_ckpt, tmp_path, argv_tail, fragment):
 
 
 def test_quantize_refuses_a_network_mixing_bm_and_classical_layers(tmp_path):
-    from bmhw.checkpoint import save_checkpoint
+    from bmhw.models.checkpoint import save_checkpoint
     from bmhw.models import lenet
 
     mixed = save_checkpoint(tmp_path / "mixed.pt", lenet("bm15", layers={"fc3": {"neuron": "classical"}}))
@@ -462,7 +462,7 @@ def test_quantize_of_a_bmq_says_it_is_already_quantized(tmp_path):
 @pytest.fixture(scope="module")
 def adder_ckpt(workdir) -> Path:
     """A random adder LeNet (batch norms away from the identity, one negative gamma each) as a checkpoint."""
-    from bmhw.checkpoint import save_checkpoint
+    from bmhw.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = lenet("adder")
@@ -514,7 +514,7 @@ def test_adder_bad_scale_bits(adder_ckpt, tmp_path, bits):
 
 
 def test_quantize_refuses_a_network_mixing_adder_and_bm_layers(tmp_path):
-    from bmhw.checkpoint import save_checkpoint
+    from bmhw.models.checkpoint import save_checkpoint
 
     mixed = save_checkpoint(tmp_path / "mixed.pt", lenet("adder", layers={"fc3": {"neuron": "bm15"}}))
     code, _, err = run_main(["quantize", mixed, "-o", tmp_path / "m.bmq"])

@@ -1,12 +1,12 @@
-"""Layer-wise and whole-network distillation (bmhw.distill) on tiny synthetic data."""
+"""Layer-wise and whole-network distillation (bmhw.train.distill) on tiny synthetic data."""
 
 import numpy as np
 import torch
 
-from bmhw.distill import KDConfig, LayerwiseConfig, knowledge_distill, layerwise_distill
+from bmhw.train.distill import KDConfig, LayerwiseConfig, knowledge_distill, layerwise_distill
 from bmhw.models import describe, lenet
 from bmhw.nn.layers import _BMNeuron
-from bmhw.train import to_tensor, train_classifier
+from bmhw.train.loop import to_tensor, train_classifier
 from conftest import synthetic_mnist
 
 

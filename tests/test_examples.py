@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from bmhw.checkpoint import load_checkpoint
+from bmhw.models.checkpoint import load_checkpoint
 from bmhw.data import load_mnist_sample
 from bmhw.resources import examples_dir
-from bmhw.train import evaluate, to_tensor
+from bmhw.train.loop import evaluate, to_tensor
 
 IMAGES, LABELS = load_mnist_sample()
 

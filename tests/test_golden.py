@@ -549,7 +549,7 @@ def test_random_networks_match_reference(spec):
 
 @pytest.fixture(scope="module")
 def mnist_lenet(tmp_path_factory):
-    from bmhw.checkpoint import load_checkpoint
+    from bmhw.models.checkpoint import load_checkpoint
     from bmhw.data import load_mnist_sample
     from bmhw.ir import save_bmq
     from bmhw.quant import quantize

@@ -353,7 +353,7 @@ def random_bise_ir(seed: int, in_shape=(2, 7, 6), conv=(3, 3, 1, 1), pool=True, 
     """A random BiSE IR built from its tables (no torch): binarize, a padded BiSE convolution (conv = (O, k,
     stride, padding)), optional 2x2 max pooling, flatten, a hidden BiSE linear and the scores layer. Some
     rows of SE are full (every literal, padding included) and both polarities occur."""
-    from bmhw.intmath import width
+    from bmhw.ir.intmath import width
     from bmhw.ir import QuantizedNet
 
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""Rounding shifts and widths (bmhw.intmath), against their definitions in docs/datapath.md."""
+"""Rounding shifts and widths (bmhw.ir.intmath), against their definitions in docs/datapath.md."""
 
 import math
 from fractions import Fraction
@@ -6,7 +6,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from bmhw.intmath import rnd, round_shift, width
+from bmhw.ir.intmath import rnd, round_shift, width
 
 
 @pytest.mark.parametrize("a", range(-20, 21))

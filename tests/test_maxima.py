@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from bmhw.checkpoint import load_checkpoint, save_checkpoint
+from bmhw.models.checkpoint import load_checkpoint, save_checkpoint
 from bmhw.errors import BmhwError
 from bmhw.models import lenet
 from bmhw.nn import BMConv2d, BMLinear, to_bm
@@ -270,7 +270,7 @@ def test_old_checkpoints_load_as_one_max_and_give_the_logits_of_before():
     """examples/lenet_bm15_mnist.pt, saved before groups existed: one max per neuron, and on the built-in sample
     the logits bit for bit as the code before several maxima computed them (tests/data, recorded then)."""
     from bmhw.data.sample import load_mnist_sample
-    from bmhw.train import to_tensor
+    from bmhw.train.loop import to_tensor
 
     ckpt = load_checkpoint(EXAMPLES / "lenet_bm15_mnist.pt")
     assert all("maxima" not in spec for spec in ckpt.config["layers"].values())

@@ -1,4 +1,4 @@
-"""The training methods (bmhw.methods) and their losses (bmhw.distill) on tiny synthetic data."""
+"""The training methods (bmhw.train.methods) and their losses (bmhw.train.distill) on tiny synthetic data."""
 
 import copy
 import math
@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bmhw.distill import kd_loss, lwkd_loss, relative_mse, set_exact_max
+from bmhw.train.distill import kd_loss, lwkd_loss, relative_mse, set_exact_max
 from bmhw.errors import BmhwError
-from bmhw.methods import MethodConfig, bm_layers, convert_teacher, freeze_alpha, run
+from bmhw.train.methods import MethodConfig, bm_layers, convert_teacher, freeze_alpha, run
 from bmhw.models import create, describe, lenet
 from bmhw.nn import BMLinear
-from bmhw.train import to_tensor, train_classifier
+from bmhw.train.loop import to_tensor, train_classifier
 from conftest import synthetic_mnist
 
 
@@ -76,7 +76,7 @@ def test_every_method_lowers_the_loss_of_its_starting_point(teacher_and_data, me
 
 def test_lwkd_freezes_finished_layers_bit_for_bit_and_ends_all_bm(teacher_and_data):
     teacher, images, labels = teacher_and_data
-    from bmhw.distill import LayerwiseConfig, layerwise_distill
+    from bmhw.train.distill import LayerwiseConfig, layerwise_distill
 
     snapshots = []
     cfg = LayerwiseConfig(epochs_per_layer=0.5, batch_size=32, calib_images=64, reduce="lse", alpha=1.0,
@@ -113,7 +113,7 @@ def test_swapping_lse_for_the_max_keeps_every_weight_exactly():
 
 def test_lse_max_without_fine_tune_is_the_lse_network_with_the_max(teacher_and_data, monkeypatch):
     teacher, images, labels = teacher_and_data
-    import bmhw.methods as methods
+    import bmhw.train.methods as methods
 
     trained = {}
     original = methods.run
@@ -189,7 +189,7 @@ def test_methods_that_need_a_teacher_say_so():
 
 
 def test_a_learned_delta_w_trains_then_rounds_to_the_nearest_power_of_two():
-    from bmhw.distill import _learn_delta_w, _round_delta_w
+    from bmhw.train.distill import _learn_delta_w, _round_delta_w
 
     layer = BMLinear(5, 2, reduce="lse", alpha=1.0)
     _learn_delta_w(layer)
@@ -204,7 +204,7 @@ def test_a_learned_delta_w_trains_then_rounds_to_the_nearest_power_of_two():
 
 
 def test_swap_refit_brings_the_max_network_closer_to_the_lse_network(teacher_and_data):
-    from bmhw.methods import swap_to_max
+    from bmhw.train.methods import swap_to_max
 
     teacher, images, labels = teacher_and_data
     cfg = MethodConfig(neuron="bm15", reduce="lse", alpha=4.0, calib_images=128)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from test_cli import accuracy_of, assert_one_line_error, flat, ok, run_main
 
-from bmhw.checkpoint import load_checkpoint
+from bmhw.models.checkpoint import load_checkpoint
 from bmhw.models import lenet
 from bmhw.resources import examples_dir
 
@@ -34,7 +34,7 @@ def workdir(tmp_path_factory):
 def teacher_onnx(workdir, synth_arrays):
     """A classical LeNet trained in PyTorch on the synthetic MNIST and exported by torch.onnx.export: (its path,
     the PyTorch model)."""
-    from bmhw.train import train_classifier
+    from bmhw.train.loop import train_classifier
 
     torch.manual_seed(0)
     model = lenet()
@@ -55,7 +55,7 @@ def test_help_shows_the_onnx_commands():
 
 def test_classical_onnx_to_a_working_bm_network(teacher_onnx, synth_mnist, workdir):
     """Acceptance: PyTorch -> ONNX -> bmhw import-onnx -> convert -> distill: a working 1.5-branch network."""
-    from bmhw.train import evaluate
+    from bmhw.train.loop import evaluate
 
     path, model = teacher_onnx
     teacher = workdir / "teacher.pt"
@@ -136,12 +136,12 @@ def bad_inputs(tmp_path, teacher_onnx):
     model = onnx.load(teacher_onnx[0])
     next(n for n in model.graph.node if n.op_type == "Relu").op_type = "Softsign"
     onnx.save(model, folder / "softsign.onnx")
-    from bmhw import onnx_float
+    from bmhw.models import onnx_export as onnx_float
     from torch import nn
 
     onnx_float.export(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), folder / "small.onnx", (3, 2, 2))
     torch.manual_seed(0)
-    from bmhw.checkpoint import save_checkpoint
+    from bmhw.models.checkpoint import save_checkpoint
 
     save_checkpoint(folder / "bm4.pt", lenet("bm4"))
     return folder

@@ -1,4 +1,4 @@
-"""The float ONNX export (bmhw.onnx_float) run by onnxruntime against PyTorch.
+"""The float ONNX export (bmhw.models.onnx_export) run by onnxruntime against PyTorch.
 
 Every BM variant (4 and 1.5 branches; max, LSE, S-morph, L-morph at several temperatures; mirrored outputs;
 biases or none; convolutions with stride and padding), the classical layers, the reference LeNet and a small
@@ -14,12 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-from bmhw.backends.onnx_graph import metadata
+from bmhw.backends.onnx.graph import metadata
 from bmhw.errors import BmhwError
 from bmhw.models import lenet, resnet22
 from bmhw.nn import BMConv2d, BMLinear
-from bmhw import onnx_float
-from bmhw.onnx_run import session_from_model
+from bmhw.models import onnx_export as onnx_float
+from bmhw.backends.onnx.run import session_from_model
 
 RNG_IMAGES = np.random.default_rng(0).integers(0, 256, size=(6, 2, 9, 8), dtype=np.uint8)
 VARIANTS = [(branches, reduce, alpha) for branches in (1.5, 4)
@@ -91,7 +91,7 @@ def test_classical_layers():
 
 
 def test_example_lenets():
-    from bmhw.checkpoint import load_checkpoint
+    from bmhw.models.checkpoint import load_checkpoint
     from bmhw.data import load_mnist_sample
     from bmhw.resources import examples_dir
 

@@ -1,4 +1,4 @@
-"""ONNX import (bmhw.onnx_import): classical networks exported by PyTorch come back as bmhw models.
+"""ONNX import (bmhw.models.onnx_import): classical networks exported by PyTorch come back as bmhw models.
 
 Round trips torch -> ONNX (``torch.onnx.export(..., dynamo=False)``) -> import on LeNets and small ResNet-22s,
 with the graph variants exporters produce (dynamic or fixed batch, several opsets, a Reshape instead of a
@@ -21,7 +21,7 @@ from torch import nn
 
 from bmhw.errors import BmhwError
 from bmhw.models import LeNet, describe, lenet, resnet22
-from bmhw.onnx_import import import_onnx
+from bmhw.models.onnx_import import import_onnx
 
 
 def export(model: nn.Module, path, shape, dynamic: bool = True, **kwargs):
@@ -220,7 +220,7 @@ def test_operator_of_another_domain(lenet_onnx):
 def test_not_onnx(content, tmp_path):
     path = tmp_path / "model.onnx"
     if content == "checkpoint":
-        from bmhw.checkpoint import save_checkpoint
+        from bmhw.models.checkpoint import save_checkpoint
 
         save_checkpoint(path, lenet())
     else:

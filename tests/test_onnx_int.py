@@ -1,4 +1,4 @@
-"""The integer ONNX export (bmhw.backends.onnx_int) run by onnxruntime against the golden model, bit for bit.
+"""The integer ONNX export (bmhw.backends.onnx.integer) run by onnxruntime against the golden model, bit for bit.
 
 The graph is a third executor of docs/datapath.md, written without the golden model's code; these tests
 compare, with ``np.array_equal``, its logits and every layer's output with ``bmhw.golden.forward`` on random
@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from test_golden import EDGE_SPECS, mac_specs, net_specs, quantize_spec
 
 from bmhw import golden
-from bmhw.backends import onnx_int
-from bmhw.backends.onnx_graph import OPSET, PRODUCER, metadata
-from bmhw.onnx_run import golden_mismatch, session_from_model
+from bmhw.backends.onnx import integer as onnx_int
+from bmhw.backends.onnx.graph import OPSET, PRODUCER, metadata
+from bmhw.backends.onnx.run import golden_mismatch, session_from_model
 
 
 def run_all(net, codes: np.ndarray) -> dict:
@@ -120,7 +120,7 @@ def test_example_lenet_extreme_images(lenet_net):
 
 
 def test_mac_twin_of_the_example(lenet_net):
-    from bmhw.checkpoint import load_checkpoint
+    from bmhw.models.checkpoint import load_checkpoint
     from bmhw.data import load_mnist_sample
     from bmhw.quant import quantize_classical
     from bmhw.resources import examples_dir
@@ -165,7 +165,7 @@ def _run_helper(build, values: np.ndarray, *extra) -> np.ndarray:
     g.add_output(build(g, x), "y", np.int64, ["L"])
     import onnxruntime as ort
 
-    from bmhw.onnx_run import session_options
+    from bmhw.backends.onnx.run import session_options
 
     session = ort.InferenceSession(g.model("test", {}).SerializeToString(), session_options(1),
                                    providers=["CPUExecutionProvider"])

@@ -1,4 +1,4 @@
-"""PKKD (bmhw.pkkd): the kernel maps against hand-computed values, the loss, and short runs on synthetic data."""
+"""PKKD (bmhw.train.pkkd): the kernel maps against hand-computed values, the loss, and short runs on synthetic data."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bmhw.checkpoint import load_checkpoint, save_checkpoint
+from bmhw.models.checkpoint import load_checkpoint, save_checkpoint
 from bmhw.errors import BmhwError
-from bmhw.methods import MethodConfig, run
+from bmhw.train.methods import MethodConfig, run
 from bmhw.models import lenet
 from bmhw.nn import AdderConv2d, AdderLinear
-from bmhw.pkkd import (KernelAlign, PKKDConfig, gaussian_kernel_map, laplace_kernel_map, pkkd_distill, pkkd_loss,
+from bmhw.train.pkkd import (KernelAlign, PKKDConfig, gaussian_kernel_map, laplace_kernel_map, pkkd_distill, pkkd_loss,
                        progressive_weight)
-from bmhw.train import to_tensor, train_classifier
+from bmhw.train.loop import to_tensor, train_classifier
 from conftest import synthetic_mnist
 
 WIDTHS = (4, 6, 16, 12)

@@ -13,7 +13,7 @@ from bmhw.ir import dumps
 from bmhw.models import lenet
 from bmhw.nn import BMConv2d, BMLinear, to_bm
 from bmhw.quant import quantize
-from bmhw.widths import MAX_WIDTH
+from bmhw.ir.widths import MAX_WIDTH
 
 
 def random_net(seed=0):

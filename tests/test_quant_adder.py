@@ -15,7 +15,7 @@ from torch import nn
 
 from bmhw import golden
 from bmhw.errors import BmhwError
-from bmhw.intmath import round_shift
+from bmhw.ir.intmath import round_shift
 from bmhw.ir import dumps, load_bmq, save_bmq
 from bmhw.models import LeNet
 from bmhw.nn import BMLinear

@@ -7,9 +7,9 @@ import torch
 from bmhw import golden, ir
 from bmhw.errors import BmhwError
 from bmhw.models import create
-from bmhw.nn.bise import binarize_model
+from bmhw.nn.bise_train import binarize_model
 from bmhw.quant.bise import INPUT_CODE_THRESHOLD, quantize_bise
-from bmhw.train import to_tensor
+from bmhw.train.loop import to_tensor
 
 
 def random_bise_lenet(seed: int, widths=(4, 6, 12, 8), input_size=16):
@@ -146,7 +146,8 @@ def test_padded_conv_complemented_literals():
 def test_golden_equals_torch_after_layerwise_binarisation():
     """The data-driven layer-by-layer binarisation leaves exactly binarisable parameters: the IR reproduces
     its operators and the golden model equals the PyTorch binarised network bit for bit."""
-    from bmhw.nn.bise import binarize_layerwise, binarizable
+    from bmhw.nn.bise_math import binarizable
+    from bmhw.nn.bise_train import binarize_layerwise
 
     model = random_bise_lenet(6)
     images = random_images(10, 64, 16)

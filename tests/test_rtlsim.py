@@ -234,7 +234,7 @@ def test_mac_twin_with_fan_in_one_and_back_pressure(tmp_path):
 
 def test_lenet_mac_twin_is_bit_exact_and_a_corrupted_weight_is_caught(tmp_path):
     from bmhw.quant import quantize_classical
-    from bmhw.checkpoint import load_checkpoint
+    from bmhw.models.checkpoint import load_checkpoint
 
     images = load_dataset("mnist", None, "test")[0]
     model = load_checkpoint(examples_dir() / "lenet_classical_mnist.pt").model

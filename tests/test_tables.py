@@ -221,7 +221,7 @@ def test_random_model_tables(spec):
 
 
 def test_lenet_example_tables():
-    from bmhw.checkpoint import load_checkpoint
+    from bmhw.models.checkpoint import load_checkpoint
     from bmhw.data import load_mnist_sample
     from bmhw.quant import quantize
     from bmhw.resources import examples_dir

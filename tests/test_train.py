@@ -1,4 +1,4 @@
-"""Tests for bmhw.train: augmentation, training on the synthetic dataset, evaluation."""
+"""Tests for bmhw.train.loop: augmentation, training on the synthetic dataset, evaluation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bmhw.models import lenet
-from bmhw.train import TrainResult, evaluate, predict, random_shift, to_tensor, train_classifier
+from bmhw.train.loop import TrainResult, evaluate, predict, random_shift, to_tensor, train_classifier
 
 
 def shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:

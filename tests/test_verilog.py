@@ -183,7 +183,7 @@ def test_a_network_without_log_fraction_bits_is_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def twin():
-    from bmhw.checkpoint import load_checkpoint
+    from bmhw.models.checkpoint import load_checkpoint
     from bmhw.data import load_mnist_sample
     from bmhw.quant import quantize_classical
 
@@ -264,7 +264,7 @@ def test_mac_twin_synthesizes_with_one_multiplier_per_pe(tmp_path):
 
 def adder_ranges(w, mul, bias, q_max: int, relu: bool, r: int) -> dict:
     """The proven ranges of an adder layer, written from docs/datapath.md ("The adder layer", "Widths")."""
-    from bmhw.intmath import round_shift
+    from bmhw.ir.intmath import round_shift
 
     w, mul, bias = (np.asarray(t, dtype=object) for t in (w, mul, bias))
     far = np.maximum(abs(w), abs(q_max - w))  # the largest |q - W| over q in [0, q_max]
@@ -286,7 +286,7 @@ def random_adder_net(seed=3, in_shape=(2, 7, 6), convs=((3, 3, 2, 1, 0), (4, 1, 
     """A random adder network built directly as IR (convs: (out, k, stride, pad, pool); ReLU after every
     weight layer but the last). ``extreme``: templates and scales at the ends of their ranges."""
     from bmhw import ir
-    from bmhw.intmath import width
+    from bmhw.ir.intmath import width
 
     rng = np.random.default_rng(seed)
     layers, arrays = [], {}
@@ -417,7 +417,7 @@ def random_bise_net(seed=3, in_shape=(1, 7, 6), convs=((3, 3, 1, 1, 2), (4, 3, 2
     pool), flatten and linears, the last one the scores layer. Random structuring elements (at least one
     input each; some full rows, some single inputs), complemented inputs and dilations / erosions."""
     from bmhw import ir
-    from bmhw.intmath import width
+    from bmhw.ir.intmath import width
 
     rng = np.random.default_rng(seed)
     layers = [{"op": "binarize", "name": "binarize", "in_shape": list(in_shape), "out_shape": list(in_shape),

@@ -21,7 +21,7 @@ from bmhw.backends.project import resolve_pe
 from bmhw.errors import BmhwError
 from bmhw.resources import hls_dir, templates_dir
 # The kernels do their rounding shifts in 64-bit integers, like the golden model.
-from bmhw.widths import MAX_WIDTH
+from bmhw.ir.widths import MAX_WIDTH
 
 KERNELS_HEADER = "bmhw_layers.h"
 SIGNALS = ("q_in", "LN", "W", "T", "M", "I", "r", "EXP", "E", "S", "S_CSUM", "C", "B", "Y", "q_out")

@@ -19,7 +19,7 @@ import numpy as np
 from bmhw import __version__, ir
 from bmhw.backends.project import layer_names, parse_pe_options, resolve_pe, write_project  # noqa: F401
 from bmhw.errors import BmhwError
-from bmhw.intmath import width
+from bmhw.ir.intmath import width
 
 TOP = "bmhw_net"
 INPUT_BITS = 8  # image bytes: the network input codes are in [0, 255] (docs/datapath.md)

@@ -73,6 +73,11 @@ def group_bounds(fan_in: int, groups: int) -> tuple[int, ...]:
     return tuple((g * fan_in) // groups for g in range(groups + 1))
 
 
+def is_bm_layer(module) -> bool:
+    """A BM layer (bmhw.nn.layers), told by what it has: this module sits below the layers and imports none."""
+    return hasattr(module, "maxima") and hasattr(module, "out_count") and hasattr(module, "branches")
+
+
 def maxima_per_output(layer) -> "list[int]":
     """How many maxima (one exp each) every output of a BM layer takes: G, or with the sign split the number
     of (group, sign) pairs that hold at least one weight."""
@@ -97,11 +102,9 @@ def exps_per_image(model, image) -> dict[str, int]:
     costs one exp lookup and one add in hardware; a classical layer's multiply-accumulates are not counted."""
     import torch
 
-    from bmhw.nn.layers import _BMNeuron
-
     counts, hooks = {}, []
     for name, layer in model.named_modules():
-        if isinstance(layer, _BMNeuron):
+        if is_bm_layer(layer):
             def hook(mod, inputs, output, name=name):
                 positions = output[0].numel() // mod.out_count
                 counts[name] = positions * sum(maxima_per_output(mod))
@@ -139,11 +142,8 @@ def parse_maxima_options(values, layer_names) -> dict:
 
 def refuse_grouped(model, what: str) -> None:
     """One clear line where a stage that does not carry several maxima per neuron yet meets them."""
-    from bmhw.errors import BmhwError
-    from bmhw.nn.layers import _BMNeuron
-
     for name, layer in model.named_modules():
-        if isinstance(layer, _BMNeuron) and (layer.maxima != 1 or layer.split_sign):
+        if is_bm_layer(layer) and (layer.maxima != 1 or layer.split_sign):
             raise BmhwError(f"layer {name} has {Maxima(layer.maxima, layer.split_sign)} maxima per neuron: {what} "
                             "takes one max per neuron so far (the float network trains and evaluates; quantization "
                             "and hardware for several maxima are the next step)")

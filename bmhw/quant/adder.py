@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from bmhw.errors import BmhwError
-from bmhw.intmath import rnd
+from bmhw.ir.intmath import rnd
 from bmhw.ir import QuantizedNet
 from bmhw.nn.adder import AdderConv2d, _AdderNeuron
 from bmhw.quant.quantize import build_net

@@ -1,7 +1,7 @@
 """The integer IR of a binarised BiSE LeNet (docs/datapath.md, "The BiSE layer").
 
 From a trained BiSE network: every BiSE layer is projected onto its closest morphological operator
-(:func:`bmhw.nn.bise.project`) and written as ``bise_conv2d`` / ``bise_linear`` with the tables ``se`` (O x K
+(:func:`bmhw.nn.bise_math.project`) and written as ``bise_conv2d`` / ``bise_linear`` with the tables ``se`` (O x K
 of 0/1), ``op`` (O of 0 = dilation / 1 = erosion) and ``neg`` (O x K of 0/1: the input enters complemented,
 its weight is negative; 0 outside S); the image bytes are binarised first (``binarize``:
 code q -> 1 iff q >= 128, the code form of pixel >= 1/2). No calibration: every tensor is binary, only the
@@ -20,8 +20,9 @@ from bmhw import __version__
 from bmhw.errors import BmhwError
 from bmhw.ir import QuantizedNet
 from bmhw.models import LeNet
-from bmhw.nn.bise import INPUT_THRESHOLD, BiSE, _BiSENeuron, project
-from bmhw.intmath import width as width_of
+from bmhw.nn.bise import INPUT_THRESHOLD, BiSE, _BiSENeuron
+from bmhw.nn.bise_math import project
+from bmhw.ir.intmath import width as width_of
 
 # The code threshold of the input binarisation: the smallest byte q with q / 255 >= INPUT_THRESHOLD.
 INPUT_CODE_THRESHOLD = math.ceil(Fraction(INPUT_THRESHOLD) * 255)

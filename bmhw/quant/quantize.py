@@ -2,7 +2,7 @@
 
 The only place where the float model meets the integer datapath: it calibrates the activation scales
 on a batch of images, tabulates ln, exp, log-weights and biases, and derives every width
-(``bmhw.widths``). Everything downstream reads the ``QuantizedNet`` it returns.
+(``bmhw.ir.widths``). Everything downstream reads the ``QuantizedNet`` it returns.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from torch import nn
 from bmhw import __version__
 from bmhw.errors import BmhwError
 from bmhw.nn.groups import refuse_grouped
-from bmhw.intmath import rnd
+from bmhw.ir.intmath import rnd
 from bmhw.ir import QuantizedNet
 from bmhw.models import LeNet
 from bmhw.nn import BMConv2d
 from bmhw.nn.adder import AdderConv2d, _AdderNeuron
 from bmhw.nn.layers import _BMNeuron
-from bmhw.train import to_tensor
-from bmhw.widths import infer_widths
+from bmhw.train.loop import to_tensor
+from bmhw.ir.widths import infer_widths
 
 INPUT_SCALE = Fraction(1, 255)  # image bytes, as in training (bmhw.train.to_tensor)
 CORRECTION_SHIFT = 16  # H of docs/datapath.md

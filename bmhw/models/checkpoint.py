@@ -69,7 +69,7 @@ def load_checkpoint(path) -> Checkpoint:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
             raise BmhwError(f"{path} is a bare state dict, not a bmhw checkpoint: it lacks the model config; "
-                            "save models with bmhw.checkpoint.save_checkpoint (or bmhw train / convert)")
+                            "save models with bmhw.models.checkpoint.save_checkpoint (or bmhw train / convert)")
         raise BmhwError(f"{path} is a PyTorch file but not a bmhw checkpoint (no '{FORMAT}' format tag)")
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:

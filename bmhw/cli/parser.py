@@ -1,18 +1,12 @@
-"""The ``bmhw`` command line: ``bmhw train | convert | quantize | eval | export | csim | sim | gates | demo |
-import-onnx``; ``bmhw COMMAND --help`` for each.
-
-User mistakes raise :class:`bmhw.errors.BmhwError`; ``main`` prints them as one line on stderr and
-exits with status 2, leaving no partial output files behind (writers are atomic).
-"""
+"""The argument parser of the ``bmhw`` command line (``bmhw.cli.main`` runs it): every command, its options and
+their help texts; nothing here imports torch, so that ``bmhw --help`` answers at once."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from bmhw import __version__
-from bmhw.errors import BmhwError
 
 
 def _add_neuron_options(p: argparse.ArgumentParser, default_neuron: str | None) -> None:
@@ -57,7 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      "verified with cocotb and Verilator.")
     parser.add_argument("--version", action="version", version=f"bmhw {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_train_commands(sub)
+    _add_quantize_commands(sub)
+    _add_export_commands(sub)
+    _add_gates_command(sub)
+    _add_onnx_and_demo_commands(sub)
+    return parser
 
+
+def _add_train_commands(sub) -> None:
+    """bmhw train, distill and convert."""
     p = sub.add_parser("train", help="train a classical or BM network directly",
                        description="Train a reference network with Adam and a one-cycle schedule, evaluate it on "
                        "the test split and save a checkpoint.")
@@ -166,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_maxima_option(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="BM checkpoint to write")
 
+
+def _add_quantize_commands(sub) -> None:
+    """bmhw quantize and eval."""
     p = sub.add_parser("quantize", help="quantize a 1.5-branch BM (or a classical) checkpoint to the integer IR (.bmq)",
                        description="Calibrate activation scales, tabulate ln / exp / log-weights / biases and infer "
                        "every bit width (docs/datapath.md); write the .bmq file that every backend reads. A classical "
@@ -184,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("test", "train"), default="test", help="which split (default: test)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
 
+
+def _add_export_commands(sub) -> None:
+    """bmhw export, csim and sim."""
     p = sub.add_parser("export", help="generate a Vitis HLS C++ or a Verilog project from a quantized network",
                        description="--target hls: a Vitis HLS project (kernels, per-layer config, ROM tables, top "
                        "function with AXI-Stream ports, C testbench, run_hls.tcl, README). --target verilog: "
@@ -236,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pseudo-random gaps in the input stream and back-pressure on the output, to exercise the "
                    "handshakes (the cycles per image then exceed the analytical count)")
 
+
+def _add_gates_command(sub) -> None:
+    """bmhw gates."""
     p = sub.add_parser("gates", help="hardware cost of a network: BM against MAC, AdderNet and XNOR neurons",
                        description="Estimate, per BM layer and in total, the gates, flip-flops, table bits, gate "
                        "equivalents and arithmetic energy per inference of the network built from five kinds of "
@@ -268,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-mhz", type=float, default=100.0, help="clock nextpnr aims at (default: 100)")
     _add_quant_options(p)
 
+
+def _add_onnx_and_demo_commands(sub) -> None:
+    """bmhw import-onnx and demo."""
     p = sub.add_parser("import-onnx", help="import a classical CNN from ONNX as a bmhw checkpoint",
                        description="Read a classical CNN from an ONNX model (Conv, Gemm / MatMul, Relu, MaxPool, "
                        "Flatten / Reshape, residual Add, BatchNormalization folded into the layer before it) into bmhw's "
@@ -283,23 +298,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", type=Path, default=None, metavar="DIR",
                    help="folder with lenet_classical_mnist.pt, lenet_bm15_mnist.pt and lenet_bm15_mnist.bmq "
                    "(default: the bundled ones)")
-    return parser
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    # Imported here so that `bmhw --help` answers without loading torch.
-    from bmhw import commands
-
-    try:
-        return getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args) or 0
-    except BmhwError as err:
-        print(f"bmhw: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bmhw: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,7 @@ hand with ``onnx.helper`` from the layers' tensors (read as NumPy), in float32, 
 
 The graph takes ``image`` (float32, N x C x H x W, pixel intensities in [0, 1]) and returns ``logits``,
 then, unless ``layer_outputs`` is off, each weight layer's output (before its ReLU) under the layer's
-name. ``bmhw.onnx_run`` runs it; ``max_error`` measures it against PyTorch.
+name. ``bmhw.backends.onnx.run`` runs it; ``max_error`` measures it against PyTorch.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import onnx
 import torch
 from torch import nn
 
-from bmhw.backends.onnx_graph import Graph, save_model
+from bmhw.backends.onnx.graph import Graph, save_model
 from bmhw.errors import BmhwError
 from bmhw.nn.groups import refuse_grouped
 from bmhw.models import LeNet, ResNet22
@@ -103,7 +103,7 @@ class _FloatGraph(Graph):
 
     def _count(self, layer: _BMNeuron, sums: int) -> None:
         """Note the size of a layer's sums tensor per image (a smooth reduction keeps about four such tensors
-        alive at once): onnxruntime's batches are sized by the largest (bmhw.onnx_run)."""
+        alive at once): onnxruntime's batches are sized by the largest (bmhw.backends.onnx.run)."""
         self.elements = max(self.elements, sums * (1 if layer.reduce == "max" else 4))
 
     def bm_neuron(self, layer: _BMNeuron, x: str, positions: int, hint: str) -> str:
@@ -326,8 +326,8 @@ def torch_outputs(model: nn.Module, images: torch.Tensor, names) -> dict:
 def max_error(model: nn.Module, onnx_model: onnx.ModelProto, images: np.ndarray) -> dict:
     """For uint8 ``images``: per output, the largest |onnxruntime - PyTorch| relative to the largest
     |PyTorch| value of that output (the measure docs/onnx.md states the tolerance in)."""
-    from bmhw.onnx_run import session_from_model
-    from bmhw.train import to_tensor
+    from bmhw.backends.onnx.run import session_from_model
+    from bmhw.train.loop import to_tensor
 
     session = session_from_model(onnx_model)
     got = session.run(images)

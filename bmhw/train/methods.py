@@ -1,15 +1,15 @@
 """The training methods of the literature for BM networks (method.md section 3), one function each.
 
-* ``direct``: back-propagation on a BM network from scratch (``bmhw.train.train_classifier``).
+* ``direct``: back-propagation on a BM network from scratch (``bmhw.train.loop.train_classifier``).
 * ``layerwise`` / ``layerwise-freeze`` (Limonova et al.): from a trained classical network, convert one
   weight layer at a time, in network order, and fine-tune the whole network on the labels after each
   conversion; with freezing, a converted layer stops training once its fine-tune ends.
-* ``kd``: convert the whole teacher, then whole-network distillation (``bmhw.distill.knowledge_distill``).
-* ``lwkd``: layer-wise knowledge distillation (``bmhw.distill.layerwise_distill``), 1.5 branches.
+* ``kd``: convert the whole teacher, then whole-network distillation (``bmhw.train.distill.knowledge_distill``).
+* ``lwkd``: layer-wise knowledge distillation (``bmhw.train.distill.layerwise_distill``), 1.5 branches.
 * ``lse-max``: any of the above with LSE, then the exact max swapped in keeping every weight, then a
   distillation fine-tune (or a direct one when there is no teacher): no approximation left.
 * ``pkkd`` (Xu et al. 2020): an AdderNet student and the classical teacher trained together, kernel-mapped
-  features and soft labels, progressively handed over to the ground truth (``bmhw.pkkd``).
+  features and soft labels, progressively handed over to the ground truth (``bmhw.train.pkkd``).
 
 α learned per layer, then frozen (what the paper did): with ``learn_alpha_epochs > 0`` the temperatures are
 trainable for that many epochs at the start of ``direct`` and ``kd`` (a first, short run of the same
@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 
-from bmhw.distill import KDConfig, LayerwiseConfig, knowledge_distill, layerwise_distill, set_exact_max
+from bmhw.train.distill import KDConfig, LayerwiseConfig, knowledge_distill, layerwise_distill, set_exact_max
 from bmhw.errors import BmhwError
 from bmhw.nn import to_bm
 from bmhw.nn.layers import _BMNeuron, surrogate_gradient
-from bmhw.train import train_classifier
+from bmhw.train.loop import MethodResult, train_classifier
 
 METHODS = ("direct", "layerwise", "layerwise-freeze", "kd", "lwkd", "lse-max", "pkkd")
 NEEDS_TEACHER = ("layerwise", "layerwise-freeze", "kd", "lwkd", "pkkd")
@@ -73,7 +73,7 @@ class MethodConfig:
     surrogate_alpha: float | None = None
     # Maxima per neuron of the converted layers (bmhw.nn.groups): one value for all, or {layer name: value}.
     maxima: object = 1
-    # pkkd (bmhw.pkkd): the adder layers' adaptive learning-rate factor (0 or None: off), the co-trained
+    # pkkd (bmhw.train.pkkd): the adder layers' adaptive learning-rate factor (0 or None: off), the co-trained
     # teacher's peak learning rate (None: lr).
     eta: float | None = 0.1
     teacher_lr: float | None = None
@@ -102,13 +102,6 @@ class MethodConfig:
         for name in ("epochs", "epochs_per_layer", "finetune_epochs", "lr", "learn_alpha_epochs"):
             if getattr(self, name) < 0 or (name == "lr" and self.lr <= 0):
                 raise BmhwError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-
-
-@dataclass
-class MethodResult:
-    model: nn.Module
-    seconds: float
-    log: list = field(default_factory=list)
 
 
 def bm_layers(model: nn.Module) -> dict[str, _BMNeuron]:
@@ -198,9 +191,9 @@ def convert_teacher(teacher: nn.Module, cfg: MethodConfig, reduce: str, images=N
     student = _convert(teacher, cfg, reduce, learn_alpha=cfg.learn_alpha_epochs > 0)
     refit = cfg.refit if cfg.refit is not None else (cfg.neuron == "bm15" and reduce == "max")
     if refit and images is not None:
-        from bmhw.calibrate import refit_bm15
+        from bmhw.train.calibrate import refit_bm15
         from bmhw.data import calibration_sample
-        from bmhw.train import to_tensor
+        from bmhw.train.loop import to_tensor
 
         refit_bm15(student, teacher, to_tensor(calibration_sample(images, cfg.calib_images, cfg.seed)),
                    signed=cfg.signed)
@@ -249,12 +242,12 @@ def lse_max(teacher: nn.Module | None, arch: str, images, labels, cfg: MethodCon
 
 def swap_to_max(model: nn.Module, images=None, cfg: MethodConfig | None = None) -> None:
     """Every BM layer's reduction becomes the exact max, weights kept. With ``images`` (1.5 branches), each
-    layer in turn is then re-scaled to its LSE output on a calibration batch (bmhw.calibrate)."""
+    layer in turn is then re-scaled to its LSE output on a calibration batch (bmhw.train.calibrate)."""
     smooth = copy.deepcopy(model).eval() if images is not None else None
     if smooth is not None:
-        from bmhw.calibrate import capture, refit_scale_offset
+        from bmhw.train.calibrate import capture, refit_scale_offset
         from bmhw.data import calibration_sample
-        from bmhw.train import to_tensor
+        from bmhw.train.loop import to_tensor
 
         calib = to_tensor(calibration_sample(images, cfg.calib_images, cfg.seed))
     model.eval()
@@ -290,7 +283,7 @@ def _run(method, teacher, arch, images, labels, cfg, quiet, student) -> MethodRe
     if method == "lwkd":
         return lwkd(teacher, images, labels, cfg, quiet)
     if method == "pkkd":
-        from bmhw.pkkd import run_pkkd
+        from bmhw.train.pkkd import run_pkkd
 
         return run_pkkd(teacher, images, labels, cfg, quiet)
     return lse_max(teacher, arch, images, labels, cfg, quiet)

@@ -3,7 +3,7 @@
 Every step of docs/datapath.md becomes standard ONNX operators on int64 tensors (the operator mapping
 is tabled in docs/onnx.md); onnxruntime then computes the network, and the result must equal the golden
 model bit for bit. This writer is derived from docs/datapath.md alone: it does not call, or share code
-with, ``bmhw.golden`` or ``bmhw.intmath``, so that a mistake in one of them cannot hide in the other.
+with, ``bmhw.golden`` or ``bmhw.ir.intmath``, so that a mistake in one of them cannot hide in the other.
 It reads the IR (``bmhw.ir.QuantizedNet``) and uses NumPy and onnx only, never torch.
 
 The graph takes ``codes`` (int64, N x C x H x W: the image bytes, 0 .. 255) and returns ``logits``
@@ -20,7 +20,7 @@ import onnx
 from onnx import TensorProto
 
 from bmhw import ir
-from bmhw.backends.onnx_graph import Graph, save_model
+from bmhw.backends.onnx.graph import Graph, save_model
 from bmhw.errors import BmhwError
 
 INPUT = "codes"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bmhw.backends.onnx_graph import load_model, metadata
+from bmhw.backends.onnx.graph import load_model, metadata
 from bmhw.errors import BmhwError
 
 # Elements of the largest intermediate tensor (an add-max or LSE tensor) per batch: the batch is sized so

@@ -7,7 +7,7 @@ place where pixels become floats; the hardware reads the same bytes as activatio
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -56,6 +56,15 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     batch = torch.arange(b)[:, None, None, None]
     chan = torch.arange(x.shape[1])[None, :, None, None]
     return padded[batch, chan, rows, cols]
+
+
+@dataclass
+class MethodResult:
+    """A trained network from one of the methods (bmhw.train.methods, bmhw.train.pkkd), its wall time and log."""
+
+    model: nn.Module
+    seconds: float
+    log: list = field(default_factory=list)
 
 
 @dataclass

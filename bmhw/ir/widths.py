@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bmhw.errors import BmhwError
-from bmhw.intmath import round_shift, width
+from bmhw.ir.intmath import round_shift, width
 
 # The golden model computes in 64-bit integers; keep one bit of headroom for intermediate sums.
 MAX_WIDTH = 62

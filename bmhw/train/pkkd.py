@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bmhw.distill import _batches, relative_mse
+from bmhw.train.distill import _batches, relative_mse
 from bmhw.errors import BmhwError
 from bmhw.nn.adder import DEFAULT_ETA, _AdderNeuron, adder_layers, set_eta, to_adder
-from bmhw.train import make_progress, random_shift, to_tensor
+from bmhw.train.loop import MethodResult, make_progress, random_shift, to_tensor
 
 
 @dataclass
@@ -239,8 +239,7 @@ def pkkd_distill(teacher: nn.Module, images: np.ndarray, labels: np.ndarray, cfg
 
 
 def run_pkkd(teacher: nn.Module, images, labels, cfg, quiet: bool = False):
-    """``bmhw.methods.run("pkkd", ...)``: a MethodConfig in, a MethodResult (the adder student) out."""
-    from bmhw.methods import MethodResult
+    """``bmhw.train.methods.run("pkkd", ...)``: a MethodConfig in, a MethodResult (the adder student) out."""
 
     eta = getattr(cfg, "eta", DEFAULT_ETA)
     if eta is not None and eta < 0:

@@ -23,7 +23,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from bmhw.backends.onnx_graph import load_model
+from bmhw.backends.onnx.graph import load_model
 from bmhw.errors import BmhwError
 
 SUPPORTED = ("Conv", "Gemm", "MatMul", "Relu", "MaxPool", "Flatten", "Reshape", "Add", "BatchNormalization",
@@ -590,7 +590,7 @@ def _build(arch: str, args: dict, layers: dict) -> nn.Module:
 
 def _check(model: nn.Module, onnx_model, batch, in_shape, path: Path) -> float:
     """|onnxruntime - PyTorch| of the logits on random images, relative to their largest magnitude."""
-    from bmhw.onnx_run import session_from_model
+    from bmhw.backends.onnx.run import session_from_model
 
     session = session_from_model(onnx_model, path)
     images = np.random.default_rng(0).integers(0, 256, size=(batch or 4, *in_shape), dtype=np.uint8)

@@ -2,7 +2,7 @@
 
 The student is built one weight layer at a time. At step k the BM layers 1..k-1 are trained and
 frozen; layer k is converted from the teacher's (current) layer k, re-fitted on a calibration batch
-(``bmhw.calibrate``) and then trained. Its output runs on through the teacher's layers k+1..n, which
+(``bmhw.train.calibrate``) and then trained. Its output runs on through the teacher's layers k+1..n, which
 keep training (giving ``output1``); the teacher's own path gives ``output2``::
 
     L = beta * relMSE(student stage k, teacher stage k) + CE(output1, y) + CE(output2, y)
@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bmhw.calibrate import is_grouped, power_of_two_delta_w, refit_layer
+from bmhw.train.calibrate import is_grouped, power_of_two_delta_w, refit_layer
 from bmhw.data import calibration_sample
 from bmhw.nn import to_bm
 from bmhw.nn.convert import maxima_for
-from bmhw.train import make_progress, random_shift, to_tensor
+from bmhw.train.loop import make_progress, random_shift, to_tensor
 
 
 def _batches(n: int, batch_size: int, steps: int, gen: torch.Generator):
@@ -81,7 +81,7 @@ class LayerwiseConfig:
     # ``alpha_end`` over the layer's step; then ``max_epochs`` more with the exact max (LSE -> MAX per layer).
     alpha_end: float | None = None
     max_epochs: float = 0.0
-    # Re-fit each converted layer on a calibration batch (bmhw.calibrate); a conversion to LSE at alpha 1
+    # Re-fit each converted layer on a calibration batch (bmhw.train.calibrate); a conversion to LSE at alpha 1
     # is exact and needs none.
     refit: bool = True
     # Each new layer's temperature is trained during its step (then frozen with the layer).
@@ -89,7 +89,7 @@ class LayerwiseConfig:
     # Train the layer's offset dw during the smooth phase, then round it to the nearest power of two (the
     # hardware's shift) before the exact-max phase.
     learn_delta_w: bool = False
-    # The re-fit may give an output channel the mirrored sign (bmhw.calibrate.refit_layer).
+    # The re-fit may give an output channel the mirrored sign (bmhw.train.calibrate.refit_layer).
     signed: bool = False
     # Maxima per neuron of each new layer (bmhw.nn.groups): one value for all, or {layer name: value}.
     maxima: object = 1

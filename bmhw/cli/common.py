@@ -1,0 +1,126 @@
+"""What the command modules share: the console, checks of arguments, dataset and checkpoint helpers, and
+quantizing a checkpoint with the command line's options."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bmhw.models.checkpoint import load_checkpoint
+from bmhw.data import calibration_sample, load_dataset
+from bmhw.errors import BmhwError
+from bmhw.models import DATASETS, arch_name
+
+# Lines never wrap (a path or a command in a message stays whole: soft_wrap), and when the output is not a terminal
+# (a file, a pipe) tables are laid out at the width they need instead of 80 columns, so that no number or name is
+# cut; on a terminal rich follows its width.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
+
+
+def heading(text: str) -> None:
+    """A command's first line, naming what it works on (a path in a table's title would wrap with it)."""
+    console.print(text, highlight=False)
+
+
+def _dataset_of(model) -> str:
+    return DATASETS[arch_name(model)]
+
+
+def _limit(images, labels, limit):
+    if limit is not None:
+        if limit < 1:
+            raise BmhwError(f"--limit must be at least 1, got {limit}")
+        images, labels = images[:limit], labels[:limit]
+    return images, labels
+
+
+def _check_positive(**values):
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            raise BmhwError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def _is_classical(config: dict) -> bool:
+    return all(spec["neuron"] == "classical" for spec in config["layers"].values())
+
+
+def _summary(title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def _check_arch(model, expected: str, option: str, path) -> None:
+    if arch_name(model) != expected:
+        raise BmhwError(f"{option} {path} holds a {arch_name(model)}, not a {expected}: pass --model {arch_name(model)}")
+
+
+def _training_data(args, dataset: str, command: str):
+    if args.data is None:
+        raise BmhwError(f"bmhw {command} needs --data DIR with the {dataset} training files (the built-in sample "
+                        "has test images only)")
+    return _limit(*load_dataset(dataset, args.data, "train"), args.limit)
+
+
+def _is_bmq(path: Path) -> bool:
+    return path.suffix == ".bmq"
+
+
+def _is_onnx(path: Path) -> bool:
+    return path.suffix == ".onnx"
+
+
+def _quantize(args, ckpt=None):
+    """Quantize the checkpoint ``args.checkpoint`` (or ``ckpt``, already loaded from it) with the options of bmhw
+    quantize: a BM network, or the MAC twin of a classical one."""
+    from bmhw.quant import QuantOptions, quantize, quantize_classical
+
+    opts = QuantOptions(args.act_bits, args.log_frac_bits, args.exp_frac_bits, args.guard_bits)
+    opts.check()
+    _check_positive(calib_images=args.calib_images)
+    ckpt = ckpt or load_checkpoint(args.checkpoint)
+    if any(spec["neuron"] == "bise" for spec in ckpt.config["layers"].values()):
+        from bmhw.quant.bise import quantize_bise  # binarised: no calibration (docs/datapath.md, "The BiSE layer")
+
+        return quantize_bise(ckpt.model, meta={"source": Path(args.checkpoint).name})
+    if any(spec["neuron"] == "adder" for spec in ckpt.config["layers"].values()):
+        from bmhw.quant.adder import check_scale_bits, quantize_adder  # docs/datapath.md, "The adder layer"
+
+        opts = {"act_bits": args.act_bits, "scale_bits": check_scale_bits(getattr(args, "scale_bits", 16))}
+        quantizer = quantize_adder
+    elif _is_classical(ckpt.config):
+        opts = {"act_bits": args.act_bits, "weight_bits": args.weight_bits}
+        quantizer = quantize_classical
+    else:
+        from bmhw.nn.groups import refuse_grouped
+
+        refuse_grouped(ckpt.model, "the quantizer (and so the HLS, Verilog, integer ONNX and gates backends)")
+        opts, quantizer = vars(opts), quantize
+    dataset = _dataset_of(ckpt.model)
+    if args.data is None:
+        images, _ = load_dataset(dataset, None, "test")
+        console.print("[yellow]calibrating on the built-in MNIST sample (test images); pass --data DIR to "
+                      "calibrate on training images[/yellow]")
+        source = "built-in MNIST sample"
+    else:
+        images, _ = load_dataset(dataset, args.data, "train")
+        source = f"{dataset} train split"
+    return quantizer(ckpt.model, calibration_sample(images, args.calib_images), **opts,
+                     meta={"source": Path(args.checkpoint).name, "calibration": source})
+
+
+def _load_or_quantize(args):
+    from bmhw.ir import load_bmq
+
+    if _is_bmq(Path(args.model)):
+        return load_bmq(args.model)
+    if Path(args.model).suffix == ".pt":
+        args.checkpoint = args.model
+        return _quantize(args)
+    raise BmhwError(f"{args.model}: give a quantized network (.bmq) or a checkpoint (.pt)")

@@ -1,0 +1,83 @@
+"""bmhw quantize and bmhw eval."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from bmhw.models.checkpoint import load_checkpoint
+from bmhw.data import load_dataset
+from bmhw.errors import BmhwError
+from bmhw.cli.common import heading, _dataset_of, _is_bmq, _is_onnx, _limit, _quantize, console
+
+
+def cmd_quantize(args) -> int:
+    from bmhw.ir import save_bmq
+
+    if _is_bmq(Path(args.checkpoint)):
+        raise BmhwError(f"{args.checkpoint} is already a quantized network: bmhw quantize takes a 1.5-branch BM "
+                        "or a classical checkpoint (.pt)")
+    net = _quantize(args)
+    save_bmq(net, args.output)
+    heading(f"bmhw quantize: {args.output}" + (" (MAC twin)" if net.is_mac else ""))
+    table = Table(title="per layer: scales and widths (bits)")
+    adder = net.is_adder
+    for column in ("layer", "op", "out shape", "output scale",
+                   "shift R" if adder else "accumulator scale" if net.is_mac else "G",
+                   "adder sum" if adder else "product" if net.is_mac else "PE sum T", "accumulator Y"):
+        table.add_column(column)
+    for layer in net.layers:
+        row = [layer["name"], layer["op"], "x".join(map(str, layer["out_shape"]))]
+        if "widths" in layer and layer["op"].startswith("adder_"):  # AdderNet: R, the ACC and Y widths
+            row += [f"2^{layer['out_scale_exp']}", f"R = {layer['R']}", f"ACC {layer['widths']['ACC']} bits",
+                    f"{layer['widths']['Y']} bits"]
+        elif "widths" in layer and not layer["op"].startswith("bise_"):
+            scale = f"2^{layer['acc_scale_exp']}" if net.is_mac else str(layer["G"])
+            row += [f"2^{layer['out_scale_exp']}", scale, f"{layer['widths']['P' if net.is_mac else 'T']} bits",
+                    f"{layer['widths']['Y']} bits"]
+        table.add_row(*row)
+    console.print(table)
+    if net.is_mac:
+        console.print(f"wrote {args.output}: the MAC twin of a classical network ({args.weight_bits}-bit weights); "
+                      "export it with --target verilog")
+    else:
+        console.print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from bmhw.train.loop import predict
+
+    path = Path(args.checkpoint)
+    if _is_onnx(path):
+        from bmhw.backends.onnx import run as onnx_run
+
+        runner = onnx_run.load(path)
+        dataset, classify = runner.dataset, runner.predict
+        what = " (onnxruntime" + (", integer graph" if runner.kind == "integer" else "") + ")"
+    elif _is_bmq(path):
+        from bmhw import golden
+        from bmhw.ir import load_bmq
+
+        net = load_bmq(path)
+        if tuple(net.input_shape) != (1, 28, 28):
+            raise BmhwError(f"{path} takes inputs of shape {tuple(net.input_shape)}; bmhw eval feeds MNIST")
+        dataset, what, classify = "mnist", " (integer golden model)", lambda x: golden.predict(net, x)
+    else:
+        model = load_checkpoint(path).model
+        dataset, what, classify = _dataset_of(model), "", lambda x: predict(model, x)
+    images, labels = _limit(*load_dataset(dataset, args.data, args.split), args.limit)
+    start = time.perf_counter()
+    accuracy = float((classify(images) == labels).mean())
+    source = "the built-in MNIST sample" if args.data is None else str(args.data)
+    console.print(f"{path}{what}: {len(images)} {args.split} images of {source}, {time.perf_counter() - start:.1f} s")
+    print(f"accuracy: {accuracy * 100:.2f}%")
+    if not _is_onnx(path) and not _is_bmq(path):
+        from bmhw.nn.bise_train import binarize_model, bise_layers
+
+        if bise_layers(model):  # a BiSE checkpoint: also the binarised network (docs/training.md, "BiSE")
+            binarize_model(model)
+            print(f"binarised accuracy: {float((classify(images) == labels).mean()) * 100:.2f}%")
+    return 0
