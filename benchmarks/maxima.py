@@ -68,6 +68,9 @@ CELLS = {
     "allK-kd3": ("all-K", {**KD, "epochs": 3}),
     "chsign-lns3-sur-kd20": ("channel-sign-lns3", {**KD, "epochs": 20, "surrogate_alpha": 4.0, "shift": 1}),
     "rich-lns3-sur-kd12": ("rich-sign-lns3", {**KD, "epochs": 12, "surrogate_alpha": 4.0}),
+    # Second stages: on the outputs alone (no feature MSE), a lower rate, shifted images.
+    "chsign-lns3-sur-kd20+ft10": ("channel-sign-lns3", {**KD, "epochs": 10, "surrogate_alpha": 4.0, "shift": 1,
+                                                        "beta": 0.0, "lr": 1e-3, "from": "chsign-lns3-sur-kd20"}),
 }
 
 
@@ -104,9 +107,11 @@ def run_cell(name: str, data: Path) -> dict:
     teacher = load_checkpoint(TEACHER).model
     method = options["method"]
     cfg = methods.MethodConfig(neuron="bm15", reduce="max", maxima=maxima_of(layout),
-                               **{k: v for k, v in options.items() if k != "method"})
+                               **{k: v for k, v in options.items() if k not in ("method", "from")})
+    # A later stage starts from the network an earlier cell trained (whole-network KD of that student).
+    student = load_checkpoint(CHECKPOINTS / f"{options['from']}.pt").model if "from" in options else None
     start = time.perf_counter()
-    result = methods.run(method, teacher, "lenet", images, labels, cfg, quiet=True)
+    result = methods.run(method, teacher, "lenet", images, labels, cfg, quiet=True, student=student)
     seconds = time.perf_counter() - start
     accuracy = evaluate(result.model, test_images, test_labels)
     CHECKPOINTS.mkdir(parents=True, exist_ok=True)
@@ -157,7 +162,9 @@ def render(results: dict) -> str:
              "| --- | --- | --- | ---: | ---: | ---: | --- |"]
     for name, cell in results["cells"].items():
         opts = cell["options"]
-        recipe = opts["method"] + (f" {opts['epochs']} epochs" if "epochs" in opts else "") + \
+        recipe = (f"after {opts['from']}: " if "from" in opts else "") + opts["method"] + \
+            (f" {opts['epochs']} epochs" if "epochs" in opts else "") + \
+            (f", lr {opts['lr']:g}, feature MSE weight {opts['beta']:g}" if "from" in opts else "") + \
             (f", surrogate alpha {opts['surrogate_alpha']:g}" if opts.get("surrogate_alpha") else "") + \
             (f", shifts of {opts['shift']} px" if opts.get("shift") else "")
         lines.append(f"| {name} | {'/'.join(LAYOUTS[cell['layout']])} | {recipe} | {_pct(cell['accuracy'])} | "

@@ -100,3 +100,12 @@ def test_the_cycle_check_can_fail(tmp_path):
     graph = {name: _imports(path, modules) for name, path in modules.items()}
     assert graph == {"bmhw.a": {"bmhw.b"}, "bmhw.b": {"bmhw.a"}}
     assert find_cycles(graph) == [["bmhw.a", "bmhw.b", "bmhw.a"]]
+
+
+def test_modules_stay_small_and_the_top_holds_only_plumbing():
+    """No Python module over 400 lines; at the top of bmhw/ only plumbing and the golden model."""
+    long = [f"{p.relative_to(PACKAGE)}: {n}" for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400]
+    assert long == []
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert top == ["__init__.py", "atomic.py", "errors.py", "golden.py", "logs.py", "resources.py"]

@@ -363,7 +363,7 @@ def test_mirrored_outputs_negate_the_neuron_but_not_the_bias(reduce, kind):
 def test_a_mirrored_conversion_at_lse_alpha_one_is_exact():
     # With s = -1 the log-weights are ln(dw - w): exp LSE_1 sums (x + dx)(dw - w) and the identity
     # sum w x = -[sum (x + dx)(dw - w) - dw sum x - dx sum (dw - w)] still holds.
-    from bmhw.nn.layers import log_weights_15
+    from bmhw.nn.logweights import log_weights_15
 
     torch.manual_seed(3)
     classical = nn.Linear(7, 4).double()

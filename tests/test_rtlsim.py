@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+from bmhw import ir
 from bmhw.backends import rtlsim, verilog
 from bmhw.data import load_dataset
 from bmhw.errors import BmhwError
@@ -308,7 +309,7 @@ def test_a_quantized_adder_sequential_is_bit_exact(tmp_path):
                 module.running_var.uniform_(10, 400)
     model.eval()
     net = quantize_adder(model, random_images(16, shape=(2, 7, 6), seed=6), act_bits=5, scale_bits=12)
-    assert any(int(v) < 0 for layer in net.layers if layer["op"] in verilog.ADDER_OPS
+    assert any(int(v) < 0 for layer in net.layers if layer["op"] in ir.ADDER_OPS
                for v in net.table(layer, "scale"))
     project = verilog.export(net, tmp_path / "rtl", pe=2)
     result = rtlsim.run(project, small_images())

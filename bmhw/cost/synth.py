@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from bmhw.backends import verilog_plans
 from bmhw.errors import BmhwError
 from bmhw.logs import first_problem
 
@@ -208,10 +209,10 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
             continue
         costs = network.layer_costs(net, layer, name, pe, weight_bits, twin)
         all_costs.append(costs)
-        bm = verilog.bm_layer_plan(net, layer, name, pe)["params"]
+        bm = verilog_plans.bm_layer_plan(net, layer, name, pe)["params"]
         if twin is not None:
             mac_layer = twin.layers[index]
-            mac = verilog.mac_layer_plan(twin, mac_layer, name, pe)["params"]
+            mac = verilog_plans.mac_layer_plan(twin, mac_layer, name, pe)["params"]
             mac_project, mac_sources = twin_project, twin_sources
         else:
             acc = network.mac_accumulator_bits(int(bm["Q_W"]), weight_bits, int(layer["fan_in"]))
@@ -229,7 +230,7 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
         if first is None:
             first = name
             # The schedule and window addressing both layers share, which the model leaves out.
-            blocks.append(("both", project, sources, "bmhw_layer_scan", verilog.layer_geometry(layer, pe), Cost(),
+            blocks.append(("both", project, sources, "bmhw_layer_scan", verilog_plans.layer_geometry(layer, pe), Cost(),
                            f"{name} control (not modelled)"))
             blocks.append(("bm15", project, sources, "bmhw_bm_layer", bm, costs["bm15"].cost, f"{name} layer"))
             if twin is not None:
@@ -251,18 +252,16 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
 
 
 def _adder_blocks(net, layer, name, pe, first):
-    from bmhw.backends import verilog
 
-    params = verilog.adder_layer_plan(net, layer, name, pe)["params"]
+    params = verilog_plans.adder_layer_plan(net, layer, name, pe)["params"]
     return {"X_W": params["Q_W"], **{key: params[key] for key in ("WT_W", "D_W", "ABS_W", "ACC_W")}}, params
 
 
 def _bise_blocks(net, layer, name, pe, first):
-    from bmhw.backends import verilog
 
     # The first layer reads the image codes: its plan carries the binarisation threshold folded into it.
-    threshold = verilog.bise_input_threshold(net, layer) if first else None
-    params = verilog.bise_layer_plan(net, layer, name, pe, threshold)["params"]
+    threshold = verilog_plans.bise_input_threshold(net, layer) if first else None
+    params = verilog_plans.bise_layer_plan(net, layer, name, pe, threshold)["params"]
     return {"ACC_W": params["ACC_W"]}, params
 
 
@@ -298,7 +297,7 @@ def synth_family_blocks(project: Path, net, pes: list, kind: str, progress=None,
             blocks.append((f"{prefix}_array", {"PE": pe, **pe_params}, cost.pe_cost * pe, f"{name} PE array of {pe}"))
         if first is None:
             first = name
-            blocks.append(("bmhw_layer_scan", verilog.layer_geometry(layer, pe), Cost(),
+            blocks.append(("bmhw_layer_scan", verilog_plans.layer_geometry(layer, pe), Cost(),
                            f"{name} control (not modelled)"))
             blocks.append((f"{prefix}_layer", layer_params, cost.cost, f"{name} layer"))
         for module, module_params, analytical, block in blocks:

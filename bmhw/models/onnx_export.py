@@ -26,7 +26,8 @@ from bmhw.backends.onnx.graph import Graph, save_model
 from bmhw.errors import BmhwError
 from bmhw.nn.groups import refuse_grouped
 from bmhw.models import LeNet, ResNet22
-from bmhw.nn.layers import LOG_ZERO, BMConv2d, BMLinear, _BMNeuron
+from bmhw.nn.layers import BMConv2d, BMLinear, _BMNeuron
+from bmhw.nn.logweights import LOG_ZERO
 
 INPUT = "image"
 LOGITS = "logits"

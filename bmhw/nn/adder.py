@@ -30,7 +30,7 @@ import math
 import torch
 from torch import nn
 
-from bmhw.nn.layers import ConvPatches, _pair
+from bmhw.nn.patches import ConvPatches, _pair
 
 # The adaptive learning-rate factor eta of the AdderNet paper (its CIFAR value).
 DEFAULT_ETA = 0.1

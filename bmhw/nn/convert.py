@@ -17,8 +17,8 @@ from torch import nn
 from bmhw.errors import BmhwError
 from bmhw.nn.maxplus import REDUCTIONS
 from bmhw.nn.groups import Maxima
-from bmhw.nn.layers import (DEFAULT_DELTA_X, BMConv2d, BMLinear, _BMNeuron, delta_w_for, log_weights_4, log_weights_15,
-                            log_weights_split)
+from bmhw.nn.layers import DEFAULT_DELTA_X, BMConv2d, BMLinear, _BMNeuron
+from bmhw.nn.logweights import delta_w_for, log_weights_4, log_weights_15, log_weights_split
 
 
 def _check_conv(conv: nn.Conv2d, name: str) -> None:

@@ -32,14 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from bmhw.nn.groups import Maxima, group_bounds
+from bmhw.nn.logweights import LOG_ZERO, delta_w_for, log_weights_4, log_weights_15, log_weights_split
+from bmhw.nn.patches import ConvPatches, _pair
 from bmhw.nn.maxplus import REDUCTIONS, maxplus, maxplus_conv
 
 BRANCHES = (4, 1.5)
 
-# ln of an input that is zero (4 branches) and the log-weight of a weight that is zero ("-inf" in
-# formula 2). exp(-60) ~ 1e-26 is far below float32 resolution at any activation scale we meet, yet
-# finite, so sums stay free of NaN and gradients stay defined.
-LOG_ZERO = -60.0
 
 # The log-weight that keeps a weight out of a (group, sign) maximum of a sign-split layer: exp of it is exactly 0
 # in float32 and float64, and, unlike -inf, it leaves the smooth reductions of an empty group finite.
@@ -47,45 +45,6 @@ MASKED = -1.0e4
 
 # Default input offset of the 1.5-branch neuron; inputs are expected to be >= 0 (post-ReLU or pixels).
 DEFAULT_DELTA_X = 2.0**-8
-
-
-def power_of_two_at_least(x: float) -> float:
-    """Smallest power of two >= x (x > 0): the per-layer weight offset dw."""
-    if not x > 0 or not math.isfinite(x):
-        raise ValueError(f"power_of_two_at_least needs a positive finite number, got {x}")
-    # Exact, unlike ceil(log2(x)), which rounds 2^k (1 + 2^-52) down to 2^k.
-    mantissa, exponent = math.frexp(x)  # x = mantissa * 2^exponent, 0.5 <= mantissa < 1
-    return math.ldexp(1.0, exponent - 1 if mantissa == 0.5 else exponent)
-
-
-def delta_w_for(weight: torch.Tensor, margin: float = 2.0**-6) -> float:
-    """The weight offset dw for a classical weight tensor: a power of two above max|w| (1 + margin),
-    so that every shifted weight w + dw is positive and its log finite."""
-    return power_of_two_at_least(float(weight.detach().abs().max()) * (1 + margin) or 1.0)
-
-
-def log_weights_15(weight: torch.Tensor, delta_w: float, sign=1.0) -> torch.Tensor:
-    """v = ln(s w + dw), the 1.5-branch log-weights of a classical weight tensor (s: each output's sign, +1 or -1,
-    broadcast over the weight's first dimension)."""
-    sign = torch.as_tensor(sign, dtype=weight.dtype).reshape((-1,) + (1,) * (weight.dim() - 1))
-    shifted = sign * weight.detach() + delta_w
-    if (shifted <= 0).any():
-        raise ValueError(f"delta_w={delta_w} does not make every weight positive (min w = {float(weight.min())})")
-    return shifted.log()
-
-
-def log_weights_split(weight: torch.Tensor) -> torch.Tensor:
-    """v = ln|w| (LOG_ZERO for a zero weight): the log-weights of a sign-split layer, whose sign is s = sign w."""
-    return weight.detach().abs().clamp_min(1e-30).log().clamp_min(LOG_ZERO)
-
-
-def log_weights_4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Formula 2: v+ = ln w where w > 0, v- = ln|w| where w < 0, LOG_ZERO ("-inf") elsewhere."""
-    w = weight.detach()
-    floor = torch.full_like(w, LOG_ZERO)
-    v_pos = torch.where(w > 0, w.clamp_min(1e-30).log(), floor).clamp_min(LOG_ZERO)
-    v_neg = torch.where(w < 0, (-w).clamp_min(1e-30).log(), floor).clamp_min(LOG_ZERO)
-    return v_pos, v_neg
 
 
 class _ShiftedLog(torch.autograd.Function):
@@ -320,25 +279,6 @@ class BMLinear(_BMNeuron):
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, {self._neuron_repr()}, bias={self.bias is not None}"
-
-
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
-class ConvPatches:
-    """Patch geometry shared by the convolutions that are not nn.Conv2d (BM, adder): ``kernel_size``,
-    ``stride`` and ``padding`` pairs set by the subclass."""
-
-    def output_size(self, h: int, w: int) -> tuple[int, int]:
-        kh, kw = self.kernel_size
-        return ((h + 2 * self.padding[0] - kh) // self.stride[0] + 1,
-                (w + 2 * self.padding[1] - kw) // self.stride[1] + 1)
-
-    def patches(self, x: torch.Tensor) -> torch.Tensor:
-        """Input patches (B*Ho*Wo x C*kh*kw), batch-major, then output position in raster order."""
-        cols = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)  # B x K x L
-        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
 
 class BMConv2d(ConvPatches, _BMNeuron):
