@@ -520,3 +520,22 @@ def test_quantize_refuses_a_network_mixing_adder_and_bm_layers(tmp_path):
     code, _, err = run_main(["quantize", mixed, "-o", tmp_path / "m.bmq"])
     assert "layer fc3 is a BMLinear layer in an AdderNet network" in assert_one_line_error(code, err)
     assert not (tmp_path / "m.bmq").exists()
+
+
+def test_piped_output_never_cuts_a_number_a_name_or_a_path(tmp_path):
+    """Off a terminal (a pipe, a file) tables are laid out at the width they need and lines do not wrap: no
+    ellipsis in a table cell, a long output path stays on one line, a command named in a message stays whole."""
+    from bmhw.resources import examples_dir
+
+    deep = tmp_path / ("a-rather-long-folder-name-" * 4) / "twin"
+    done = subprocess.run([str(BMHW_SCRIPT), "gates", str(examples_dir() / "lenet_bm15_mnist.bmq"), "--twin",
+                           str(examples_dir() / "lenet_classical_mnist.pt")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "…" not in done.stdout and "classical" in done.stdout
+    done = subprocess.run([str(BMHW_SCRIPT), "export", str(examples_dir() / "lenet_classical_mnist.pt"), "--target",
+                           "verilog", "-o", str(deep)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(str(deep) in line for line in lines)  # the path whole on one line
+    assert any(f"bmhw sim {deep}" in line for line in lines)  # the next command whole on one line
+    assert "…" not in done.stdout

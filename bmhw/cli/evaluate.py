@@ -22,29 +22,40 @@ def cmd_quantize(args) -> int:
     net = _quantize(args)
     save_bmq(net, args.output)
     heading(f"bmhw quantize: {args.output}" + (" (MAC twin)" if net.is_mac else ""))
-    table = Table(title="per layer: scales and widths (bits)")
-    adder = net.is_adder
-    for column in ("layer", "op", "out shape", "output scale",
-                   "shift R" if adder else "accumulator scale" if net.is_mac else "G",
-                   "adder sum" if adder else "product" if net.is_mac else "PE sum T", "accumulator Y"):
-        table.add_column(column)
-    for layer in net.layers:
-        row = [layer["name"], layer["op"], "x".join(map(str, layer["out_shape"]))]
-        if "widths" in layer and layer["op"].startswith("adder_"):  # AdderNet: R, the ACC and Y widths
-            row += [f"2^{layer['out_scale_exp']}", f"R = {layer['R']}", f"ACC {layer['widths']['ACC']} bits",
-                    f"{layer['widths']['Y']} bits"]
-        elif "widths" in layer and not layer["op"].startswith("bise_"):
-            scale = f"2^{layer['acc_scale_exp']}" if net.is_mac else str(layer["G"])
-            row += [f"2^{layer['out_scale_exp']}", scale, f"{layer['widths']['P' if net.is_mac else 'T']} bits",
-                    f"{layer['widths']['Y']} bits"]
-        table.add_row(*row)
-    console.print(table)
+    console.print(_quantize_table(net))
     if net.is_mac:
         console.print(f"wrote {args.output}: the MAC twin of a classical network ({args.weight_bits}-bit weights); "
                       "export it with --target verilog")
     else:
         console.print(f"wrote {args.output}")
     return 0
+
+
+def _quantize_table(net) -> Table:
+    """What bmhw quantize prints per layer, in the terms of the network's family."""
+    if net.is_bise:  # binarised: literals counted inside each structuring element, no scales
+        columns = ("layer", "op", "out shape", "literals per output", "count C", "output")
+    elif net.is_adder:
+        columns = ("layer", "op", "out shape", "output scale", "shift R", "adder sum", "accumulator Y")
+    else:
+        columns = ("layer", "op", "out shape", "output scale", "accumulator scale" if net.is_mac else "G",
+                   "product" if net.is_mac else "PE sum T", "accumulator Y")
+    table = Table(title="per layer: scales and widths (bits)" if not net.is_bise else "per layer: widths (bits)")
+    for column in columns:
+        table.add_column(column)
+    for layer in net.layers:
+        row = [layer["name"], layer["op"], "x".join(map(str, layer["out_shape"]))]
+        if "widths" in layer and layer["op"].startswith("bise_"):
+            row += [str(layer["fan_in"]), f"{layer['widths']['C']} bits", "class scores" if layer["scores"] else "binary"]
+        elif "widths" in layer and layer["op"].startswith("adder_"):  # AdderNet: R, the ACC and Y widths
+            row += [f"2^{layer['out_scale_exp']}", f"R = {layer['R']}", f"ACC {layer['widths']['ACC']} bits",
+                    f"{layer['widths']['Y']} bits"]
+        elif "widths" in layer:
+            scale = f"2^{layer['acc_scale_exp']}" if net.is_mac else str(layer["G"])
+            row += [f"2^{layer['out_scale_exp']}", scale, f"{layer['widths']['P' if net.is_mac else 'T']} bits",
+                    f"{layer['widths']['Y']} bits"]
+        table.add_row(*row)
+    return table
 
 
 def cmd_eval(args) -> int:

@@ -184,7 +184,7 @@ def _add_quantize_commands(sub) -> None:
     p = sub.add_parser("eval", help="test accuracy of a checkpoint, a quantized network or an ONNX model",
                        description="Evaluate a checkpoint (.pt, float) or a quantized network (.bmq, by the integer "
                        "golden model) or an ONNX model (.onnx, by onnxruntime: docs/onnx.md) on a test split and print "
-                       "'accuracy: NN.NN%%'.")
+                       "'accuracy: NN.NN%'.")
     p.add_argument("checkpoint", type=Path, help="bmhw checkpoint (.pt), quantized network (.bmq) or ONNX model (.onnx)")
     _add_data_option(p, "default: the built-in MNIST sample (500 test images)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which split (default: test)")
