@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def main() -> None:
     args = parser.parse_args()
     from bmhw.nn import kernels
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(f"BM layers: {kernels.status()}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
                   f"batch {args.batch}")
     shapes = [s for s in SHAPES if args.only is None or s[0].startswith(args.only)]

@@ -68,6 +68,7 @@ CELLS = {
     "allK-kd3": ("all-K", {**KD, "epochs": 3}),
     "chsign-lns3-sur-kd20": ("channel-sign-lns3", {**KD, "epochs": 20, "surrogate_alpha": 4.0, "shift": 1}),
     "rich-lns3-sur-kd12": ("rich-sign-lns3", {**KD, "epochs": 12, "surrogate_alpha": 4.0}),
+    "rich-lns3-sur-kd20": ("rich-sign-lns3", {**KD, "epochs": 20, "surrogate_alpha": 4.0, "shift": 1}),
     # Second stages: on the outputs alone (no feature MSE), a lower rate, shifted images.
     "chsign-lns3-sur-kd20+ft10": ("channel-sign-lns3", {**KD, "epochs": 10, "surrogate_alpha": 4.0, "shift": 1,
                                                         "beta": 0.0, "lr": 1e-3, "from": "chsign-lns3-sur-kd20"}),

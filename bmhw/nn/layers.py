@@ -189,9 +189,22 @@ class _BMNeuron(nn.Module):
             return terms[:, :o] - terms[:, o:]
         return terms
 
+    @property
+    def one_per_input(self) -> bool:
+        """Every group holds one input (G = K, 1.5 branches): each maximum is its one product, whatever the
+        reduction, so the groups' terms are a plain sum of products, computed as one matrix product."""
+        return self.branches == 1.5 and bool(self.bounds) and self.maxima == self.bounds[-1]
+
+    def _lns_weights(self) -> torch.Tensor:
+        """O x K: e^v, times each weight's sign for a sign-split layer (the weights of the exact product)."""
+        v = self.v.reshape(self.out_count, -1)
+        return torch.exp(v) * self.sign.reshape(v.shape) if self.split_sign else torch.exp(v)
+
     def max_term(self, x: torch.Tensor) -> torch.Tensor:
         """1.5 branches: exp R_k(ln(x_k + dx) + v_k), the term that stands for sum (x+dx)(w+dw); N x O. With groups
         the sum of the groups' terms (sign-split: positive minus negative)."""
+        if self.one_per_input:  # sum_k exp(ln(x_k + dx) + v_k) = (x + dx) . e^v
+            return (x + self.delta_x).clamp_min(math.exp(LOG_ZERO)) @ self._lns_weights().T
         u = _ShiftedLog.apply(x, float(self.delta_x), 0.0)
         v = self._product_weights(self.v.reshape(self.out_count, -1))
         return self._exp_terms(self._reduced(lambda reduce, alpha: maxplus(u, v, reduce, alpha, self.bounds)))
@@ -318,9 +331,14 @@ class BMConv2d(ConvPatches, _BMNeuron):
         times fewer logs than on the patches) and the input sums by a box filter. The log is
         shifted by ln(dx) so that it is 0 where x is 0 and the zero padding of the patches stays exact;
         every reduction R commutes with adding a constant, so the shift comes back on R's output."""
+        o = self.out_count
+        if self.one_per_input:  # every term its one product: a convolution of x + dx, padded with dx (x = 0)
+            w = self._lns_weights()
+            terms = F.conv2d(x, w.reshape(o, *x.shape[1:2], *self.kernel_size), None, self.stride, self.padding)
+            terms = self.rows(terms) + self.delta_x * w.sum(1)
+            return self._combine_15(terms, self._patch_sums(x).reshape(-1, 1))
         log_dx = math.log(float(self.delta_x))
         image = _ShiftedLog.apply(x, float(self.delta_x), log_dx)
-        o = self.out_count
         # The shift, added to the O x K log-weights rather than to the output.
         v = self._product_weights(self.v.reshape(o, -1) + log_dx)
         # The product reads the patches from the image (bmhw.nn.maxplus); where it cannot, they are unfolded.

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <omp.h>
 #include <vector>
 
 namespace {
@@ -177,18 +178,34 @@ void max_conv_forward_kernel(const T* img, const T* vt, T* y, int32_t* idx, cons
 template <typename T>
 void max_conv_backward_kernel(const T* grad, const int32_t* idx, T* gimg, const ConvGeometry& g, int64_t o,
                               int64_t batch, int64_t groups) {
-    const int64_t per_image = g.ho * g.wo, kk2 = g.kh * g.kw;
+    const int64_t per_image = g.ho * g.wo, k = g.c * g.kh * g.kw;
+    // Each k's pixel offset from the window's origin and its row and column in the window, looked up instead of
+    // divided out per term (the scatter is as long as the forward's result: rows x groups x outputs).
+    std::vector<int64_t> koff(k), dh(k), dw(k);
+    for (int64_t cc = 0, kk = 0; cc < g.c; ++cc)
+        for (int64_t i = 0; i < g.kh; ++i)
+            for (int64_t j = 0; j < g.kw; ++j, ++kk) {
+                koff[kk] = (cc * g.h + i) * g.w + j;
+                dh[kk] = i;
+                dw[kk] = j;
+            }
+    const bool padded = g.ph > 0 || g.pw > 0;
 #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < batch; ++b) {
         T* gi = gimg + b * g.c * g.h * g.w;
         for (int64_t pos = 0; pos < per_image * groups; ++pos) {
             const int64_t row = b * per_image * groups + pos, at = pos / groups;  // result row, output position
             const int64_t ih0 = (at / g.wo) * g.sh - g.ph, iw0 = (at % g.wo) * g.sw - g.pw;
+            T* origin = gi + ih0 * g.w + iw0;  // may lie outside the image when padded: then only offset, never written
+            const int32_t* irow = idx + row * o;
+            const T* grow = grad + row * o;
+            if (!padded) {
+                for (int64_t c = 0; c < o; ++c) origin[koff[irow[c]]] += grow[c];
+                continue;
+            }
             for (int64_t c = 0; c < o; ++c) {
-                const int64_t kk = idx[row * o + c];
-                const int64_t cc = kk / kk2, i = (kk % kk2) / g.kw, j = kk % g.kw;
-                const int64_t ih = ih0 + i, iw = iw0 + j;
-                if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) gi[(cc * g.h + ih) * g.w + iw] += grad[row * o + c];
+                const int64_t kk = irow[c], ih = ih0 + dh[kk], iw = iw0 + dw[kk];
+                if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) origin[koff[kk]] += grow[c];
             }
         }
     }
@@ -393,9 +410,15 @@ void max_backward_kernel(const T* g, const int32_t* idx, T* gu, T* gv, int64_t n
                 for (int64_t c = 0; c < o; ++c) gu[nu * k + idx[row * o + c]] += g[row * o + c];
     }
     if (gv != nullptr) {
+        // Each thread owns a contiguous range of outputs and reads the rows in order (each output's sum keeps
+        // the row order, so the result does not depend on the number of threads).
+        const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(o, omp_get_max_threads()));
 #pragma omp parallel for schedule(static)
-        for (int64_t c = 0; c < o; ++c)
-            for (int64_t row = 0; row < n; ++row) gv[c * k + idx[row * o + c]] += g[row * o + c];
+        for (int64_t part = 0; part < parts; ++part) {
+            const int64_t c0 = o * part / parts, c1 = o * (part + 1) / parts;
+            for (int64_t row = 0; row < n; ++row)
+                for (int64_t c = c0; c < c1; ++c) gv[c * k + idx[row * o + c]] += g[row * o + c];
+        }
     }
 }
 
