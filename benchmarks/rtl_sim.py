@@ -53,7 +53,7 @@ def main() -> None:
     net = load_bmq(args.model)
     images, _ = load_dataset("mnist", args.data, "test")
     images = images[:args.images]
-    pes = verilog.resolve_pe(net, args.pe, cap_at_fan_in=True)
+    pes = verilog.layer_pes(net, args.pe)
     expected = verilog.cycle_summary(net, pes, args.clock)["total"]
 
     start = time.perf_counter()

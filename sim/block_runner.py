@@ -8,7 +8,7 @@ Verilog project with Verilator (cocotb's runner) and runs the block tests or the
 
 A build is reused by any number of runs, also on another project folder with the same network and PE
 (``run(bench, project=...)``: the ROM files are read at the start of each simulation, from the project
-folder the simulation runs in). The layer's parameters come from bmhw.backends.verilog.bm_layer_plan with
+folder the simulation runs in). The layer's parameters come from bmhw.backends.verilog_plans.bm_layer_plan with
 the PE the project was exported with (design.json). NumPy only, never torch.
 """
 
@@ -25,8 +25,9 @@ import numpy as np
 from bmhw.backends.project import layer_names
 from bmhw.backends.rtlsim import lint as verilator_lint
 from bmhw.backends.rtlsim import load_design, require_cocotb, verilator_bin, verilator_on_path
-from bmhw.backends.verilog import (ADDER_OPS, BISE_OPS, TOP, adder_layer_plan, bise_layer_plan, bm_layer_plan,
-                                    verilog_value)
+from bmhw.backends.verilog import TOP, verilog_value
+from bmhw.backends.verilog_plans import adder_layer_plan, bise_layer_plan, bm_layer_plan
+from bmhw.ir import ADDER_OPS, BISE_OPS
 from bmhw.errors import BmhwError
 from bmhw.logs import first_problem_in
 from bmhw.resources import sim_dir

@@ -97,7 +97,7 @@ def test_cli_gates_errors_are_one_line(tmp_path):
 def test_yosys_counts_the_pes_close_to_the_model(lenet, tmp_path):
     # A real Yosys run: the add-max PE and the MAC PE of conv1, generic gates and Xilinx LUTs.
     project = verilog.export(lenet, tmp_path / "rtl", pe_layers={"fc3": 3})
-    rows = synth.synth_blocks(project, lenet, verilog.resolve_pe(lenet, 1, {"fc3": 3}, cap_at_fan_in=True),
+    rows = synth.synth_blocks(project, lenet, verilog.layer_pes(lenet, 1, {"fc3": 3}),
                               whole=False)
     pe_rows = {(row["block"], row["kind"]): row for row in rows}
     bm, mac = pe_rows["conv1 PE", "bm15"], pe_rows["conv1 PE", "mac"]
@@ -128,7 +128,7 @@ def test_nextpnr_places_and_routes_a_small_network_on_ecp5(tmp_path):
     result = pnr.place_and_route(project, device="25k", package="CABGA256", target_mhz=50)
     assert result.fmax_mhz > 10 and result.luts > 0 and result.flip_flops > 0
     assert result.dsp == 0  # no multiplier anywhere
-    cycles = verilog.cycle_summary(net, verilog.resolve_pe(net, 2, cap_at_fan_in=True))["total"]
+    cycles = verilog.cycle_summary(net, verilog.layer_pes(net, 2))["total"]
     assert result.images_per_s(cycles) == pytest.approx(result.fmax_mhz * 1e6 / cycles)
 
 
@@ -205,7 +205,7 @@ def test_synth_of_a_small_network_and_its_mac_twin(tmp_path):
     images = random_images(16, shape=(1, 6, 6), seed=9)
     net = quantize(build_sequential(spec), images)
     twin = quantize_classical(build_sequential(spec, classical=True), images)
-    pes = verilog.resolve_pe(net, 3, cap_at_fan_in=True)
+    pes = verilog.layer_pes(net, 3)
     rows = synth.synth_blocks(verilog.export(net, tmp_path / "bm", pe=3), net, pes,
                               twin_project=verilog.export(twin, tmp_path / "mac", pe=3), twin=twin)
     by = {(row["block"], row["kind"]): row for row in rows}
@@ -271,7 +271,7 @@ def test_synth_of_a_small_adder_network(tmp_path):
     from test_verilog import random_adder_net
 
     net = random_adder_net(seed=9, in_shape=(1, 6, 6), convs=((3, 3, 1, 0, 2),), linears=(3,), act_bits=6)
-    pes = verilog.resolve_pe(net, 3, cap_at_fan_in=True)
+    pes = verilog.layer_pes(net, 3)
     rows = synth.synth_family_blocks(verilog.export(net, tmp_path / "adder", pe=3), net, pes, "addernet")
     by = {row["block"]: row for row in rows}
     assert set(by) >= {"conv1 PE", "conv1 PE array of 3", "conv1 control (not modelled)", "conv1 layer",

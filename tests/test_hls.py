@@ -184,7 +184,7 @@ def test_extreme_quantization_options_pass_csim(options, tmp_path):
 
 def test_cycle_model_on_a_hand_computed_case(lenet):
     # conv1: 576 patches, O=6, K=25; fc3: O=10, K=84; pooling and flatten count their elements.
-    pes = hls.resolve_pe(lenet, 4, {"fc3": 3, "fc2": 1000})
+    pes = hls.layer_pes(lenet, 4, {"fc3": 3, "fc2": 1000})
     assert pes == [4, None, 4, None, None, 4, 84, 3]  # fc2's 1000 is capped at its 84 outputs
     rows = {row["layer"]: row for row in hls.cycle_model(lenet, pes)}
     depth = hls.PE_PIPELINE_DEPTH
@@ -197,7 +197,7 @@ def test_cycle_model_on_a_hand_computed_case(lenet):
     assert summary["total"] == sum(row["cycles"] for row in rows.values())
     assert summary["images_per_s"] == pytest.approx(1e9 / (summary["total"] * 5.0))
     # More PEs never cost cycles.
-    one = hls.cycle_summary(lenet, hls.resolve_pe(lenet))["total"]
+    one = hls.cycle_summary(lenet, hls.layer_pes(lenet))["total"]
     assert summary["total"] < one
 
 
@@ -235,7 +235,7 @@ def test_export_prints_the_cycle_table(tmp_path):
                                "--pe", "3", "--pe", "conv1=6"])
     assert code == 0, err
     lenet = load_bmq(examples_dir() / "lenet_bm15_mnist.bmq")
-    summary = hls.cycle_summary(lenet, hls.resolve_pe(lenet, 3, {"conv1": 6}))
+    summary = hls.cycle_summary(lenet, hls.layer_pes(lenet, 3, {"conv1": 6}))
     assert "folds" in out and "patches" in out
     assert f"total: {summary['total']} cycles per image, {summary['images_per_s']:.0f} images/s at 5 ns" in out
 
@@ -483,7 +483,7 @@ def test_bise_export_types_tables_and_determinism(tmp_path):
 
 def test_bise_cycle_model_on_a_hand_computed_case():
     net = random_bise_ir(2, conv=(4, 3, 2, 1), pool=False, hidden=5)
-    pes = hls.resolve_pe(net, 3, {"fc2": 1000})
+    pes = hls.layer_pes(net, 3, {"fc2": 1000})
     assert pes == [None, 3, None, 3, 4]  # fc2's 1000 is capped at its 4 outputs
     rows = {row["layer"]: row for row in hls.cycle_model(net, pes)}
     depth = hls.BISE_PIPELINE_DEPTH
@@ -495,7 +495,7 @@ def test_bise_cycle_model_on_a_hand_computed_case():
     assert (rows["binarize"]["cycles"], rows["flatten"]["cycles"]) == (84, 48)
     assert hls.cycle_summary(net, pes)["total"] == sum(row["cycles"] for row in rows.values())
     with pytest.raises(BmhwError, match="no weight layer named 'pool1'|no weight layer named 'binarize'"):
-        hls.resolve_pe(net, 1, {"binarize": 2})
+        hls.layer_pes(net, 1, {"binarize": 2})
 
 
 @pytest.mark.slow

@@ -53,7 +53,7 @@ def test_lenet_is_bit_exact_in_every_layer_with_the_analytical_cycle_count(lenet
     result = rtlsim.run(project, images)
     assert result.passed, result.mismatch
     assert (result.images, result.layer_images) == (4, 4)
-    expected = verilog.cycle_summary(net, verilog.resolve_pe(net, 4, {"fc1": 16}, cap_at_fan_in=True))["total"]
+    expected = verilog.cycle_summary(net, verilog.layer_pes(net, 4, {"fc1": 16}))["total"]
     assert result.cycles == [expected] * 4
     # One image after another: a result every expected + 1 cycles (one cycle to return to loading).
     assert np.diff(result.times).tolist() == [expected + 1] * 3
@@ -70,7 +70,7 @@ def test_handshakes_with_input_gaps_and_output_back_pressure(small_net, tmp_path
     project = verilog.export(small_net, tmp_path / "rtl", pe=3)
     result = rtlsim.run(project, small_images(), in_gaps=True, out_stalls=True)
     assert result.passed, result.mismatch
-    expected = verilog.cycle_summary(small_net, verilog.resolve_pe(small_net, 3, cap_at_fan_in=True))["total"]
+    expected = verilog.cycle_summary(small_net, verilog.layer_pes(small_net, 3))["total"]
     assert min(result.cycles) > expected  # the gaps in the input stream lengthen every image
 
 
@@ -110,7 +110,7 @@ def test_cli_sim_reports_cycles_and_throughput(lenet_project):
     net, project = lenet_project
     code, out, err = run_main(["sim", project, "--images", "3", "--clock", "4"])
     assert code == 0, err
-    expected = verilog.cycle_summary(net, verilog.resolve_pe(net, 4, {"fc1": 16}, cap_at_fan_in=True))["total"]
+    expected = verilog.cycle_summary(net, verilog.layer_pes(net, 4, {"fc1": 16}))["total"]
     assert f"3 images, 0 mismatches, bit-exact against the golden model; {expected} cycles per image (analytical " \
         f"{expected}); {1e9 / (expected * 4):.0f} images/s at 4 ns" in out
 
@@ -176,7 +176,7 @@ def test_a_layer_with_fan_in_one(tmp_path):
     images[0] = 0
     result = rtlsim.run(project, images)
     assert result.passed, result.mismatch
-    expected = verilog.cycle_summary(net, verilog.resolve_pe(net, 2, cap_at_fan_in=True))["total"]
+    expected = verilog.cycle_summary(net, verilog.layer_pes(net, 2))["total"]
     assert result.cycles == [expected] * 6
 
 
@@ -219,7 +219,7 @@ def test_mac_twin_with_padding_stride_and_narrow_codes(tmp_path, pe):
     result = rtlsim.run(project, small_images())
     assert result.passed, result.mismatch
     assert result.images == result.layer_images == 12
-    expected = verilog.cycle_summary(net, verilog.resolve_pe(net, pe, cap_at_fan_in=True))["total"]
+    expected = verilog.cycle_summary(net, verilog.layer_pes(net, pe))["total"]
     assert result.cycles == [expected] * 12
 
 
@@ -243,7 +243,7 @@ def test_lenet_mac_twin_is_bit_exact_and_a_corrupted_weight_is_caught(tmp_path):
     project = verilog.export(net, tmp_path / "twin", pe=4, pe_layers={"fc1": 16})
     result = rtlsim.run(project, images[:3])
     assert result.passed, result.mismatch
-    expected = verilog.cycle_summary(net, verilog.resolve_pe(net, 4, {"fc1": 16}, cap_at_fan_in=True))["total"]
+    expected = verilog.cycle_summary(net, verilog.layer_pes(net, 4, {"fc1": 16}))["total"]
     assert result.cycles == [expected] * 3
     weights = project / "mem" / "conv2_w.mem"
     lines = weights.read_text().split()
@@ -267,7 +267,7 @@ def test_adder_network_with_padding_stride_and_narrow_codes(tmp_path, pe, extrem
     result = rtlsim.run(project, small_images())
     assert result.passed, result.mismatch
     assert result.images == result.layer_images == 12
-    expected = verilog.cycle_summary(net, verilog.resolve_pe(net, pe, cap_at_fan_in=True))["total"]
+    expected = verilog.cycle_summary(net, verilog.layer_pes(net, pe))["total"]
     assert result.cycles == [expected] * 12
 
 
@@ -315,7 +315,7 @@ def test_a_quantized_adder_sequential_is_bit_exact(tmp_path):
     result = rtlsim.run(project, small_images())
     assert result.passed, result.mismatch
     assert result.images == result.layer_images == 12
-    assert result.cycles == [verilog.cycle_summary(net, verilog.resolve_pe(net, 2, cap_at_fan_in=True))["total"]] * 12
+    assert result.cycles == [verilog.cycle_summary(net, verilog.layer_pes(net, 2))["total"]] * 12
 
 
 # ---------------------------------------------------------------------------------------------------

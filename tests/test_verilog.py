@@ -115,18 +115,18 @@ def test_cycle_model_by_hand(lenet):
     # pool2 16*4*4*4 + 4; fc1 120 * 256 + 12; fc2 84 * 120 + 12; fc3 10 * 84 + 12; arg-max 10 + 2 + 1.
     expected = 784 + (576 * 6 * 25 + 12) + (3456 + 4) + (64 * 16 * 150 + 12) + (1024 + 4) + (120 * 256 + 12) \
         + (84 * 120 + 12) + (10 * 84 + 12) + 13
-    pes = verilog.resolve_pe(lenet, cap_at_fan_in=True)
+    pes = verilog.layer_pes(lenet)
     assert verilog.cycle_summary(lenet, pes)["total"] == expected == 286985
     # PE 7 on fc3: folds 2 of 7 and 3 outputs, so fc3 = 2 * 84 + 3 + 11.
-    rows = verilog.cycle_model(lenet, verilog.resolve_pe(lenet, 1, {"fc3": 7}, cap_at_fan_in=True))
+    rows = verilog.cycle_model(lenet, verilog.layer_pes(lenet, 1, {"fc3": 7}))
     assert [r["cycles"] for r in rows if r["layer"] == "fc3"] == [2 * 84 + 3 + 11]
 
 
 def test_pe_is_capped_at_outputs_and_fan_in(lenet):
-    pes = verilog.resolve_pe(lenet, 500, cap_at_fan_in=True)
+    pes = verilog.layer_pes(lenet, 500)
     assert pes == [6, None, 16, None, None, 120, 84, 10]
     with pytest.raises(BmhwError, match="no weight layer named 'pool1'"):
-        verilog.resolve_pe(lenet, 1, {"pool1": 2}, cap_at_fan_in=True)
+        verilog.layer_pes(lenet, 1, {"pool1": 2})
 
 
 def test_cli_export_verilog_prints_the_cycle_model(tmp_path):
@@ -231,7 +231,7 @@ def test_mac_twin_rom_files_hold_the_ir_tables(twin, tmp_path):
 
 
 def test_mac_cycle_model_by_hand(twin):
-    rows = {r["layer"]: r["cycles"] for r in verilog.cycle_model(twin, verilog.resolve_pe(twin, 4, cap_at_fan_in=True))}
+    rows = {r["layer"]: r["cycles"] for r in verilog.cycle_model(twin, verilog.layer_pes(twin, 4))}
     # positions * folds * K + outputs of the last fold + 8 (no exp pipeline: 3 cycles fewer than BM's 11)
     assert rows["conv1"] == 576 * 2 * 25 + 2 + 8
     assert rows["fc1"] == 1 * 30 * 256 + 4 + 8
@@ -380,7 +380,7 @@ def test_adder_network_shares_the_architecture_and_writes_its_tables(adder_net, 
 
 
 def test_adder_cycle_model_by_hand(adder_net):
-    rows = {r["layer"]: r for r in verilog.cycle_model(adder_net, verilog.resolve_pe(adder_net, 2, cap_at_fan_in=True))}
+    rows = {r["layer"]: r for r in verilog.cycle_model(adder_net, verilog.layer_pes(adder_net, 2))}
     # positions * folds * K + outputs of the last fold + 10 (the MAC's 8, a multiplier input and a product register)
     assert rows["conv1"]["cycles"] == 4 * 3 * 2 * 18 + 1 + 10
     assert rows["conv2"]["cycles"] == 4 * 3 * 2 * 3 + 2 + 10  # a 1 x 1 convolution: K = 3, PE capped at 2

@@ -16,8 +16,7 @@ import numpy as np
 
 from bmhw import ir
 from bmhw.backends.project import layer_names as c_names
-from bmhw.backends.project import parse_pe_options, write_project
-from bmhw.backends.project import resolve_pe
+from bmhw.backends.project import resolve_pe, write_project
 from bmhw.errors import BmhwError
 from bmhw.resources import hls_dir, templates_dir
 # The kernels do their rounding shifts in 64-bit integers, like the golden model.
@@ -296,6 +295,11 @@ def _plain_context(layer: dict, in_type: str, name: str) -> dict:
             "summary": f"{op} {'x'.join(map(str, layer['in_shape']))} -> {'x'.join(map(str, layer['out_shape']))}"}
 
 
+def layer_pes(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None) -> list:
+    """The PE count of each layer in the HLS backend (None for layers without PEs; not capped at the fan-in)."""
+    return resolve_pe(net, pe, pe_layers)
+
+
 def build_context(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: float = DEFAULT_CLOCK_NS,
                   pe: int = 1, pe_layers: dict | None = None) -> dict:
     """The whole template context: a flat list of layers, each with its config values and tables."""
@@ -304,7 +308,7 @@ def build_context(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: floa
     if net.is_mac:
         raise BmhwError("this is a classical MAC network (the MAC twin): the HLS backend implements BM layers; "
                         "export it with --target verilog")
-    pes = resolve_pe(net, pe, pe_layers)
+    pes = layer_pes(net, pe, pe_layers)
     layers, buffer_type, previous = [], INPUT_TYPE, "input"
     for layer, name, layer_pe in zip(net.layers, c_names(net), pes):
         if layer["op"] in ir.BM_OPS:

@@ -78,7 +78,7 @@ def _demo_hardware(net, images) -> None:
         project, pe = Path(tmp) / "rtl", DEMO_RTL_PE
         start = time.perf_counter()
         verilog.export(net, project, pe=pe)
-        expected = verilog.cycle_summary(net, verilog.resolve_pe(net, pe, cap_at_fan_in=True))["total"]
+        expected = verilog.cycle_summary(net, verilog.layer_pes(net, pe))["total"]
         console.print(f"exported it as Verilog ({pe} PEs per layer); building it with Verilator and simulating "
                       f"{DEMO_RTL_IMAGES} images under cocotb against the golden model ...")
         result = rtlsim.run(project, images[:DEMO_RTL_IMAGES])

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
+from bmhw.backends.project import parse_pe_options
 from bmhw.models.checkpoint import load_checkpoint, save_checkpoint
 from bmhw.data import load_dataset
 from bmhw.errors import BmhwError
@@ -44,7 +45,7 @@ def cmd_export(args) -> int:
                         "bmhw eval MODEL.bmq (the golden model; docs/datapath.md, 'The BiSE layer')")
     if not args.clock > 0:
         raise BmhwError(f"--clock must be a positive period in ns, got {args.clock}")
-    pe, pe_layers = hls.parse_pe_options(getattr(args, "pe", None))
+    pe, pe_layers = parse_pe_options(getattr(args, "pe", None))
     if args.target == "verilog":
         pes = verilog.layer_pes(net, pe, pe_layers)
         verilog.export(net, args.output, pe=pe, pe_layers=pe_layers, clock_ns=args.clock)
@@ -52,7 +53,7 @@ def cmd_export(args) -> int:
         what, check = "Verilog", f"bmhw sim {args.output}"
         note = "analytical, from the RTL's schedule; docs/verilog.md"
     else:
-        pes = hls.resolve_pe(net, pe, pe_layers)
+        pes = hls.layer_pes(net, pe, pe_layers)
         hls.export(net, args.output, part=args.part, clock_ns=args.clock, pe=pe, pe_layers=pe_layers)
         summary = hls.cycle_summary(net, pes, args.clock)
         what, check = "HLS", f"bmhw csim {args.output}"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from bmhw.backends.project import parse_pe_options
 from bmhw.models.checkpoint import load_checkpoint
 from bmhw.errors import BmhwError
 from bmhw.cost import report
@@ -30,7 +31,7 @@ def _load_twin(args):
 
 
 def cmd_gates(args) -> int:
-    from bmhw.backends import hls, verilog
+    from bmhw.backends import verilog
     from bmhw.cost import network
 
     if args.weight_bits < 2 or args.weight_bits > 32:
@@ -45,7 +46,7 @@ def cmd_gates(args) -> int:
         raise BmhwError(f"{args.model} is a classical network (a MAC twin): bmhw gates takes the BM network and the "
                         "classical one as --twin")
     twin = _load_twin(args) if args.twin is not None else None
-    pe, pe_layers = hls.parse_pe_options(args.pe)
+    pe, pe_layers = parse_pe_options(args.pe)
     rows = network.network_costs(net, pe, pe_layers, args.weight_bits, twin)
     kinds = network.KINDS
     mac_note = " (MAC: the twin's datapath)" if twin is not None else ""
@@ -81,7 +82,7 @@ def cmd_gates(args) -> int:
         report.plot_layers(args.plot, rows)
         console.print(f"wrote {args.plot}")
     if args.synth:
-        report.synth_report(console, net, twin, verilog.resolve_pe(net, pe, pe_layers, cap_at_fan_in=True), pe, pe_layers,
+        report.synth_report(console, net, twin, verilog.layer_pes(net, pe, pe_layers), pe, pe_layers,
                      args.weight_bits)
     if args.pnr:
         report.pnr_report(console, net, twin, pe, pe_layers, args)

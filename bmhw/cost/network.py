@@ -196,7 +196,7 @@ def adder_layer_cost(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> L
 
 def adder_network_costs(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None) -> list:
     """One ``{"addernet": LayerCost}`` per adder layer of an AdderNet network, at the export's PE counts."""
-    pes = verilog.resolve_pe(net, pe, pe_layers, cap_at_fan_in=True)
+    pes = verilog.layer_pes(net, pe, pe_layers)
     return [{"addernet": adder_layer_cost(net, layer, name, layer_pe)}
             for layer, name, layer_pe in zip(net.layers, verilog.layer_names(net), pes) if layer_pe is not None]
 
@@ -243,7 +243,7 @@ def network_costs(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = No
         raise ValueError(f"weight_bits must be at least 2, got {weight_bits}")
     if twin is not None:
         check_twin(net, twin)
-    pes = verilog.resolve_pe(net, pe, pe_layers, cap_at_fan_in=True)
+    pes = verilog.layer_pes(net, pe, pe_layers)
     return [layer_costs(net, layer, name, layer_pe, weight_bits, twin)
             for layer, name, layer_pe in zip(net.layers, verilog.layer_names(net), pes) if layer_pe is not None]
 

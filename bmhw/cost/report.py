@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from bmhw.backends.project import parse_pe_options
 from bmhw.errors import BmhwError
 
 
@@ -31,7 +32,7 @@ FAMILIES = {
 def family_report(out, net, args, kind: str) -> int:
     """bmhw gates for an AdderNet or BiSE network: the ``kind`` model of its exported datapath per layer, and with
     --synth / --pnr the Yosys comparison per block and the placed and routed accelerator."""
-    from bmhw.backends import hls, verilog
+    from bmhw.backends import verilog
     from bmhw.cost import network, synth
 
     label, article, costs_name, energy_fmt, counted = FAMILIES[kind]
@@ -39,7 +40,7 @@ def family_report(out, net, args, kind: str) -> int:
         raise BmhwError(f"--twin compares a BM network with its MAC twin; give it a BM network, not {article} one")
     if args.csv is not None or args.plot is not None:
         raise BmhwError(f"--csv and --plot take a BM network; for {article} network drop them")
-    pe, pe_layers = hls.parse_pe_options(args.pe)
+    pe, pe_layers = parse_pe_options(args.pe)
     rows = getattr(network, costs_name)(net, pe, pe_layers)
     out.print(f"bmhw gates: {args.model}", highlight=False)
     table = Table(title=f"{label} datapath per layer, as exported (docs/gates.md)")
