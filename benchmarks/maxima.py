@@ -72,6 +72,8 @@ CELLS = {
     # Second stages: on the outputs alone (no feature MSE), a lower rate, shifted images.
     "chsign-lns3-sur-kd20+ft10": ("channel-sign-lns3", {**KD, "epochs": 10, "surrogate_alpha": 4.0, "shift": 1,
                                                         "beta": 0.0, "lr": 1e-3, "from": "chsign-lns3-sur-kd20"}),
+    "chsign-lns3-sur-kd20+ft10+ft10": ("channel-sign-lns3", {**KD, "epochs": 10, "surrogate_alpha": 4.0, "shift": 2,
+                                                             "beta": 0.0, "lr": 5e-4, "from": "chsign-lns3-sur-kd20+ft10"}),
 }
 
 

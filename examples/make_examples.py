@@ -1,6 +1,6 @@
 """Re-create the example checkpoints of this folder from the full MNIST (see README.md here).
 
-    python examples/make_examples.py --data ../shared/data/mnist            # all three
+    python examples/make_examples.py --data ../shared/data/mnist            # all of them
     python examples/make_examples.py --data ../shared/data/mnist --only bm15
 
 1. ``lenet_classical_mnist.pt``: the classical LeNet, trained directly (``bmhw train`` with the same
@@ -14,6 +14,8 @@
 4. ``lenet_adder_direct_mnist.pt`` and ``lenet_adder_pkkd_mnist.pt`` (``--only adder``): AdderNet LeNets, one
    trained directly, one by PKKD from the classical one, by the ``bmhw`` commands in ADDER_COMMANDS.
 5. ``lenet_bise_mnist.pt`` (``--only bise``): the binarised BiSE LeNet, by the command in BISE_COMMANDS.
+6. ``lenet_bm15_maxima_mnist.pt`` (``--only maxima``): the exact-max BM LeNet with several maxima per neuron,
+   by the ``bmhw`` commands in MAXIMA_COMMANDS (three distillation stages).
 
 Prints accuracies and wall times; every figure in README.md comes from a run of this script.
 """
@@ -55,6 +57,20 @@ ADDER_COMMANDS = {
     "lenet_adder_pkkd_mnist.pt": ["distill", "--teacher", "{classical}", "--method", "pkkd", "--epochs", "8", "--lr",
                                   "1e-2", "--teacher-lr", "1e-3", "--shift", "1"],
 }
+# The BM LeNet with several maxima per neuron (docs/neurons.md, docs/results/maxima.md): every layer an exact-max
+# 1.5-branch layer, the maxima per input channel split by weight sign (fc2 in 12 chunks, fc3 one per input), distilled
+# from the classical LeNet in three stages, each a whole-network KD with the surrogate gradient.
+MAXIMA = ["--maxima", "6s", "--maxima", "conv1=1s", "--maxima", "fc1=16s", "--maxima", "fc2=12s", "--maxima", "fc3=Ks"]
+MAXIMA_COMMANDS = {
+    "lenet_bm15_maxima_stage1.pt": ["distill", "--teacher", "{classical}", "--method", "kd", *MAXIMA, "--epochs", "20",
+                                    "--surrogate-alpha", "4", "--shift", "1"],
+    "lenet_bm15_maxima_stage2.pt": ["distill", "--teacher", "{classical}", "--method", "kd", "--student",
+                                    "{out}/lenet_bm15_maxima_stage1.pt", "--epochs", "10", "--surrogate-alpha", "4",
+                                    "--shift", "1", "--beta", "0", "--lr", "1e-3"],
+    "lenet_bm15_maxima_mnist.pt": ["distill", "--teacher", "{classical}", "--method", "kd", "--student",
+                                   "{out}/lenet_bm15_maxima_stage2.pt", "--epochs", "10", "--surrogate-alpha", "4",
+                                   "--shift", "2", "--beta", "0", "--lr", "5e-4"],
+}
 # The BiSE example (binarised morphology, a wider LeNet; docs/training.md, "BiSE").
 BISE_COMMANDS = {
     "lenet_bise_mnist.pt": ["train", "--model", "lenet", "--neuron", "bise", "--epochs", "4", "--lr", "1e-2",
@@ -67,7 +83,8 @@ def make_by_cli(commands: dict, data: Path, classical: Path, out_dir: Path) -> N
 
     torch.set_num_threads(1)
     for name, command in commands.items():
-        argv = [a.format(classical=classical) for a in command] + ["--data", str(data), "-o", str(out_dir / name)]
+        argv = [a.format(classical=classical, out=out_dir) for a in command] + ["--data", str(data), "-o",
+                                                                               str(out_dir / name)]
         start = time.perf_counter()
         if bmhw_main(argv) != 0:
             raise SystemExit(f"bmhw {' '.join(argv)} failed")
@@ -135,7 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data" / "mnist")
     parser.add_argument("--out", type=Path, default=HERE)
-    parser.add_argument("--only", choices=("classical", "bm15", "bmq", "adder", "bise"), default=None)
+    parser.add_argument("--only", choices=("classical", "bm15", "bmq", "adder", "bise", "maxima"), default=None)
     parser.add_argument("--widths", default=None, metavar="C1,C2,F1,F2",
                         help="classical and bm15: a LeNet of these widths (the width study of docs/results/mnist.md); "
                         "needs an --out other than examples/, whose networks have the default widths 6,16,120,84")
@@ -157,6 +174,10 @@ def main() -> None:
         make_by_cli(ADDER_COMMANDS, args.data, classical, args.out)
     if args.only in (None, "bise"):
         make_by_cli(BISE_COMMANDS, args.data, classical, args.out)
+    if args.only in (None, "maxima"):
+        make_by_cli(MAXIMA_COMMANDS, args.data, classical, args.out)
+        for stage in ("lenet_bm15_maxima_stage1.pt", "lenet_bm15_maxima_stage2.pt"):
+            (args.out / stage).unlink()  # only the last stage is the example
 
 
 if __name__ == "__main__":

@@ -120,20 +120,33 @@ struct ConvGeometry {
     int64_t c, h, w, kh, kw, sh, sw, ph, pw, ho, wo;
 };
 
+// Each k of a window (channel, then kernel row and column): its pixel offset from the window's origin, and its row
+// and column in the window (for the padding check).
+struct WindowTable {
+    std::vector<int64_t> koff, dh, dw;
+
+    explicit WindowTable(const ConvGeometry& g) {
+        const int64_t k = g.c * g.kh * g.kw;
+        koff.resize(k);
+        dh.resize(k);
+        dw.resize(k);
+        for (int64_t cc = 0, kk = 0; cc < g.c; ++cc)
+            for (int64_t i = 0; i < g.kh; ++i)
+                for (int64_t j = 0; j < g.kw; ++j, ++kk) {
+                    koff[kk] = (cc * g.h + i) * g.w + j;
+                    dh[kk] = i;
+                    dw[kk] = j;
+                }
+    }
+};
+
 template <typename T>
 void max_conv_forward_kernel(const T* img, const T* vt, T* y, int32_t* idx, const ConvGeometry& g, int64_t o,
                              int64_t nrows, const std::vector<int64_t>& bounds) {
     constexpr int64_t L = 32 / sizeof(T);
     const int64_t groups = static_cast<int64_t>(bounds.size()) - 1;
-    const int64_t k = g.c * g.kh * g.kw;
-    std::vector<int64_t> koff(k), dh(k), dw(k);
-    for (int64_t cc = 0, kk = 0; cc < g.c; ++cc)
-        for (int64_t i = 0; i < g.kh; ++i)
-            for (int64_t j = 0; j < g.kw; ++j, ++kk) {
-                koff[kk] = (cc * g.h + i) * g.w + j;
-                dh[kk] = i;
-                dw[kk] = j;
-            }
+    const WindowTable table(g);
+    const std::vector<int64_t>&koff = table.koff, &dh = table.dh, &dw = table.dw;
     const int64_t per_image = g.ho * g.wo;
     const bool padded = g.ph > 0 || g.pw > 0;
 #pragma omp parallel for schedule(static)
@@ -178,17 +191,11 @@ void max_conv_forward_kernel(const T* img, const T* vt, T* y, int32_t* idx, cons
 template <typename T>
 void max_conv_backward_kernel(const T* grad, const int32_t* idx, T* gimg, const ConvGeometry& g, int64_t o,
                               int64_t batch, int64_t groups) {
-    const int64_t per_image = g.ho * g.wo, k = g.c * g.kh * g.kw;
-    // Each k's pixel offset from the window's origin and its row and column in the window, looked up instead of
-    // divided out per term (the scatter is as long as the forward's result: rows x groups x outputs).
-    std::vector<int64_t> koff(k), dh(k), dw(k);
-    for (int64_t cc = 0, kk = 0; cc < g.c; ++cc)
-        for (int64_t i = 0; i < g.kh; ++i)
-            for (int64_t j = 0; j < g.kw; ++j, ++kk) {
-                koff[kk] = (cc * g.h + i) * g.w + j;
-                dh[kk] = i;
-                dw[kk] = j;
-            }
+    const int64_t per_image = g.ho * g.wo;
+    // Window offsets looked up instead of divided out per term (the scatter is as long as the forward's result:
+    // rows x groups x outputs).
+    const WindowTable table(g);
+    const std::vector<int64_t>&koff = table.koff, &dh = table.dh, &dw = table.dw;
     const bool padded = g.ph > 0 || g.pw > 0;
 #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < batch; ++b) {

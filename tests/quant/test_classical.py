@@ -13,8 +13,8 @@ from bmhw.ir import dumps, load_bmq
 from bmhw.nn import BMLinear
 from bmhw.quant import quantize_classical
 from conftest import build_sequential
-from test_cli import run_main
-from test_quant import random_images
+from cli_runner import run_main
+from random_nets import random_images
 
 SPEC = {"seed": 3, "in": (2, 9, 8), "convs": [(4, 3, 1, 1, 2), (5, 3, 2, 0, 0)], "linears": [7, 4]}
 

@@ -235,7 +235,7 @@ def test_to_adder_copies_the_classical_weights_and_drops_the_bias():
 
 
 def test_train_from_the_command_line(tmp_path, mnist_writer):
-    from test_cli import ok
+    from cli_runner import ok
 
     data = mnist_writer(tmp_path / "data", n_train=128, n_test=64)
     path = tmp_path / "adder.pt"

@@ -16,8 +16,8 @@ from bmhw.data import load_dataset
 from bmhw.errors import BmhwError
 from bmhw.ir import load_bmq
 from bmhw.resources import examples_dir
-from test_cli import run_main
-from test_quant import random_images, random_net
+from cli_runner import run_main
+from random_nets import random_images, random_net
 
 IMAGES = 20
 
@@ -446,8 +446,8 @@ def test_random_bise_networks_csim_bit_exact(seed, conv, pool, pe, tmp_path):
 def test_random_bise_lenets_csim_bit_exact(seed, pe, tmp_path):
     """BiSE LeNets quantized from random float BiSE models (bmhw.quant.bise), PE folding 1 and 2."""
     from bmhw.quant.bise import quantize_bise
-    from test_quant_bise import random_bise_lenet
-    from test_quant_bise import random_images as lenet_images
+    from random_nets import random_bise_lenet
+    from random_nets import random_bise_images as lenet_images
 
     net = quantize_bise(random_bise_lenet(seed))
     project = hls.export(net, tmp_path / "lenet", pe=pe)

@@ -14,16 +14,7 @@ from bmhw.models import lenet
 from bmhw.nn import BMConv2d, BMLinear, to_bm
 from bmhw.quant import quantize
 from bmhw.ir.widths import MAX_WIDTH
-
-
-def random_net(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(BMConv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), BMConv2d(3, 4, 3, stride=2),
-                         nn.ReLU(), nn.Flatten(), BMLinear(4 * 2 * 2, 6), nn.ReLU(), BMLinear(6, 3)).eval()
-
-
-def random_images(n, shape=(1, 10, 10), seed=1):
-    return np.random.default_rng(seed).integers(0, 256, size=(n, *shape)).astype(np.uint8)
+from random_nets import random_images, random_net
 
 
 def test_quantize_is_deterministic():

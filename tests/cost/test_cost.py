@@ -12,7 +12,7 @@ from bmhw.backends import verilog_plans
 from bmhw.cost import network, synth, units
 from bmhw.ir import load_bmq
 from bmhw.resources import examples_dir
-from test_cli import run_main
+from cli_runner import run_main
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_nextpnr_places_and_routes_a_small_network_on_ecp5(tmp_path):
     from bmhw.cost import pnr
     from bmhw.quant import quantize
     from conftest import build_sequential
-    from test_quant import random_images
+    from random_nets import random_images
 
     spec = {"seed": 6, "in": (1, 6, 6), "convs": [(2, 3, 1, 0, 2)], "linears": [3]}
     net = quantize(build_sequential(spec), random_images(16, shape=(1, 6, 6), seed=6), act_bits=4, log_frac_bits=5)
@@ -156,7 +156,7 @@ def test_cli_gates_pnr_reports_fmax_and_images_per_second(tmp_path):
     from bmhw.ir import save_bmq
     from bmhw.quant import quantize
     from conftest import build_sequential
-    from test_quant import random_images
+    from random_nets import random_images
 
     from bmhw.quant import quantize_classical
 
@@ -199,7 +199,7 @@ def test_synth_of_a_small_network_and_its_mac_twin(tmp_path):
     # PE arrays, first layers and whole accelerators of both, from real Yosys runs.
     from bmhw.quant import quantize, quantize_classical
     from conftest import build_sequential
-    from test_quant import random_images
+    from random_nets import random_images
 
     spec = {"seed": 9, "in": (1, 6, 6), "convs": [(3, 3, 1, 0, 2)], "linears": [3]}
     images = random_images(16, shape=(1, 6, 6), seed=9)
@@ -229,7 +229,7 @@ def test_synth_of_a_small_network_and_its_mac_twin(tmp_path):
 
 
 def test_adder_layer_cost_by_hand():
-    from test_verilog import random_adder_net
+    from random_nets import random_adder_net
 
     net = random_adder_net(seed=3)
     layer = net.layers[0]
@@ -256,7 +256,7 @@ def test_adder_layer_cost_by_hand():
 
 def test_cli_gates_of_an_adder_network(tmp_path):
     from bmhw.ir import save_bmq
-    from test_verilog import random_adder_net
+    from random_nets import random_adder_net
 
     path = save_bmq(random_adder_net(seed=3), tmp_path / "adder.bmq")
     code, out, err = run_main(["gates", path, "--pe", "2"])
@@ -268,7 +268,7 @@ def test_cli_gates_of_an_adder_network(tmp_path):
 
 @pytest.mark.slow
 def test_synth_of_a_small_adder_network(tmp_path):
-    from test_verilog import random_adder_net
+    from random_nets import random_adder_net
 
     net = random_adder_net(seed=9, in_shape=(1, 6, 6), convs=((3, 3, 1, 0, 2),), linears=(3,), act_bits=6)
     pes = verilog.layer_pes(net, 3)
@@ -291,7 +291,7 @@ def test_synth_of_a_small_adder_network(tmp_path):
 
 
 def test_bise_layer_cost_by_hand():
-    from test_verilog import random_bise_net
+    from random_nets import random_bise_net
 
     net = random_bise_net(seed=3)
     assert units.incrementer(4).gates == 2 * 4  # a half-adder chain
@@ -318,7 +318,7 @@ def test_bise_layer_cost_by_hand():
 
 def test_cli_gates_of_a_bise_network(tmp_path):
     from bmhw.ir import save_bmq
-    from test_verilog import random_bise_net
+    from random_nets import random_bise_net
 
     path = save_bmq(random_bise_net(seed=3), tmp_path / "bise.bmq")
     code, out, err = run_main(["gates", path, "--pe", "2"])
@@ -330,7 +330,7 @@ def test_cli_gates_of_a_bise_network(tmp_path):
 
 @pytest.mark.slow
 def test_synth_of_a_small_bise_network(tmp_path):
-    from test_verilog import random_bise_net
+    from random_nets import random_bise_net
 
     net = random_bise_net(seed=9, in_shape=(1, 6, 6), convs=((3, 3, 1, 0, 2),), linears=(3,))
     pes = verilog.layer_pes(net, 3)
@@ -351,7 +351,7 @@ def test_synth_of_a_small_bise_network(tmp_path):
 @pytest.mark.slow
 def test_nextpnr_places_and_routes_a_small_bise_network_on_ecp5(tmp_path):
     from bmhw.cost import pnr
-    from test_verilog import random_bise_net
+    from random_nets import random_bise_net
 
     net = random_bise_net(seed=6, in_shape=(1, 6, 6), convs=((2, 3, 1, 0, 2),), linears=(3,))
     project = verilog.export(net, tmp_path / "rtl", pe=2)

@@ -444,6 +444,6 @@ def test_load_dataset(tmp_path):
 
 def test_data_does_not_import_torch():
     code = "import sys, bmhw.data; assert 'torch' not in sys.modules, 'torch imported'"
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -14,7 +14,7 @@ from torch import nn
 
 from bmhw.nn import LOG_ZERO, BMConv2d, BMLinear
 from bmhw.nn.layers import surrogate_gradient
-from test_maxplus import ref_reduce
+from reference import ref_reduce
 
 REDUCTIONS = ("max", "lse", "smorph", "lmorph")
 FLOOR = math.exp(LOG_ZERO)

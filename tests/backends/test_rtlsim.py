@@ -15,8 +15,8 @@ from bmhw.data import load_dataset
 from bmhw.errors import BmhwError
 from bmhw.ir import load_bmq
 from bmhw.resources import examples_dir
-from test_cli import run_main
-from test_quant import random_images
+from cli_runner import run_main
+from random_nets import random_images
 
 pytestmark = pytest.mark.slow
 
@@ -260,7 +260,7 @@ def test_lenet_mac_twin_is_bit_exact_and_a_corrupted_weight_is_caught(tmp_path):
 
 @pytest.mark.parametrize("pe, extreme", [(1, False), (3, True)])
 def test_adder_network_with_padding_stride_and_narrow_codes(tmp_path, pe, extreme):
-    from test_verilog import random_adder_net
+    from random_nets import random_adder_net
 
     net = random_adder_net(seed=5 if extreme else 3, extreme=extreme, scale_bits=16 if extreme else 10)
     project = verilog.export(net, tmp_path / "rtl", pe=pe)
@@ -272,7 +272,7 @@ def test_adder_network_with_padding_stride_and_narrow_codes(tmp_path, pe, extrem
 
 
 def test_adder_network_under_gaps_and_back_pressure_and_a_corrupted_scale_is_caught(tmp_path):
-    from test_verilog import random_adder_net
+    from random_nets import random_adder_net
 
     net = random_adder_net(seed=4, in_shape=(1, 5, 5), convs=((3, 1, 1, 0, 0),), linears=(3,), act_bits=6)
     assert net.layers[0]["fan_in"] == 1
@@ -332,7 +332,7 @@ def bise_images(n=12, shape=(1, 7, 6), seed=12):
 
 @pytest.mark.parametrize("pe", [1, 3])
 def test_bise_network_with_padding_stride_and_pooling(tmp_path, pe):
-    from test_verilog import random_bise_net
+    from random_nets import random_bise_net
 
     net = random_bise_net(seed=3 + pe)
     project = verilog.export(net, tmp_path / "rtl", pe=pe)
@@ -344,7 +344,7 @@ def test_bise_network_with_padding_stride_and_pooling(tmp_path, pe):
 
 
 def test_bise_network_under_gaps_and_back_pressure_and_a_corrupted_table_is_caught(tmp_path):
-    from test_verilog import random_bise_net
+    from random_nets import random_bise_net
 
     net = random_bise_net(seed=8, in_shape=(2, 5, 5), convs=((3, 1, 1, 0, 0),), linears=(4, 3), threshold=90)
     project = verilog.export(net, tmp_path / "rtl", pe=2)
@@ -365,7 +365,7 @@ def test_bise_network_under_gaps_and_back_pressure_and_a_corrupted_table_is_caug
 def test_a_quantized_bise_lenet_is_bit_exact(tmp_path):
     # Through the BiSE quantizer (bmhw.quant.bise): a trained-shape LeNet with random weights, 16 x 16 input.
     from bmhw.quant.bise import quantize_bise
-    from test_quant_bise import random_bise_lenet
+    from random_nets import random_bise_lenet
 
     net = quantize_bise(random_bise_lenet(1, widths=(3, 4, 8, 6)))
     project = verilog.export(net, tmp_path / "rtl", pe=3)

@@ -176,7 +176,7 @@ def test_the_harnesses_pass_verilator_lint(network, name):
 def adder_project(tmp_path_factory):
     """A random adder network with templates and scales at the ends of their ranges (docs/datapath.md, "The
     adder layer"), exported at PE 2: (net, project)."""
-    from test_verilog import random_adder_net
+    from random_nets import random_adder_net
 
     net = random_adder_net(seed=7, extreme=True, scale_bits=12)
     return net, verilog.export(net, tmp_path_factory.mktemp("adder_blocks") / "project", pe=2)
@@ -232,7 +232,7 @@ def test_the_adder_harness_passes_verilator_lint(adder_project, name):
 @pytest.fixture(scope="module")
 def bise_project(tmp_path_factory):
     """A random BiSE network (full, one-input and random structuring elements), exported at PE 2: (net, project)."""
-    from test_verilog import random_bise_net
+    from random_nets import random_bise_net
 
     net = random_bise_net(seed=7)
     return net, verilog.export(net, tmp_path_factory.mktemp("bise_blocks") / "project", pe=2)

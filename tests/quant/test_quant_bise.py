@@ -10,26 +10,8 @@ from bmhw.models import create
 from bmhw.nn.bise_train import binarize_model
 from bmhw.quant.bise import INPUT_CODE_THRESHOLD, quantize_bise
 from bmhw.train.loop import to_tensor
-
-
-def random_bise_lenet(seed: int, widths=(4, 6, 12, 8), input_size=16):
-    torch.manual_seed(seed)
-    model = create("lenet", "bise", widths=widths, input_size=input_size)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.weight_layers().values():
-            m.weight.normal_(0, 1.5, generator=g)
-            k = m.weight_matrix().shape[1]
-            m.bias.copy_(torch.rand(m.bias.shape, generator=g) * k * 0.6)
-    return model
-
-
-def random_images(seed: int, n: int, size: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    # bytes around the threshold too, so the binarisation's edge (127 / 128) is exercised
-    img = rng.integers(0, 256, size=(n, 1, size, size), dtype=np.uint8)
-    img[:, :, 0, :4] = [126, 127, 128, 129]
-    return img
+from random_nets import random_bise_images as random_images
+from random_nets import random_bise_lenet
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -171,6 +153,6 @@ def test_the_verilog_backend_exports_bise(tmp_path):
     from bmhw.backends import verilog
 
     net = quantize_bise(random_bise_lenet(0))
-    # Both hardware backends implement BiSE layers (tests/test_hls.py; tests/test_verilog.py, test_rtlsim.py).
+    # Both hardware backends implement BiSE layers (tests/backends/test_hls.py; tests/backends/test_verilog.py, test_rtlsim.py).
     project = verilog.export(net, tmp_path / "Verilog")
     assert "bmhw_bise_layer #(" in (project / "rtl" / "bmhw_net.v").read_text()

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bmhw.nn import BMConv2d, maxplus
+from reference import ref_reduce
 
 # The package re-exports the function ``maxplus`` under the submodule's own name, so
 # ``import bmhw.nn.maxplus as mp`` yields the function; fetch the module itself.
@@ -33,20 +34,6 @@ ALL = ("max",) + SMOOTH
 def _seed():
     """Every test starts from the same global RNG state, so that results never depend on test order."""
     torch.manual_seed(0)
-
-
-def ref_reduce(ts: list[float], reduce: str, a: float | None) -> float:
-    """The reductions of the module docstring, written literally (no stabilising shifts)."""
-    if reduce == "max":
-        return max(ts)
-    if reduce == "lse":
-        return math.log(sum(math.exp(a * t) for t in ts)) / a
-    if reduce == "smorph":
-        return sum(t * math.exp(a * t) for t in ts) / sum(math.exp(a * t) for t in ts)
-    if reduce == "lmorph":
-        p = [math.exp(t) for t in ts]
-        return math.log(sum(q ** (a + 1) for q in p) / sum(q**a for q in p))
-    raise AssertionError(reduce)
 
 
 def ref_maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str, a: float | None) -> list[list[float]]:

@@ -22,10 +22,10 @@ from bmhw.nn import BMConv2d, BMLinear, to_bm
 from bmhw.nn.groups import Maxima, exps_per_image, group_bounds, maxima_per_output, parse_maxima_options
 from bmhw.nn.layers import surrogate_gradient
 from bmhw.nn.maxplus import maxplus, maxplus_conv, reference_maxplus
-from test_cli import run_main
-from test_maxplus import ref_reduce
+from cli_runner import run_main
+from reference import ref_reduce
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(autouse=True)
@@ -268,7 +268,7 @@ def test_grouped_lenet_saves_and_loads_with_its_maxima(tmp_path):
 
 def test_old_checkpoints_load_as_one_max_and_give_the_logits_of_before():
     """examples/lenet_bm15_mnist.pt, saved before groups existed: one max per neuron, and on the built-in sample
-    the logits bit for bit as the code before several maxima computed them (tests/data, recorded then)."""
+    the logits bit for bit as the code before several maxima computed them (tests/fixtures, recorded then)."""
     from bmhw.data.sample import load_mnist_sample
     from bmhw.train.loop import to_tensor
 
@@ -278,7 +278,7 @@ def test_old_checkpoints_load_as_one_max_and_give_the_logits_of_before():
     images, _ = load_mnist_sample()
     with torch.no_grad():
         logits = ckpt.model.eval()(to_tensor(images)).numpy()
-    assert np.array_equal(logits, np.load(Path(__file__).parent / "data" / "bm15_example_logits.npy"))
+    assert np.array_equal(logits, np.load(Path(__file__).resolve().parents[1] / "fixtures" / "bm15_example_logits.npy"))
 
 
 def test_exps_per_image_of_the_lenet():

@@ -140,7 +140,7 @@ def test_pkkd_through_the_methods_api_and_its_checks(teacher_and_data):
 
 
 def test_distill_pkkd_from_the_command_line(teacher_and_data, tmp_path, mnist_writer):
-    from test_cli import ok, run_main
+    from cli_runner import ok, run_main
 
     teacher, _, _ = teacher_and_data
     data = mnist_writer(tmp_path / "data", n_train=128, n_test=64)

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from test_cli import accuracy_of, assert_one_line_error, flat, ok, run_main
+from cli_runner import accuracy_of, assert_one_line_error, flat, ok, run_main
 
 from bmhw.models.checkpoint import load_checkpoint
 from bmhw.models import lenet

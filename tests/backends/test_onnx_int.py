@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings
-from test_golden import EDGE_SPECS, mac_specs, net_specs, quantize_spec
+from golden_specs import EDGE_SPECS, mac_specs, net_specs, quantize_spec
 
 from bmhw import golden
 from bmhw.backends.onnx import integer as onnx_int

@@ -193,7 +193,7 @@ def test_mixed_file_refused(tmp_path):
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from adder_nets import random_adder_net
 
     net = random_adder_net(0, False)
