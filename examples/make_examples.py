@@ -15,7 +15,7 @@
    trained directly, one by PKKD from the classical one, by the ``bmhw`` commands in ADDER_COMMANDS.
 5. ``lenet_bise_mnist.pt`` (``--only bise``): the binarised BiSE LeNet, by the command in BISE_COMMANDS.
 6. ``lenet_bm15_maxima_mnist.pt`` (``--only maxima``): the exact-max BM LeNet with several maxima per neuron,
-   by the ``bmhw`` commands in MAXIMA_COMMANDS (three distillation stages).
+   by the ``bmhw`` command in MAXIMA_COMMANDS (whole-network distillation with the surrogate gradient).
 
 Prints accuracies and wall times; every figure in README.md comes from a run of this script.
 """
@@ -58,18 +58,12 @@ ADDER_COMMANDS = {
                                   "1e-2", "--teacher-lr", "1e-3", "--shift", "1"],
 }
 # The BM LeNet with several maxima per neuron (docs/neurons.md, docs/results/maxima.md): every layer an exact-max
-# 1.5-branch layer, the maxima per input channel split by weight sign (fc2 in 12 chunks, fc3 one per input), distilled
-# from the classical LeNet in three stages, each a whole-network KD with the surrogate gradient.
-MAXIMA = ["--maxima", "6s", "--maxima", "conv1=1s", "--maxima", "fc1=16s", "--maxima", "fc2=12s", "--maxima", "fc3=Ks"]
+# 1.5-branch layer, its maxima per input channel split by weight sign (fc1: 24 chunks, fc2: 12, fc3: one per input),
+# converted from the classical LeNet and distilled as a whole with the surrogate gradient.
 MAXIMA_COMMANDS = {
-    "lenet_bm15_maxima_stage1.pt": ["distill", "--teacher", "{classical}", "--method", "kd", *MAXIMA, "--epochs", "20",
-                                    "--surrogate-alpha", "4", "--shift", "1"],
-    "lenet_bm15_maxima_stage2.pt": ["distill", "--teacher", "{classical}", "--method", "kd", "--student",
-                                    "{out}/lenet_bm15_maxima_stage1.pt", "--epochs", "10", "--surrogate-alpha", "4",
-                                    "--shift", "1", "--beta", "0", "--lr", "1e-3"],
-    "lenet_bm15_maxima_mnist.pt": ["distill", "--teacher", "{classical}", "--method", "kd", "--student",
-                                   "{out}/lenet_bm15_maxima_stage2.pt", "--epochs", "10", "--surrogate-alpha", "4",
-                                   "--shift", "2", "--beta", "0", "--lr", "5e-4"],
+    "lenet_bm15_maxima_mnist.pt": ["distill", "--teacher", "{classical}", "--method", "kd", "--maxima", "6s",
+                                   "--maxima", "conv1=1s", "--maxima", "fc1=24s", "--maxima", "fc2=12s", "--maxima",
+                                   "fc3=Ks", "--epochs", "20", "--surrogate-alpha", "4", "--shift", "1"],
 }
 # The BiSE example (binarised morphology, a wider LeNet; docs/training.md, "BiSE").
 BISE_COMMANDS = {
@@ -83,8 +77,7 @@ def make_by_cli(commands: dict, data: Path, classical: Path, out_dir: Path) -> N
 
     torch.set_num_threads(1)
     for name, command in commands.items():
-        argv = [a.format(classical=classical, out=out_dir) for a in command] + ["--data", str(data), "-o",
-                                                                               str(out_dir / name)]
+        argv = [a.format(classical=classical) for a in command] + ["--data", str(data), "-o", str(out_dir / name)]
         start = time.perf_counter()
         if bmhw_main(argv) != 0:
             raise SystemExit(f"bmhw {' '.join(argv)} failed")
@@ -176,8 +169,6 @@ def main() -> None:
         make_by_cli(BISE_COMMANDS, args.data, classical, args.out)
     if args.only in (None, "maxima"):
         make_by_cli(MAXIMA_COMMANDS, args.data, classical, args.out)
-        for stage in ("lenet_bm15_maxima_stage1.pt", "lenet_bm15_maxima_stage2.pt"):
-            (args.out / stage).unlink()  # only the last stage is the example
 
 
 if __name__ == "__main__":
