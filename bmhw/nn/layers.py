@@ -34,7 +34,7 @@ from torch import nn
 from bmhw.nn.groups import Maxima, group_bounds
 from bmhw.nn.logweights import LOG_ZERO, delta_w_for, log_weights_4, log_weights_15, log_weights_split
 from bmhw.nn.patches import ConvPatches, _pair
-from bmhw.nn.maxplus import REDUCTIONS, maxplus, maxplus_conv
+from bmhw.nn.maxplus import REDUCTIONS, group_exp_sum, maxplus, maxplus_conv
 
 BRANCHES = (4, 1.5)
 
@@ -161,6 +161,10 @@ class _BMNeuron(nn.Module):
         # A learned temperature must stay positive; the clamp keeps a wild step from flipping it.
         return None if self.alpha is None else self.alpha.clamp_min(1e-3)
 
+    def _fast_groups(self) -> bool:
+        """Several exact maxima and no surrogate gradient: the fused exp-and-sum path (bmhw.nn.maxplus) serves."""
+        return bool(self.bounds) and self.reduce == "max" and (self.surrogate_alpha is None or not torch.is_grad_enabled())
+
     def _reduced(self, product):
         """``product(reduce, alpha)`` (a max-plus product of this layer's inputs and log-weights) with this
         layer's reduction, or with the surrogate gradient where one is set."""
@@ -207,6 +211,9 @@ class _BMNeuron(nn.Module):
             return (x + self.delta_x).clamp_min(math.exp(LOG_ZERO)) @ self._lns_weights().T
         u = _ShiftedLog.apply(x, float(self.delta_x), 0.0)
         v = self._product_weights(self.v.reshape(self.out_count, -1))
+        fast = group_exp_sum(u, v, self.bounds, self.split_sign) if self._fast_groups() else None
+        if fast is not None:
+            return fast
         return self._exp_terms(self._reduced(lambda reduce, alpha: maxplus(u, v, reduce, alpha, self.bounds)))
 
     def neuron(self, x: torch.Tensor) -> torch.Tensor:
@@ -347,8 +354,12 @@ class BMConv2d(ConvPatches, _BMNeuron):
             m = maxplus_conv(image, v, self.kernel_size, self.stride, self.padding, reduce, alpha, self.bounds)
             return maxplus(self.patches(image), v, reduce, alpha, self.bounds) if m is None else m
 
-        m = self._reduced(product)
-        return self._combine_15(self._exp_terms(m), self._patch_sums(x).reshape(-1, 1))
+        terms = None
+        if self._fast_groups():
+            terms = group_exp_sum(image, v, self.bounds, self.split_sign, (self.kernel_size, self.stride, self.padding))
+        if terms is None:
+            terms = self._exp_terms(self._reduced(product))
+        return self._combine_15(terms, self._patch_sums(x).reshape(-1, 1))
 
     def _patch_sums(self, x: torch.Tensor) -> torch.Tensor:
         """sum_k x_k of every patch (B x Ho x Wo): a box filter over the channel sums (an average pool times

@@ -180,6 +180,58 @@ class _MaxConvFused(torch.autograd.Function):
         return grad_image, grad_v, None, None
 
 
+class _GroupExpSum(torch.autograd.Function):
+    """sum_g exp(max_(k in g)(u_k + v_k)) per output, from the grouped hard-max kernel: the exps and the sum over
+    the groups in place, without an autograd graph over the N x G x O maxima (the backward is one product with the
+    saved exps, then the kernel's scatter). With ``split`` the rows of v are the positive weights' then the negative
+    weights' (2O), and the result is the first half's sum minus the second's (N x O)."""
+
+    @staticmethod
+    def forward(ctx, source, v, bounds, split, conv_geometry):
+        ext = kernels.extension()
+        if conv_geometry is None:
+            m, idx = ext.max_forward(source, v, list(bounds))
+        else:
+            m, idx = ext.max_conv_forward(source, v, list(conv_geometry), list(bounds))
+        groups, rows = len(bounds) - 1, v.shape[0]
+        e = m.view(-1, groups, rows).exp_()
+        y = e.sum(1)
+        if split:
+            y = y[:, :rows // 2] - y[:, rows // 2:]
+        ctx.save_for_backward(e, idx)
+        ctx.split, ctx.geometry, ctx.shape, ctx.fan_in, ctx.groups = split, conv_geometry, list(source.shape), v.shape[1], groups
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        e, idx = ctx.saved_tensors
+        if ctx.split:
+            grad_y = torch.cat([grad_y, -grad_y], 1)
+        grad_m = (e * grad_y[:, None, :]).view(idx.shape)
+        ext = kernels.extension()
+        grad_source = grad_v = None
+        if ctx.geometry is None:
+            grad_source, grad_v = ext.max_backward(grad_m, idx, ctx.fan_in, ctx.needs_input_grad[0],
+                                                   ctx.needs_input_grad[1], ctx.groups)
+        else:
+            if ctx.needs_input_grad[0]:
+                grad_source = ext.max_conv_backward_image(grad_m, idx, ctx.shape, list(ctx.geometry), ctx.groups)
+            if ctx.needs_input_grad[1]:
+                grad_v = ext.max_backward(grad_m, idx, ctx.fan_in, False, True, ctx.groups)[1]
+        return (grad_source if ctx.needs_input_grad[0] else None), (grad_v if ctx.needs_input_grad[1] else None), \
+            None, None, None
+
+
+def group_exp_sum(u: torch.Tensor, v: torch.Tensor, bounds, split: bool = False, conv=None):
+    """``sum_g exp(max_(k in g)(u[n, k] + v[o, k]))`` (N x O; with ``split``, the first half of v's rows minus the
+    second) from the fused kernels, or None where they do not serve these tensors. ``conv``: (kernel, stride,
+    padding) when ``u`` is the (log) image of a convolution."""
+    if not bounds or not _fused(u, v):
+        return None
+    geometry = None if conv is None else tuple(x for pair in conv for x in pair)
+    return _GroupExpSum.apply(u if conv is None else u.contiguous(), v, tuple(bounds), bool(split), geometry)
+
+
 def maxplus_conv(image: torch.Tensor, v: torch.Tensor, kernel, stride, padding, reduce: str = "max", alpha=None,
                  bounds=()):
     """The max-plus product of every patch of ``image`` (B, C, H, W; zero outside) with ``v`` (O, C*kh*kw),

@@ -350,3 +350,29 @@ def test_cli_train_and_distill_with_maxima(tmp_path, synth_mnist):
                              "-o", out, "--quiet"])
     assert code == 0, err
     assert load_checkpoint(out).config["layers"]["fc1"]["maxima"] == "4s"
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+@pytest.mark.parametrize("maxima", ["3", "3s", "1s"])
+def test_fused_exp_sum_path_equals_the_autograd_path(kind, maxima):
+    """The grouped hard max's fused exps and sum (bmhw.nn.maxplus.group_exp_sum) give the values and gradients of
+    the plain path (maxima per group, then exp and sum under autograd)."""
+    if kind == "linear":
+        layer = BMLinear(9, 4, maxima=maxima).double()
+        x = torch.rand(6, 9, dtype=torch.float64, requires_grad=True)
+    else:
+        layer = BMConv2d(3, 4, 3, stride=2, padding=1, maxima=maxima).double()
+        x = torch.rand(2, 3, 7, 6, dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        layer.v.uniform_(-2.0, 0.5)
+    results = []
+    for fast in (True, False):
+        layer._fast_groups = (lambda: fast)  # the instance attribute shadows the method
+        layer.zero_grad()
+        x.grad = None
+        y = layer(x)
+        grad = torch.randn(y.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+        y.backward(grad)
+        results.append((y.detach(), x.grad.clone(), layer.v.grad.clone()))
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
