@@ -136,7 +136,8 @@ class _MaxPlusFused(torch.autograd.Function):
     def backward(ctx, grad_y):
         (idx,) = ctx.saved_tensors
         grad_u, grad_v = kernels.extension().max_backward(grad_y.reshape(idx.shape), idx, ctx.fan_in,
-                                                          ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.groups)
+                                                          ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.groups,
+                                                          None)
         return (grad_u if ctx.needs_input_grad[0] else None), (grad_v if ctx.needs_input_grad[1] else None), None
 
 
@@ -174,9 +175,9 @@ class _MaxConvFused(torch.autograd.Function):
         grad_y = grad_y.reshape(idx.shape)
         grad_image = grad_v = None
         if ctx.needs_input_grad[0]:
-            grad_image = ext.max_conv_backward_image(grad_y, idx, ctx.shape, list(ctx.geometry), ctx.groups)
+            grad_image = ext.max_conv_backward_image(grad_y, idx, ctx.shape, list(ctx.geometry), ctx.groups, None)
         if ctx.needs_input_grad[1]:
-            grad_v = ext.max_backward(grad_y, idx, ctx.fan_in, False, True, ctx.groups)[1]
+            grad_v = ext.max_backward(grad_y, idx, ctx.fan_in, False, True, ctx.groups, None)[1]
         return grad_image, grad_v, None, None
 
 
@@ -207,17 +208,18 @@ class _GroupExpSum(torch.autograd.Function):
         e, idx = ctx.saved_tensors
         if ctx.split:
             grad_y = torch.cat([grad_y, -grad_y], 1)
-        grad_m = (e * grad_y[:, None, :]).view(idx.shape)
+        # Each maximum's gradient is its exp times its output's gradient: the kernels multiply as they scatter.
+        e, grad_y = e.view(idx.shape), grad_y.contiguous()
         ext = kernels.extension()
         grad_source = grad_v = None
         if ctx.geometry is None:
-            grad_source, grad_v = ext.max_backward(grad_m, idx, ctx.fan_in, ctx.needs_input_grad[0],
-                                                   ctx.needs_input_grad[1], ctx.groups)
+            grad_source, grad_v = ext.max_backward(e, idx, ctx.fan_in, ctx.needs_input_grad[0],
+                                                   ctx.needs_input_grad[1], ctx.groups, grad_y)
         else:
             if ctx.needs_input_grad[0]:
-                grad_source = ext.max_conv_backward_image(grad_m, idx, ctx.shape, list(ctx.geometry), ctx.groups)
+                grad_source = ext.max_conv_backward_image(e, idx, ctx.shape, list(ctx.geometry), ctx.groups, grad_y)
             if ctx.needs_input_grad[1]:
-                grad_v = ext.max_backward(grad_m, idx, ctx.fan_in, False, True, ctx.groups)[1]
+                grad_v = ext.max_backward(e, idx, ctx.fan_in, False, True, ctx.groups, grad_y)[1]
         return (grad_source if ctx.needs_input_grad[0] else None), (grad_v if ctx.needs_input_grad[1] else None), \
             None, None, None
 

@@ -190,7 +190,7 @@ void max_conv_forward_kernel(const T* img, const T* vt, T* y, int32_t* idx, cons
 // per image, so no two threads add to the same pixel.
 template <typename T>
 void max_conv_backward_kernel(const T* grad, const int32_t* idx, T* gimg, const ConvGeometry& g, int64_t o,
-                              int64_t batch, int64_t groups) {
+                              int64_t batch, int64_t groups, const T* scale) {
     const int64_t per_image = g.ho * g.wo;
     // Window offsets looked up instead of divided out per term (the scatter is as long as the forward's result:
     // rows x groups x outputs).
@@ -206,13 +206,14 @@ void max_conv_backward_kernel(const T* grad, const int32_t* idx, T* gimg, const 
             T* origin = gi + ih0 * g.w + iw0;  // may lie outside the image when padded: then only offset, never written
             const int32_t* irow = idx + row * o;
             const T* grow = grad + row * o;
+            const T* srow = scale ? scale + (row / groups) * o : nullptr;  // see max_backward_kernel
             if (!padded) {
-                for (int64_t c = 0; c < o; ++c) origin[koff[irow[c]]] += grow[c];
+                for (int64_t c = 0; c < o; ++c) origin[koff[irow[c]]] += srow ? grow[c] * srow[c] : grow[c];
                 continue;
             }
             for (int64_t c = 0; c < o; ++c) {
                 const int64_t kk = irow[c], ih = ih0 + dh[kk], iw = iw0 + dw[kk];
-                if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) origin[koff[kk]] += grow[c];
+                if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) origin[koff[kk]] += srow ? grow[c] * srow[c] : grow[c];
             }
         }
     }
@@ -408,13 +409,18 @@ void lse_backward_kernel(const T* u, const T* v, const T* y, const T* g, T a, T*
 
 // n result rows, `groups` of them per row of u.
 template <typename T>
+// ``scale`` (or null): each term's gradient is g[row, c] * scale[row / groups, c] (the fused exp-and-sum path
+// passes the exps as g and the output gradient as scale, so that their product is never stored).
 void max_backward_kernel(const T* g, const int32_t* idx, T* gu, T* gv, int64_t n, int64_t o, int64_t k,
-                         int64_t groups) {
+                         int64_t groups, const T* scale) {
     if (gu != nullptr) {
 #pragma omp parallel for schedule(static)
-        for (int64_t nu = 0; nu < n / groups; ++nu)
+        for (int64_t nu = 0; nu < n / groups; ++nu) {
+            const T* srow = scale ? scale + nu * o : nullptr;
             for (int64_t row = nu * groups; row < (nu + 1) * groups; ++row)
-                for (int64_t c = 0; c < o; ++c) gu[nu * k + idx[row * o + c]] += g[row * o + c];
+                for (int64_t c = 0; c < o; ++c)
+                    gu[nu * k + idx[row * o + c]] += srow ? g[row * o + c] * srow[c] : g[row * o + c];
+        }
     }
     if (gv != nullptr) {
         // Each thread owns a contiguous range of outputs and reads the rows in order (each output's sum keeps
@@ -423,8 +429,11 @@ void max_backward_kernel(const T* g, const int32_t* idx, T* gu, T* gv, int64_t n
 #pragma omp parallel for schedule(static)
         for (int64_t part = 0; part < parts; ++part) {
             const int64_t c0 = o * part / parts, c1 = o * (part + 1) / parts;
-            for (int64_t row = 0; row < n; ++row)
-                for (int64_t c = c0; c < c1; ++c) gv[c * k + idx[row * o + c]] += g[row * o + c];
+            for (int64_t row = 0; row < n; ++row) {
+                const T* srow = scale ? scale + (row / groups) * o : nullptr;
+                for (int64_t c = c0; c < c1; ++c)
+                    gv[c * k + idx[row * o + c]] += srow ? g[row * o + c] * srow[c] : g[row * o + c];
+            }
         }
     }
 }
@@ -468,9 +477,11 @@ std::vector<torch::Tensor> max_forward(torch::Tensor u, torch::Tensor v, std::ve
 // The hard max's backward is a scatter: each output's gradient goes to its one arg-max. g and idx have
 // `groups` rows per row of u.
 std::vector<torch::Tensor> max_backward(torch::Tensor g, torch::Tensor idx, int64_t k, bool need_u, bool need_v,
-                                        int64_t groups) {
+                                        int64_t groups, c10::optional<torch::Tensor> scale) {
     g = g.contiguous();
     idx = idx.contiguous();
+    torch::Tensor sc = scale.has_value() ? scale->contiguous() : torch::Tensor();
+    TORCH_CHECK(!sc.defined() || sc.numel() * groups == g.numel(), "max_backward: scale must be (rows / groups, outputs)");
     const int64_t n = g.size(0), o = g.size(1);
     TORCH_CHECK(groups >= 1 && n % groups == 0, "max_backward: rows must be a multiple of the groups");
     auto gu = need_u ? torch::zeros({n / groups, k}, g.options()) : torch::Tensor();
@@ -478,7 +489,8 @@ std::vector<torch::Tensor> max_backward(torch::Tensor g, torch::Tensor idx, int6
     AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "max_backward", [&] {
         max_backward_kernel<scalar_t>(g.data_ptr<scalar_t>(), idx.data_ptr<int32_t>(),
                                       need_u ? gu.data_ptr<scalar_t>() : nullptr,
-                                      need_v ? gv.data_ptr<scalar_t>() : nullptr, n, o, k, groups);
+                                      need_v ? gv.data_ptr<scalar_t>() : nullptr, n, o, k, groups,
+                                      sc.defined() ? sc.data_ptr<scalar_t>() : nullptr);
     });
     return {gu, gv};
 }
@@ -511,14 +523,16 @@ std::vector<torch::Tensor> max_conv_forward(torch::Tensor img, torch::Tensor v, 
 }
 
 torch::Tensor max_conv_backward_image(torch::Tensor grad, torch::Tensor idx, std::vector<int64_t> shape,
-                                      std::vector<int64_t> kernel, int64_t groups) {
+                                      std::vector<int64_t> kernel, int64_t groups, c10::optional<torch::Tensor> scale) {
     grad = grad.contiguous();
     idx = idx.contiguous();
+    torch::Tensor sc = scale.has_value() ? scale->contiguous() : torch::Tensor();
+    TORCH_CHECK(!sc.defined() || sc.numel() * groups == grad.numel(), "max_conv_backward: scale must be (rows / groups, outputs)");
     auto gimg = torch::zeros(shape, grad.options());
     const ConvGeometry g = geometry(gimg, kernel);
     AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "max_conv_backward", [&] {
         max_conv_backward_kernel<scalar_t>(grad.data_ptr<scalar_t>(), idx.data_ptr<int32_t>(), gimg.data_ptr<scalar_t>(),
-                                           g, grad.size(1), shape[0], groups);
+                                           g, grad.size(1), shape[0], groups, sc.defined() ? sc.data_ptr<scalar_t>() : nullptr);
     });
     return gimg;
 }
