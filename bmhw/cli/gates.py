@@ -38,9 +38,9 @@ def cmd_gates(args) -> int:
         raise BmhwError(f"--weight-bits must be between 2 and 32, got {args.weight_bits}")
     _check_positive(target_mhz=args.target_mhz if args.pnr else None)
     net = _load_or_quantize(args)
-    if network.is_bise(net):  # a binarised BiSE network: its own datapath as exported (docs/gates.md)
+    if net.is_bise:  # a binarised BiSE network: its own datapath as exported (docs/gates.md)
         return report.family_report(console, net, args, "bise")
-    if network.is_adder(net):  # an AdderNet network: its own datapath as exported (docs/gates.md)
+    if net.is_adder:  # an AdderNet network: its own datapath as exported (docs/gates.md)
         return report.family_report(console, net, args, "addernet")
     if net.is_mac:
         raise BmhwError(f"{args.model} is a classical network (a MAC twin): bmhw gates takes the BM network and the "

@@ -169,11 +169,6 @@ def layer_costs(net: ir.QuantizedNet, layer: dict, name: str, pe: int, weight_bi
     return costs
 
 
-def is_adder(net: ir.QuantizedNet) -> bool:
-    """An AdderNet network (its weight layers adder_conv2d / adder_linear), costed as exported."""
-    return any(layer["op"] in ir.ADDER_OPS for layer in net.layers)
-
-
 def adder_layer_cost(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> LayerCost:
     """The ``addernet`` kind of an AdderNet network at its exported widths (bmhw_adder_layer): per PE a
     subtractor and an absolute value at D_W bits and an accumulator (adder and register) at ACC_W bits, a hold
@@ -199,11 +194,6 @@ def adder_network_costs(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | Non
     pes = verilog.layer_pes(net, pe, pe_layers)
     return [{"addernet": adder_layer_cost(net, layer, name, layer_pe)}
             for layer, name, layer_pe in zip(net.layers, verilog.layer_names(net), pes) if layer_pe is not None]
-
-
-def is_bise(net: ir.QuantizedNet) -> bool:
-    """A binarised BiSE network (its weight layers bise_conv2d / bise_linear), costed as exported."""
-    return any(layer["op"] in ir.BISE_OPS for layer in net.layers)
 
 
 def bise_layer_cost(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> LayerCost:

