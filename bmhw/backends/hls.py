@@ -340,7 +340,9 @@ def build_context(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: floa
                "k": _cell(r["k"]), "cycles": r["cycles"]} for r in summary["rows"]]
     return {"layers": layers, "input_size": _size(net.input_shape), "input_type": INPUT_TYPE,
             "cycles": cycles, "cycle_total": summary["total"], "images_per_s": f"{summary['images_per_s']:.0f}",
-            "pipeline_depth": PE_PIPELINE_DEPTH, "bise": net.is_bise, "bise_depth": BISE_PIPELINE_DEPTH,
+            "pipeline_depth": PE_PIPELINE_DEPTH, "bise_depth": BISE_PIPELINE_DEPTH,
+            # The README's family-specific parts (templates/hls/readme/); AdderNet networks share the BM text so far.
+            "readme_family": "bise" if net.is_bise else "bm",
             "result_what": "class scores" if net.is_bise else "logits",
             "input_shape": "x".join(map(str, net.input_shape)), "result_type": layers[-1]["out_type"],
             "result_size": layers[-1]["out_size"], "result_layer": layers[-1]["name"],
