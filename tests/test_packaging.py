@@ -59,12 +59,13 @@ def names(wheel) -> set[str]:
 
 
 def test_wheel_contains_the_package_and_its_resources(names):
-    for package in ("bmhw", "bmhw/nn", "bmhw/models", "bmhw/data", "bmhw/templates", "bmhw/hls", "bmhw/sim",
+    for package in ("bmhw", "bmhw/nn", "bmhw/models", "bmhw/data", "bmhw/train", "bmhw/quant", "bmhw/ir", "bmhw/backends",
+                    "bmhw/backends/onnx", "bmhw/cost", "bmhw/cli", "bmhw/templates", "bmhw/hls", "bmhw/sim",
                     "bmhw/examples"):
         assert f"{package}/__init__.py" in names, package
     assert "bmhw/data/mnist_sample/t10k-images-idx3-ubyte.gz" in names
     assert "bmhw/data/mnist_sample/t10k-labels-idx1-ubyte.gz" in names
-    for module in ("cli", "commands", "checkpoint", "train", "resources", "errors"):
+    for module in ("cli/parser", "cli/train", "models/checkpoint", "train/loop", "ir/bmq", "resources", "errors"):
         assert f"bmhw/{module}.py" in names
     # The Verilog blocks and template, and the cocotb benches with their harness.
     for shipped in ("bmhw/templates/verilog/bmhw_net.v.j2", "bmhw/templates/verilog/lib/bmhw_bm_layer.v",
