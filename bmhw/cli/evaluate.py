@@ -91,4 +91,15 @@ def cmd_eval(args) -> int:
         if bise_layers(model):  # a BiSE checkpoint: also the binarised network (docs/training.md, "BiSE")
             binarize_model(model)
             print(f"binarised accuracy: {float((classify(images) == labels).mean()) * 100:.2f}%")
+        _print_exps(model, images)
     return 0
+
+
+def _print_exps(model, images) -> None:
+    """Several maxima per neuron: the exp evaluations of one image, the cost the maxima buy accuracy with."""
+    from bmhw.nn.groups import exps_per_image, is_bm_layer
+    from bmhw.train.loop import to_tensor
+
+    if any(is_bm_layer(m) and (m.maxima != 1 or m.split_sign) for m in model.modules()):
+        counts = exps_per_image(model, to_tensor(images[:1]))
+        print(f"exps per image: {sum(counts.values()):,} (" + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ")")

@@ -304,6 +304,11 @@ def test_cli_convert_with_maxima_and_the_refusals_downstream(tmp_path):
     assert code == 0, err
     layers = load_checkpoint(out).config["layers"]
     assert layers["conv1"]["maxima"] == "6s" and layers["fc3"]["maxima"] == "84"
+    code, printed, err = run_main(["eval", out, "--limit", "20"])
+    expected = sum(exps_per_image(load_checkpoint(out).model, torch.zeros(1, 1, 28, 28)).values())
+    assert code == 0 and f"exps per image: {expected:,} (conv1 " in printed, err
+    code, printed, _ = run_main(["eval", teacher, "--limit", "20"])
+    assert code == 0 and "exps per image" not in printed
     for argv in (["quantize", out, "-o", tmp_path / "g.bmq"], ["export", out, "--target", "hls", "-o", tmp_path / "h"],
                  ["export", out, "--target", "onnx", "-o", tmp_path / "g.onnx"], ["gates", out]):
         code, _, err = run_main(argv)
