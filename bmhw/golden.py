@@ -141,6 +141,22 @@ def maxpool(layer: dict, codes: np.ndarray) -> np.ndarray:
     return codes[:, :, :ho * k, :wo * k].reshape(n, c, ho, k, wo, k).max(axis=(3, 5))
 
 
+def flatten(layer: dict, codes: np.ndarray) -> np.ndarray:
+    return codes.reshape(codes.shape[0], -1)
+
+
+# The integer kernel of every op, as kernel(net, layer, codes): a new op adds an entry here.
+KERNELS = {
+    **{op: bm_layer for op in ir.BM_OPS},
+    **{op: mac_layer for op in ir.MAC_OPS},
+    **{op: adder_layer for op in ir.ADDER_OPS},
+    **{op: bise_layer for op in ir.BISE_OPS},
+    "binarize": lambda net, layer, codes: binarize(layer, codes),
+    "maxpool2d": lambda net, layer, codes: maxpool(layer, codes),
+    "flatten": lambda net, layer, codes: flatten(layer, codes),
+}
+
+
 def forward(net, codes, return_all: bool = False):
     """Run the network on input codes (N, C, H, W). Returns the logits (int64, N x classes) or, with
     ``return_all``, a dict of every layer's output by layer name."""
@@ -151,23 +167,10 @@ def forward(net, codes, return_all: bool = False):
     h = codes.astype(np.int64)
     outputs = {}
     for layer in net.layers:
-        op = layer["op"]
-        if op in ir.BM_OPS:
-            h = bm_layer(net, layer, h)
-        elif op in ir.MAC_OPS:
-            h = mac_layer(net, layer, h)
-        elif op in ir.ADDER_OPS:
-            h = adder_layer(net, layer, h)
-        elif op in ir.BISE_OPS:
-            h = bise_layer(net, layer, h)
-        elif op == "binarize":
-            h = binarize(layer, h)
-        elif op == "maxpool2d":
-            h = maxpool(layer, h)
-        elif op == "flatten":
-            h = h.reshape(h.shape[0], -1)
-        else:
-            raise BmhwError(f"layer {layer['name']}: the golden model has no operation {op!r}")
+        kernel = KERNELS.get(layer["op"])
+        if kernel is None:
+            raise BmhwError(f"layer {layer['name']}: the golden model has no operation {layer['op']!r}")
+        h = kernel(net, layer, h)
         outputs[layer["name"]] = h
     return outputs if return_all else h
 
