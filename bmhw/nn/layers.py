@@ -161,14 +161,18 @@ class _BMNeuron(nn.Module):
         # A learned temperature must stay positive; the clamp keeps a wild step from flipping it.
         return None if self.alpha is None else self.alpha.clamp_min(1e-3)
 
+    def _surrogate_on(self) -> bool:
+        """The surrogate gradient applies: an exact-max layer, a temperature set, and a gradient to compute."""
+        return self.reduce == "max" and self.surrogate_alpha is not None and torch.is_grad_enabled()
+
     def _fast_groups(self) -> bool:
         """Several exact maxima and no surrogate gradient: the fused exp-and-sum path (bmhw.nn.maxplus) serves."""
-        return bool(self.bounds) and self.reduce == "max" and (self.surrogate_alpha is None or not torch.is_grad_enabled())
+        return bool(self.bounds) and self.reduce == "max" and not self._surrogate_on()
 
     def _reduced(self, product):
         """``product(reduce, alpha)`` (a max-plus product of this layer's inputs and log-weights) with this
         layer's reduction, or with the surrogate gradient where one is set."""
-        if self.reduce != "max" or self.surrogate_alpha is None or not torch.is_grad_enabled():
+        if not self._surrogate_on():
             return product(self.reduce, self._alpha())
         with torch.no_grad():
             hard = product("max", None)
@@ -235,8 +239,7 @@ class _BMNeuron(nn.Module):
         sum_k w_k x_k = sum (x+dx)(w+dw) - dw sum x - dx sum (w + dw), with w + dw = exp(v); plus the bias.
         Sign-split: sum_k s_k x_k e^v_k = sum_k s_k (x_k + dx) e^v_k - dx sum_k s_k e^v_k (no dw)."""
         if self.split_sign:
-            v = self.v.reshape(self.out_count, -1)
-            y = max_term - self.delta_x * (self.sign.reshape(v.shape) * torch.exp(v)).sum(1)
+            y = max_term - self.delta_x * self._lns_weights().sum(1)
             return y if self.bias is None else y + self.bias
         offset = -self.delta_x * torch.exp(self.v.reshape(self.out_count, -1)).sum(1)  # per output: O values
         if self.signed:

@@ -121,6 +121,21 @@ class _SmoothPlus(torch.autograd.Function):
         return grad_u, grad_v, grad_alpha, None
 
 
+def _scatter_grads(ctx, grad, idx, scale=None):
+    """The hard max's backward in the kernels: each maximum's gradient (``grad``, times ``scale`` of its input row
+    and output where given) to its saved arg-max, in the rows of u (or the image's pixels, for a convolution:
+    ``ctx.geometry``) and in v. Returns (grad of u or the image, grad of v), None where not needed."""
+    ext = kernels.extension()
+    need_source, need_v = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if ctx.geometry is None:
+        grad_source, grad_v = ext.max_backward(grad, idx, ctx.fan_in, need_source, need_v, ctx.groups, scale)
+        return (grad_source if need_source else None), (grad_v if need_v else None)
+    grad_source = ext.max_conv_backward_image(grad, idx, ctx.shape, list(ctx.geometry), ctx.groups,
+                                              scale) if need_source else None
+    grad_v = ext.max_backward(grad, idx, ctx.fan_in, False, True, ctx.groups, scale)[1] if need_v else None
+    return grad_source, grad_v
+
+
 class _MaxPlusFused(torch.autograd.Function):
     """The hard max-plus product in the C++ kernel, per group of k (``bounds``; empty: one group, an N x O
     result); backward scatters to the saved first arg-max."""
@@ -129,16 +144,13 @@ class _MaxPlusFused(torch.autograd.Function):
     def forward(ctx, u, v, bounds):
         y, idx = kernels.extension().max_forward(u, v, list(bounds))
         ctx.save_for_backward(idx)
-        ctx.fan_in, ctx.groups = u.shape[1], max(1, len(bounds) - 1)
+        ctx.geometry, ctx.fan_in, ctx.groups = None, u.shape[1], max(1, len(bounds) - 1)
         return y.view(u.shape[0], ctx.groups, v.shape[0]) if bounds else y
 
     @staticmethod
     def backward(ctx, grad_y):
         (idx,) = ctx.saved_tensors
-        grad_u, grad_v = kernels.extension().max_backward(grad_y.reshape(idx.shape), idx, ctx.fan_in,
-                                                          ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.groups,
-                                                          None)
-        return (grad_u if ctx.needs_input_grad[0] else None), (grad_v if ctx.needs_input_grad[1] else None), None
+        return (*_scatter_grads(ctx, grad_y.reshape(idx.shape), idx), None)
 
 
 class _LsePlusFused(torch.autograd.Function):
@@ -171,14 +183,7 @@ class _MaxConvFused(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (idx,) = ctx.saved_tensors
-        ext = kernels.extension()
-        grad_y = grad_y.reshape(idx.shape)
-        grad_image = grad_v = None
-        if ctx.needs_input_grad[0]:
-            grad_image = ext.max_conv_backward_image(grad_y, idx, ctx.shape, list(ctx.geometry), ctx.groups, None)
-        if ctx.needs_input_grad[1]:
-            grad_v = ext.max_backward(grad_y, idx, ctx.fan_in, False, True, ctx.groups, None)[1]
-        return grad_image, grad_v, None, None
+        return (*_scatter_grads(ctx, grad_y.reshape(idx.shape), idx), None, None)
 
 
 class _GroupExpSum(torch.autograd.Function):
@@ -200,7 +205,8 @@ class _GroupExpSum(torch.autograd.Function):
         if split:
             y = y[:, :rows // 2] - y[:, rows // 2:]
         ctx.save_for_backward(e, idx)
-        ctx.split, ctx.geometry, ctx.shape, ctx.fan_in, ctx.groups = split, conv_geometry, list(source.shape), v.shape[1], groups
+        ctx.split, ctx.geometry, ctx.shape = split, conv_geometry, list(source.shape)
+        ctx.fan_in, ctx.groups = v.shape[1], groups
         return y
 
     @staticmethod
@@ -209,19 +215,7 @@ class _GroupExpSum(torch.autograd.Function):
         if ctx.split:
             grad_y = torch.cat([grad_y, -grad_y], 1)
         # Each maximum's gradient is its exp times its output's gradient: the kernels multiply as they scatter.
-        e, grad_y = e.view(idx.shape), grad_y.contiguous()
-        ext = kernels.extension()
-        grad_source = grad_v = None
-        if ctx.geometry is None:
-            grad_source, grad_v = ext.max_backward(e, idx, ctx.fan_in, ctx.needs_input_grad[0],
-                                                   ctx.needs_input_grad[1], ctx.groups, grad_y)
-        else:
-            if ctx.needs_input_grad[0]:
-                grad_source = ext.max_conv_backward_image(e, idx, ctx.shape, list(ctx.geometry), ctx.groups, grad_y)
-            if ctx.needs_input_grad[1]:
-                grad_v = ext.max_backward(e, idx, ctx.fan_in, False, True, ctx.groups, grad_y)[1]
-        return (grad_source if ctx.needs_input_grad[0] else None), (grad_v if ctx.needs_input_grad[1] else None), \
-            None, None, None
+        return (*_scatter_grads(ctx, e.view(idx.shape), idx, grad_y.contiguous()), None, None, None)
 
 
 def group_exp_sum(u: torch.Tensor, v: torch.Tensor, bounds, split: bool = False, conv=None):
@@ -279,6 +273,11 @@ def _fused(u: torch.Tensor, v: torch.Tensor) -> bool:
             and u.dtype in (torch.float32, torch.float64) and kernels.extension() is not None)
 
 
+def _per_group(product, u, v, bounds, reduce, alpha) -> torch.Tensor:
+    """``product`` of each group's columns on its own, stacked as N x G x O."""
+    return torch.stack([product(u[:, a:b], v[:, a:b], reduce, alpha) for a, b in zip(bounds[:-1], bounds[1:])], 1)
+
+
 def check_bounds(bounds, fan_in: int) -> tuple:
     """Group bounds ``0 = b_0 < b_1 < ... < b_G = fan_in`` as a tuple (empty: no groups)."""
     bounds = tuple(int(b) for b in bounds)
@@ -297,7 +296,7 @@ def maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str = "max", alpha=None, b
         raise ValueError(f"maxplus needs u (N, K) and v (O, K); got {tuple(u.shape)} and {tuple(v.shape)}")
     bounds = check_bounds(bounds, u.shape[1])
     if bounds and not (reduce == "max" and _fused(u, v)):
-        return torch.stack([maxplus(u[:, a:b], v[:, a:b], reduce, alpha) for a, b in zip(bounds[:-1], bounds[1:])], 1)
+        return _per_group(maxplus, u, v, bounds, reduce, alpha)
     if reduce == "max":
         return _MaxPlusFused.apply(u, v, bounds) if _fused(u, v) else _MaxPlus.apply(u, v)
     if reduce not in REDUCTIONS:
@@ -313,8 +312,7 @@ def maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str = "max", alpha=None, b
 def reference_maxplus(u: torch.Tensor, v: torch.Tensor, reduce: str = "max", alpha=None, bounds=()) -> torch.Tensor:
     """The chunked PyTorch path alone (the reference the fused kernels are tested against)."""
     if bounds:
-        return torch.stack([reference_maxplus(u[:, a:b], v[:, a:b], reduce, alpha)
-                            for a, b in zip(bounds[:-1], bounds[1:])], 1)
+        return _per_group(reference_maxplus, u, v, bounds, reduce, alpha)
     if reduce == "max":
         return _MaxPlus.apply(u, v)
     alpha = torch.as_tensor(alpha, dtype=u.dtype, device=u.device)

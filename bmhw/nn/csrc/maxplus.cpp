@@ -165,22 +165,22 @@ void max_conv_forward_kernel(const T* img, const T* vt, T* y, int32_t* idx, cons
         for (int64_t c0 = 0; c0 < o; c0 += L) {
             const int64_t cols = std::min(L, o - c0);
             for (int64_t gr = 0; gr < groups; ++gr) {
-            MaxTile<T> tile(bounds[gr]);
-            for (int64_t kk = bounds[gr]; kk < bounds[gr + 1]; ++kk) {
-                T x[ROWS];
-                const int64_t off = koff[kk];
-                if (!padded) {
-                    for (int64_t r = 0; r < ROWS; ++r) x[r] = base[r][off];
-                } else {
-                    for (int64_t r = 0; r < ROWS; ++r) {
-                        const int64_t ih = ih0[r] + dh[kk], iw = iw0[r] + dw[kk];
-                        const bool inside = ih >= 0 && ih < g.h && iw >= 0 && iw < g.w;
-                        x[r] = inside ? base[r][off] : T(0);
+                MaxTile<T> tile(bounds[gr]);
+                for (int64_t kk = bounds[gr]; kk < bounds[gr + 1]; ++kk) {
+                    T x[ROWS];
+                    const int64_t off = koff[kk];
+                    if (!padded) {
+                        for (int64_t r = 0; r < ROWS; ++r) x[r] = base[r][off];
+                    } else {
+                        for (int64_t r = 0; r < ROWS; ++r) {
+                            const int64_t ih = ih0[r] + dh[kk], iw = iw0[r] + dw[kk];
+                            const bool inside = ih >= 0 && ih < g.h && iw >= 0 && iw < g.w;
+                            x[r] = inside ? base[r][off] : T(0);
+                        }
                     }
+                    tile.step(load_v(vt, kk, o, c0, cols), x[0], x[1], x[2], x[3]);
                 }
-                tile.step(load_v(vt, kk, o, c0, cols), x[0], x[1], x[2], x[3]);
-            }
-            tile.store(y, idx, r0, rows, c0, cols, o, groups, gr);
+                tile.store(y, idx, r0, rows, c0, cols, o, groups, gr);
             }
         }
     }
@@ -481,7 +481,8 @@ std::vector<torch::Tensor> max_backward(torch::Tensor g, torch::Tensor idx, int6
     g = g.contiguous();
     idx = idx.contiguous();
     torch::Tensor sc = scale.has_value() ? scale->contiguous() : torch::Tensor();
-    TORCH_CHECK(!sc.defined() || sc.numel() * groups == g.numel(), "max_backward: scale must be (rows / groups, outputs)");
+    TORCH_CHECK(!sc.defined() || sc.numel() * groups == g.numel(),
+                "max_backward: scale must be (rows / groups, outputs)");
     const int64_t n = g.size(0), o = g.size(1);
     TORCH_CHECK(groups >= 1 && n % groups == 0, "max_backward: rows must be a multiple of the groups");
     auto gu = need_u ? torch::zeros({n / groups, k}, g.options()) : torch::Tensor();
@@ -527,12 +528,14 @@ torch::Tensor max_conv_backward_image(torch::Tensor grad, torch::Tensor idx, std
     grad = grad.contiguous();
     idx = idx.contiguous();
     torch::Tensor sc = scale.has_value() ? scale->contiguous() : torch::Tensor();
-    TORCH_CHECK(!sc.defined() || sc.numel() * groups == grad.numel(), "max_conv_backward: scale must be (rows / groups, outputs)");
+    TORCH_CHECK(!sc.defined() || sc.numel() * groups == grad.numel(),
+                "max_conv_backward: scale must be (rows / groups, outputs)");
     auto gimg = torch::zeros(shape, grad.options());
     const ConvGeometry g = geometry(gimg, kernel);
     AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "max_conv_backward", [&] {
         max_conv_backward_kernel<scalar_t>(grad.data_ptr<scalar_t>(), idx.data_ptr<int32_t>(), gimg.data_ptr<scalar_t>(),
-                                           g, grad.size(1), shape[0], groups, sc.defined() ? sc.data_ptr<scalar_t>() : nullptr);
+                                           g, grad.size(1), shape[0], groups,
+                                           sc.defined() ? sc.data_ptr<scalar_t>() : nullptr);
     });
     return gimg;
 }
