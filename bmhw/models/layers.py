@@ -22,7 +22,8 @@ from bmhw.nn.layers import _BMNeuron
 NEURONS = ("classical", "bm4", "bm15", "adder", "bise")
 
 
-def make_spec(neuron="classical", reduce="max", alpha=None, learn_alpha=False, bias=None, bn=None, maxima=None) -> dict:
+def make_spec(neuron="classical", reduce="max", alpha=None, learn_alpha=False, bias=None, bn=None,
+              maxima=None) -> dict:
     """Validate and normalise a neuron spec; ``bias`` (optional) overrides the model's choice; ``bn`` (adder
     only): False for an adder layer without its batch normalisation; ``maxima`` (BM only): maxima per neuron."""
     if bias is not None:

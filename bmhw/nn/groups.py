@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import torch
+
 from bmhw.errors import BmhwError
 
 _PATTERN = re.compile(r"^(?:(?P<n>\d+)|(?P<all>K))(?P<split>s?)$")
@@ -81,8 +83,6 @@ def is_bm_layer(module) -> bool:
 def maxima_per_output(layer) -> "list[int]":
     """How many maxima (one exp each) every output of a BM layer takes: G, or with the sign split the number
     of (group, sign) pairs that hold at least one weight."""
-    import torch
-
     groups = layer.maxima
     if not getattr(layer, "split_sign", False):
         branches = 4 if getattr(layer, "branches", 1.5) == 4 else 1
@@ -100,8 +100,6 @@ def exps_per_image(model, image) -> dict[str, int]:
     """The exp evaluations of one image through every BM layer of ``model`` (``image``: one input, with its batch
     dimension of 1): output positions x the maxima of each output, by layer name. Each (group, sign) maximum
     costs one exp lookup and one add in hardware; a classical layer's multiply-accumulates are not counted."""
-    import torch
-
     counts, hooks = {}, []
     for name, layer in model.named_modules():
         if is_bm_layer(layer):
