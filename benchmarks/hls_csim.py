@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bmhw import golden
-from bmhw.backends import csim
+from bmhw.backends.hls import csim
 from bmhw.data import load_dataset
 
 HERE = Path(__file__).resolve().parent

@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bmhw import golden
-from bmhw.backends import rtlsim, verilog
+from bmhw.backends import verilog
+from bmhw.backends.verilog import rtlsim
 from bmhw.data import load_dataset
 from bmhw.ir import load_bmq
 

@@ -19,7 +19,7 @@ CHUNK_ELEMENTS = 1 << 22
 def patches(codes: np.ndarray, layer: dict) -> np.ndarray:
     """Input patches of a layer: (N*L, K) rows, batch-major then output position in raster order; the
     K axis is ordered channel, kernel row, kernel column (zero padding is code 0)."""
-    if layer["op"] not in ir.CONV_OPS:
+    if not ir.OPS[layer["op"]].conv:
         return codes.reshape(codes.shape[0], -1)
     (kh, kw), (sh, sw), (ph, pw) = layer["kernel"], layer["stride"], layer["padding"]
     padded = np.pad(codes, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
@@ -64,7 +64,7 @@ def bm_layer(net, layer: dict, codes: np.ndarray) -> np.ndarray:
 
 def _layer_output(layer: dict, y: np.ndarray, n: int) -> np.ndarray:
     """(N*L, O) rows -> (N, O, Ho, Wo) for a convolution, (N, O) for a linear layer."""
-    if layer["op"] in ir.CONV_OPS:
+    if ir.OPS[layer["op"]].conv:
         _, ho, wo = layer["out_shape"]
         return y.reshape(n, ho, wo, -1).transpose(0, 3, 1, 2)
     return y.reshape(n, -1)
@@ -145,12 +145,11 @@ def flatten(layer: dict, codes: np.ndarray) -> np.ndarray:
     return codes.reshape(codes.shape[0], -1)
 
 
-# The integer kernel of every op, as kernel(net, layer, codes): a new op adds an entry here.
+# The integer kernel of every weighted layer, by family key (bmhw.ir.ops.FAMILIES), and of the other ops by
+# name; each as kernel(net, layer, codes). A new family adds its kernel here.
+FAMILY_KERNELS = {"bm": bm_layer, "mac": mac_layer, "adder": adder_layer, "bise": bise_layer}
 KERNELS = {
-    **{op: bm_layer for op in ir.BM_OPS},
-    **{op: mac_layer for op in ir.MAC_OPS},
-    **{op: adder_layer for op in ir.ADDER_OPS},
-    **{op: bise_layer for op in ir.BISE_OPS},
+    **{op: FAMILY_KERNELS[spec.family] for op, spec in ir.OPS.items() if spec.weighted},
     "binarize": lambda net, layer, codes: binarize(layer, codes),
     "maxpool2d": lambda net, layer, codes: maxpool(layer, codes),
     "flatten": lambda net, layer, codes: flatten(layer, codes),

@@ -8,7 +8,7 @@ Verilog project with Verilator (cocotb's runner) and runs the block tests or the
 
 A build is reused by any number of runs, also on another project folder with the same network and PE
 (``run(bench, project=...)``: the ROM files are read at the start of each simulation, from the project
-folder the simulation runs in). The layer's parameters come from bmhw.backends.verilog_plans.bm_layer_plan with
+folder the simulation runs in). The layer's parameters come from bmhw.backends.verilog.bm.plan with
 the PE the project was exported with (design.json). NumPy only, never torch.
 """
 
@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from bmhw.backends.project import layer_names
-from bmhw.backends.rtlsim import lint as verilator_lint
-from bmhw.backends.rtlsim import load_design, require_cocotb, verilator_bin, verilator_on_path
+from bmhw.backends.verilog.rtlsim import lint as verilator_lint
+from bmhw.backends.verilog.rtlsim import load_design, require_cocotb, verilator_bin, verilator_on_path
 from bmhw.backends.verilog import TOP, verilog_value
-from bmhw.backends.verilog_plans import adder_layer_plan, bise_layer_plan, bm_layer_plan
+from bmhw.backends.verilog.adder import plan as adder_layer_plan
+from bmhw.backends.verilog.bise import plan as bise_layer_plan
+from bmhw.backends.verilog.bm import plan as bm_layer_plan
 from bmhw.ir import ADDER_OPS, BISE_OPS
 from bmhw.errors import BmhwError
 from bmhw.logs import first_problem_in

@@ -25,7 +25,9 @@ from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, SimTimeoutErro
 
 from bmhw import golden, ir
 from bmhw.backends.project import layer_names
-from bmhw.backends.verilog_plans import adder_layer_plan, bise_layer_plan, bm_layer_plan
+from bmhw.backends.verilog.adder import plan as adder_layer_plan
+from bmhw.backends.verilog.bise import plan as bise_layer_plan
+from bmhw.backends.verilog.bm import plan as bm_layer_plan
 from bmhw.ir import ADDER_OPS, BISE_OPS
 from bmhw.ir.intmath import round_shift
 from bmhw.sim.scoreboard import Mismatch, Scoreboard

@@ -1,7 +1,7 @@
 """The whole-network bench (cocotb): real images through the generated accelerator, every result and
 every layer buffer compared with the golden model, failing on the first mismatch.
 
-Run by ``bmhw sim`` (bmhw.backends.rtlsim), which builds bmhw_net_tb.v around the project's RTL with
+Run by ``bmhw sim`` (bmhw.backends.verilog.rtlsim), which builds bmhw_net_tb.v around the project's RTL with
 Verilator and passes the job through $BMHW_SIM_JOB: a folder with job.json and images.npy. The outcome
 is written to the job's result.json as well as reported by cocotb.
 """

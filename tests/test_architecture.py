@@ -39,7 +39,7 @@ def test_the_integer_side_leaves_torch_unloaded():
     code = """
 import importlib, pkgutil, sys
 import bmhw.backends, bmhw.cost
-names = ["bmhw.ir", "bmhw.ir.bmq", "bmhw.ir.widths", "bmhw.ir.intmath", "bmhw.golden", "bmhw.cli", "bmhw.cli.parser"]
+names = ["bmhw.ir", "bmhw.ir.ops", "bmhw.ir.bmq", "bmhw.ir.widths", "bmhw.ir.intmath", "bmhw.golden", "bmhw.cli", "bmhw.cli.parser"]
 for pkg in (bmhw.backends, bmhw.cost):
     names += [m.name for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
 for name in names:
@@ -109,3 +109,13 @@ def test_modules_stay_small_and_the_top_holds_only_plumbing():
     assert long == []
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert top == ["__init__.py", "atomic.py", "errors.py", "golden.py", "logs.py", "resources.py"]
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists the packages by hand: a new sub-package missing from it would import here (editable
+    install) and fail for users of the wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {_module_name(p) for p in PACKAGE.rglob("__init__.py") if "templates" not in p.parts}
+    assert packages <= listed, f"add {sorted(packages - listed)} to [tool.setuptools] packages in pyproject.toml"

@@ -63,11 +63,11 @@ def resolve_pe(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None,
     for index, (layer, name) in enumerate(zip(net.layers, names)):
         by_name.setdefault(str(layer["name"]), index)
         by_name.setdefault(name, index)
-    pe_ops = ir.BISE_OPS if net.is_bise else ir.WEIGHT_OPS
-    chosen = [int(pe) if layer["op"] in pe_ops else None for layer in net.layers]
-    weight_names = ", ".join(str(layer["name"]) for layer in net.layers if layer["op"] in pe_ops)
+    has_pes = [ir.OPS[layer["op"]].weighted for layer in net.layers]
+    chosen = [int(pe) if weighted else None for weighted in has_pes]
+    weight_names = ", ".join(str(layer["name"]) for layer, weighted in zip(net.layers, has_pes) if weighted)
     for key, value in sorted((pe_layers or {}).items()):
-        if key not in by_name or net.layers[by_name[key]]["op"] not in pe_ops:
+        if key not in by_name or not has_pes[by_name[key]]:
             raise BmhwError(f"--pe {key}={value}: no weight layer named {key!r} (weight layers: {weight_names})")
         if int(value) <= 0:
             raise BmhwError(f"--pe {key}={value}: the number of PEs must be a positive integer")

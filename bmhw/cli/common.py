@@ -79,29 +79,19 @@ def _is_onnx(path: Path) -> bool:
 def _quantize(args, ckpt=None):
     """Quantize the checkpoint ``args.checkpoint`` (or ``ckpt``, already loaded from it) with the options of bmhw
     quantize: a BM network, or the MAC twin of a classical one."""
-    from bmhw.quant import QuantOptions, quantize, quantize_classical
+    from bmhw.quant import QuantOptions
+    from bmhw.quant.checkpoint import quantize_checkpoint
 
     opts = QuantOptions(args.act_bits, args.log_frac_bits, args.exp_frac_bits, args.guard_bits)
     opts.check()
     _check_positive(calib_images=args.calib_images)
     ckpt = ckpt or load_checkpoint(args.checkpoint)
-    if any(spec["neuron"] == "bise" for spec in ckpt.config["layers"].values()):
-        from bmhw.quant.bise import quantize_bise  # binarised: no calibration (docs/datapath.md, "The BiSE layer")
+    options = {**vars(opts), "weight_bits": args.weight_bits, "scale_bits": getattr(args, "scale_bits", 16)}
+    return quantize_checkpoint(ckpt, lambda: _calibration_images(args, ckpt), options,
+                               {"source": Path(args.checkpoint).name})
 
-        return quantize_bise(ckpt.model, meta={"source": Path(args.checkpoint).name})
-    if any(spec["neuron"] == "adder" for spec in ckpt.config["layers"].values()):
-        from bmhw.quant.adder import check_scale_bits, quantize_adder  # docs/datapath.md, "The adder layer"
 
-        opts = {"act_bits": args.act_bits, "scale_bits": check_scale_bits(getattr(args, "scale_bits", 16))}
-        quantizer = quantize_adder
-    elif _is_classical(ckpt.config):
-        opts = {"act_bits": args.act_bits, "weight_bits": args.weight_bits}
-        quantizer = quantize_classical
-    else:
-        from bmhw.nn.groups import refuse_grouped
-
-        refuse_grouped(ckpt.model, "the quantizer (and so the HLS, Verilog, integer ONNX and gates backends)")
-        opts, quantizer = vars(opts), quantize
+def _calibration_images(args, ckpt):
     dataset = _dataset_of(ckpt.model)
     if args.data is None:
         images, _ = load_dataset(dataset, None, "test")
@@ -111,8 +101,7 @@ def _quantize(args, ckpt=None):
     else:
         images, _ = load_dataset(dataset, args.data, "train")
         source = f"{dataset} train split"
-    return quantizer(ckpt.model, calibration_sample(images, args.calib_images), **opts,
-                     meta={"source": Path(args.checkpoint).name, "calibration": source})
+    return calibration_sample(images, args.calib_images), source
 
 
 def _load_or_quantize(args):

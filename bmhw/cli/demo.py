@@ -57,7 +57,8 @@ def _demo_hardware(net, images) -> None:
     simulated by Verilator under the cocotb bench (every layer buffer compared), both against the golden model."""
     import tempfile
 
-    from bmhw.backends import csim, hls
+    from bmhw.backends import hls
+    from bmhw.backends.hls import csim
 
     with tempfile.TemporaryDirectory(prefix="bmhw-demo-") as tmp:
         project = Path(tmp) / "hls"
@@ -73,7 +74,9 @@ def _demo_hardware(net, images) -> None:
         print(f"csim: {result.images} images, 0 mismatches, bit-exact against the golden model "
               f"({time.perf_counter() - start:.1f} s)")
 
-        from bmhw.backends import rtlsim, verilog
+        from bmhw.backends import verilog
+
+        from bmhw.backends.verilog import rtlsim
 
         project, pe = Path(tmp) / "rtl", DEMO_RTL_PE
         start = time.perf_counter()

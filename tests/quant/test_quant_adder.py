@@ -200,5 +200,5 @@ def test_mixed_file_refused(tmp_path):
     net.layers[-1]["op"] = "mac_linear"
     net.arrays["fc2/weights"] = net.arrays["fc2/weights"]
     save_bmq(net, tmp_path / "mixed.bmq")
-    with pytest.raises(BmhwError, match=r"mixes MAC and adder layers"):
+    with pytest.raises(BmhwError, match=r"mixes AdderNet and classical MAC layers"):
         load_bmq(tmp_path / "mixed.bmq")

@@ -153,6 +153,6 @@ def test_the_verilog_backend_exports_bise(tmp_path):
     from bmhw.backends import verilog
 
     net = quantize_bise(random_bise_lenet(0))
-    # Both hardware backends implement BiSE layers (tests/backends/test_hls.py; tests/backends/test_verilog.py, test_rtlsim.py).
+    # Both hardware backends implement BiSE layers (tests/backends/hls/test_hls.py; tests/backends/verilog/test_verilog.py, test_rtlsim.py).
     project = verilog.export(net, tmp_path / "Verilog")
     assert "bmhw_bise_layer #(" in (project / "rtl" / "bmhw_net.v").read_text()

@@ -154,11 +154,14 @@ def _adder_neuron(g: _IntGraph, net, layer: dict, x: str) -> str:
     return y
 
 
+# The neuron of each family with an integer ONNX graph, by family key (bmhw.ir.ops.FAMILIES); BiSE has none.
+NEURONS = {"bm": _bm_neuron, "mac": _mac_neuron, "adder": _adder_neuron}
+
+
 def _weight_layer(g: _IntGraph, net, layer: dict, x: str) -> str:
-    neuron = (_bm_neuron if layer["op"] in ir.BM_OPS else _adder_neuron if layer["op"] in ir.ADDER_OPS
-              else _mac_neuron)
+    neuron = NEURONS[ir.OPS[layer["op"]].family]
     name = layer["name"]
-    if layer["op"] in ir.CONV_OPS:
+    if ir.OPS[layer["op"]].conv:
         out = neuron(g, net, layer, _patches(g, x, layer))  # (N, L, O), L in raster order
         o, ho, wo = (int(v) for v in layer["out_shape"])
         rows = g.op("Reshape", [out, g.i64([0, ho, wo, o], f"{name}_shape_nhwc")], f"{name}/nhwc")
@@ -189,7 +192,7 @@ def build(net, layer_outputs: bool = True) -> onnx.ModelProto:
     exposed = []
     for layer in net.layers:
         op = layer["op"]
-        if op in ir.WEIGHT_OPS:
+        if ir.OPS.get(op) is not None and ir.OPS[op].family in NEURONS and ir.OPS[op].weighted:
             x = _weight_layer(g, net, layer, x)
         elif op == "maxpool2d":
             x = _maxpool(g, layer, x)
@@ -215,7 +218,7 @@ def elements_per_image(net) -> int:
     layer's patches (positions x K); onnxruntime's batches are sized by it."""
     largest = 1
     for layer in net.weight_layers():
-        positions = int(np.prod(layer["out_shape"][1:])) if layer["op"] in ir.CONV_OPS else 1
+        positions = int(np.prod(layer["out_shape"][1:])) if ir.OPS[layer["op"]].conv else 1
         per_output = int(layer["out_count"]) if layer["op"] in ir.BM_OPS + ir.ADDER_OPS else 1
         largest = max(largest, positions * per_output * int(layer["fan_in"]))
     return largest

@@ -1,4 +1,4 @@
-"""Whole-network RTL simulation (bmhw.backends.rtlsim, bmhw sim): the generated Verilog, built by Verilator
+"""Whole-network RTL simulation (bmhw.backends.verilog.rtlsim, bmhw sim): the generated Verilog, built by Verilator
 inside the cocotb harness, matches the golden model in every layer buffer and result, its cycle count
 matches the analytical model, and the scoreboard fails on a corrupted design."""
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from bmhw import ir
-from bmhw.backends import rtlsim, verilog
+from bmhw.backends import verilog
+from bmhw.backends.verilog import rtlsim
 from bmhw.data import load_dataset
 from bmhw.errors import BmhwError
 from bmhw.ir import load_bmq

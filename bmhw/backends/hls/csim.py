@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bmhw import golden, ir
-from bmhw.backends.hls import c_names
+from bmhw.backends.project import layer_names as c_names
 from bmhw.errors import BmhwError
 
 DATA_DIR = "tb_data"

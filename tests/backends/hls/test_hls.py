@@ -1,4 +1,4 @@
-"""The Vitis HLS backend (bmhw.backends.hls) and its C-simulation (bmhw.backends.csim): bit-exact against
+"""The Vitis HLS backend (bmhw.backends.hls) and its C-simulation (bmhw.backends.hls.csim): bit-exact against
 the golden model, deterministic, atomic, and a testbench that can fail. Needs g++ and hls4ml's headers."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bmhw import golden
-from bmhw.backends import csim, hls
+from bmhw.backends import hls
+from bmhw.backends.hls import csim
 from bmhw.data import load_dataset
 from bmhw.errors import BmhwError
 from bmhw.ir import load_bmq

@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 
 from bmhw import ir as bmhw_ir
-from bmhw.backends import rtlsim, verilog
-from bmhw.backends import verilog_plans
+from bmhw.backends import verilog
+from bmhw.backends.verilog import rtlsim
+from bmhw.backends.verilog import adder as verilog_adder
+from bmhw.backends.verilog import bise as verilog_bise
+from bmhw.backends.verilog import bm as verilog_bm
+from bmhw.backends.verilog import mac as verilog_mac
 from bmhw.cost import synth
 from bmhw.errors import BmhwError
 from bmhw.ir import load_bmq
@@ -73,7 +77,7 @@ def test_random_network_rtl_passes_lint(tmp_path):
 def test_rom_files_hold_the_ir_tables(lenet, tmp_path):
     project = verilog.export(lenet, tmp_path / "rtl", pe=4)
     for layer in lenet.bm_layers():
-        name, plan = layer["name"], verilog_plans.bm_layer_plan(lenet, layer, layer["name"], 4)["params"]
+        name, plan = layer["name"], verilog_bm.plan(lenet, layer, layer["name"], 4)["params"]
         ln = lenet.table(layer, "ln_lut")
         assert np.array_equal(read_mem(project / f"mem/{name}_ln.mem", plan["LN_W"])[:len(ln)], ln)
         assert np.array_equal(read_mem(project / f"mem/{name}_exp.mem", plan["EXP_W"], signed=False),
@@ -217,7 +221,7 @@ def test_mac_twin_shares_the_architecture_of_the_bm_network(lenet, twin, tmp_pat
 def test_mac_twin_rom_files_hold_the_ir_tables(twin, tmp_path):
     project = verilog.export(twin, tmp_path / "rtl", pe=3)
     for layer in twin.weight_layers():
-        name, plan = layer["name"], verilog_plans.mac_layer_plan(twin, layer, layer["name"], 3)["params"]
+        name, plan = layer["name"], verilog_mac.plan(twin, layer, layer["name"], 3)["params"]
         bias = twin.table(layer, "bias")
         assert np.array_equal(read_mem(project / f"mem/{name}_b.mem", plan["B_W"])[:len(bias)], bias)
         w, wt = twin.table(layer, "weights"), plan["WT_W"]
@@ -286,7 +290,7 @@ def test_adder_network_shares_the_architecture_and_writes_its_tables(adder_net, 
     assert len(adder_layers) == 4
     for layer in adder_layers:
         name = layer["name"]
-        params = verilog_plans.adder_layer_plan(adder_net, layer, name, 2)["params"]
+        params = verilog_adder.plan(adder_net, layer, name, 2)["params"]
         for table, rom, bits in (("scale", "m", params["MUL_W"]), ("bias", "b", params["B_W"])):
             values = adder_net.table(layer, table)
             assert np.array_equal(read_mem(project / f"mem/{name}_{rom}.mem", bits)[:len(values)], values), table
@@ -363,7 +367,7 @@ def test_bise_network_shares_the_architecture_and_writes_its_tables(bise_net, tm
     assert "rtl/lib/bmhw_bise_pe.v" in (project / "files.f").read_text()
     for layer in (entry for entry in bise_net.layers if entry["op"] in bmhw_ir.BISE_OPS):
         name = layer["name"]
-        params = verilog_plans.bise_layer_plan(bise_net, layer, name, 2)["params"]
+        params = verilog_bise.plan(bise_net, layer, name, 2)["params"]
         se, op, neg = (bise_net.table(layer, t) for t in ("se", "op", "neg"))
         assert params["ACC_W"] == layer["widths"]["C"] and params["SCORES"] == int(layer["scores"])
         words = [int(line, 16) for line in (project / f"mem/{name}_w.mem").read_text().split()]

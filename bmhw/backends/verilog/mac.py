@@ -1,0 +1,43 @@
+"""The Verilog plan of a classical MAC layer (the MAC twin, docs/verilog.md): the parameters of
+``bmhw_mac_layer`` and its two ROMs (weights, bias). The cost model reads the same plan."""
+
+from __future__ import annotations
+
+from bmhw import ir
+from bmhw.backends.verilog.common import (check_logits_last, finish_plan, layer_geometry, mem_text, padded,
+                                          raise_failed, requantize_params, signed_width, weight_words)
+
+MODULE = "bmhw_mac_layer"
+# Fixed cycles of the block around its loop (fill and drain of its pipeline, the done pulse), read off the schedule
+# documented in the module: the output stage has no 4-cycle exp pipeline (one bias cycle instead); the simulation
+# measures them (docs/verilog.md).
+OVERHEAD = 8
+# Library modules only this family's projects carry (the others' projects stay unchanged without them).
+OWN_LIBRARY = ()
+check_network = check_logits_last  # the last layer gives the logits
+
+
+def signed_output(layer: dict) -> bool:
+    """The logits (no ReLU) are signed; requantized codes are not."""
+    return not layer["relu"]
+
+
+def plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int, threshold: int | None = None) -> dict:
+    """Parameters of one ``bmhw_mac_layer`` (the MAC twin) and the contents of its two ROMs."""
+    ranges, widths = layer["ranges"], layer["widths"]
+    params = layer_geometry(layer, pe)
+    folds = -(-params["O"] // pe)
+    w, bias = (net.table(layer, t) for t in ir.MAC_TABLES)
+    wt_w, b_w = signed_width(*ranges["W"]), signed_width(*ranges["B"])
+    # The PE forms the (Q_W + 1) x WT_W-bit signed product; with a small fan-in the sums may need fewer bits.
+    acc_w = max(signed_width(*ranges["ACC"]), int(widths["q_in"]) + 1 + wt_w)
+    # Y = ACC + B is computed at the widest of the three (Y's own range may be narrower than ACC's).
+    y_w = max(signed_width(*ranges["Y"]), acc_w, b_w)
+    checks = []
+    params.update({"Q_W": int(widths["q_in"]), "WT_W": wt_w, "ACC_W": acc_w, "B_W": b_w, "Y_W": y_w,
+                   "RELU": int(bool(layer["relu"]))})
+    params.update(requantize_params(layer, y_w, int(layer["out_scale_exp"]) - int(layer["acc_scale_exp"]), checks))
+    raise_failed(layer, checks)
+    mems = {f"mem/{name}_w.mem": mem_text(weight_words(w, pe, wt_w), pe * wt_w),
+            f"mem/{name}_b.mem": mem_text(padded(bias, folds * pe), b_w)}
+    return finish_plan(params, mems, name, params["OUT_H"] * params["OUT_W"])

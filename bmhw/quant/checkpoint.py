@@ -1,0 +1,68 @@
+"""One entry point from a checkpoint to the IR: the family its neurons quantize to (the vocabulary of
+``bmhw.ir.ops``), then that family's quantizer, one module each (``quantize`` BM, ``classical`` the MAC twin,
+``adder``, ``bise``). A new family adds its module and one entry in ``QUANTIZERS``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from bmhw import ir
+
+
+def _calibrated(images: Callable, meta: dict) -> tuple:
+    data, source = images()
+    return data, {**meta, "calibration": source}
+
+
+def _bm(model, images: Callable, options: dict, meta: dict):
+    from bmhw.nn.groups import refuse_grouped
+    from bmhw.quant.quantize import quantize
+
+    refuse_grouped(model, "the quantizer (and so the HLS, Verilog, integer ONNX and gates backends)")
+    keys = ("act_bits", "log_frac_bits", "exp_frac_bits", "guard_bits")
+    data, meta = _calibrated(images, meta)
+    return quantize(model, data, **{k: options[k] for k in keys if k in options}, meta=meta)
+
+
+def _mac(model, images: Callable, options: dict, meta: dict):
+    from bmhw.quant.classical import quantize_classical
+
+    keys = ("act_bits", "weight_bits")
+    data, meta = _calibrated(images, meta)
+    return quantize_classical(model, data, **{k: options[k] for k in keys if k in options}, meta=meta)
+
+
+def _adder(model, images: Callable, options: dict, meta: dict):
+    from bmhw.quant.adder import check_scale_bits, quantize_adder  # docs/datapath.md, "The adder layer"
+
+    scale_bits = check_scale_bits(options.get("scale_bits", 16))
+    data, meta = _calibrated(images, meta)
+    return quantize_adder(model, data, act_bits=options.get("act_bits", 8), scale_bits=scale_bits, meta=meta)
+
+
+def _bise(model, images: Callable, options: dict, meta: dict):
+    from bmhw.quant.bise import quantize_bise  # binarised: no calibration (docs/datapath.md, "The BiSE layer")
+
+    return quantize_bise(model, meta=meta)
+
+
+# The quantizer of each family, by family key: quantizer(model, images, options, meta), where images() gives
+# the calibration images (uint8, N x C x H x W) and where they come from, called by the families that calibrate.
+QUANTIZERS = {"bm": _bm, "mac": _mac, "adder": _adder, "bise": _bise}
+
+
+def checkpoint_family(config: dict) -> str:
+    """The family a checkpoint quantizes to, from its layers' neurons: BiSE or AdderNet if any layer is one, the
+    MAC twin if every layer is classical, else BM (whose quantizer refuses what it cannot take, e.g. bm4)."""
+    neurons = {spec["neuron"] for spec in config["layers"].values()}
+    for key in ("bise", "adder"):
+        if neurons & set(ir.FAMILIES[key].neurons):
+            return key
+    return "mac" if neurons <= set(ir.FAMILIES["mac"].neurons) else "bm"
+
+
+def quantize_checkpoint(ckpt, images: Callable, options: dict, meta: dict) -> ir.QuantizedNet:
+    """The IR of a loaded checkpoint (``bmhw.models.checkpoint``); ``options``: act_bits, log_frac_bits,
+    exp_frac_bits, guard_bits (BM), weight_bits (MAC), scale_bits (adder); ``images``: called for the
+    calibration images only by the families that calibrate."""
+    return QUANTIZERS[checkpoint_family(ckpt.config)](ckpt.model, images, options, meta)
