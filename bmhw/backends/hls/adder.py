@@ -11,7 +11,7 @@ from bmhw.errors import BmhwError
 SIGNALS = ("q_in", "W", "D", "ABS", "ACC", "MUL", "PROD", "B", "Y", "q_out")
 
 # The README's parts for this family (templates/hls/readme/*_<part>.md.j2) and what the top streams out.
-README_PART = "bm"  # AdderNet projects share the BM text so far
+README_PART = "adder"
 RESULT_WHAT = "logits"
 
 
