@@ -4,23 +4,14 @@ three ROMs (templates, per-output scale, bias). The cost model reads the same pl
 from __future__ import annotations
 
 from bmhw import ir
-from bmhw.backends.verilog.common import (check_logits_last, finish_plan, layer_geometry, mem_text, padded,
-                                          raise_failed, requantize_params, signed_width, weight_words)
+from bmhw.backends.verilog.common import (check_logits_last, finish_plan, layer_geometry, logits_signed, mem_text,
+                                          padded, raise_failed, requantize_params, signed_width, weight_words)
 from bmhw.ir.intmath import width
 
 MODULE = "bmhw_adder_layer"
-# Fixed cycles of the block around its loop (fill and drain of its pipeline, the done pulse), read off the schedule
-# documented in the module: the MAC's, plus registered multiplier inputs and the product register; the simulation
-# measures them (docs/verilog.md).
-OVERHEAD = 10
-# Library modules only this family's projects carry (the others' projects stay unchanged without them).
-OWN_LIBRARY = ()
-check_network = check_logits_last  # the last layer gives the logits
-
-
-def signed_output(layer: dict) -> bool:
-    """The logits (no ReLU) are signed; requantized codes are not."""
-    return not layer["relu"]
+OVERHEAD = 10  # cycles around the loop (docs/verilog.md): the MAC's, plus the multiplier's registers
+OWN_LIBRARY = ()  # its blocks go into every project
+check_network, signed_output = check_logits_last, logits_signed  # the last layer gives the signed logits
 
 
 def plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int, threshold: int | None = None) -> dict:

@@ -13,11 +13,7 @@ from bmhw.errors import BmhwError
 from bmhw.ir.intmath import width
 
 MODULE = "bmhw_bise_layer"
-# Fixed cycles of the block around its loop (fill and drain of its pipeline, the done pulse), read off the schedule
-# documented in the module: the MAC layer's schedule (a threshold ROM and one comparison instead of the bias); the
-# simulation measures them (docs/verilog.md).
-OVERHEAD = 8
-# Library modules only this family's projects carry (the others' projects stay unchanged without them).
+OVERHEAD = 8  # cycles around the loop (docs/verilog.md): the MAC's, a threshold compare for the bias
 OWN_LIBRARY = ("bmhw_bise_array.v", "bmhw_bise_layer.v", "bmhw_bise_pe.v")
 
 

@@ -105,3 +105,8 @@ def check_logits_last(net: ir.QuantizedNet) -> None:
     last = net.layers[-1]
     if not ir.OPS[last["op"]].weighted or last["relu"]:
         raise BmhwError("the last layer must be the logits layer (no ReLU); re-create the .bmq with bmhw quantize")
+
+
+def logits_signed(layer: dict) -> bool:
+    """The logits (no ReLU) are signed; requantized codes are not."""
+    return not layer["relu"]
