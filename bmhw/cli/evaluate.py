@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from bmhw import ir
 from bmhw.models.checkpoint import load_checkpoint
 from bmhw.data import load_dataset
 from bmhw.errors import BmhwError
@@ -21,9 +22,9 @@ def cmd_quantize(args) -> int:
                         "or a classical checkpoint (.pt)")
     net = _quantize(args)
     save_bmq(net, args.output)
-    heading(f"bmhw quantize: {args.output}" + (" (MAC twin)" if net.is_mac else ""))
+    heading(f"bmhw quantize: {args.output}" + (" (MAC twin)" if net.family == "mac" else ""))
     console.print(_quantize_table(net))
-    if net.is_mac:
+    if net.family == "mac":
         console.print(f"wrote {args.output}: the MAC twin of a classical network ({args.weight_bits}-bit weights); "
                       "export it with --target verilog")
     else:
@@ -31,30 +32,43 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def _bm_row(layer: dict) -> list:
+    return [f"2^{layer['out_scale_exp']}", str(layer["G"]), f"{layer['widths']['T']} bits",
+            f"{layer['widths']['Y']} bits"]
+
+
+def _mac_row(layer: dict) -> list:
+    return [f"2^{layer['out_scale_exp']}", f"2^{layer['acc_scale_exp']}", f"{layer['widths']['P']} bits",
+            f"{layer['widths']['Y']} bits"]
+
+
+def _adder_row(layer: dict) -> list:  # AdderNet: R, the ACC and Y widths
+    return [f"2^{layer['out_scale_exp']}", f"R = {layer['R']}", f"ACC {layer['widths']['ACC']} bits",
+            f"{layer['widths']['Y']} bits"]
+
+
+def _bise_row(layer: dict) -> list:  # binarised: literals counted inside each structuring element, no scales
+    return [str(layer["fan_in"]), f"{layer['widths']['C']} bits", "class scores" if layer["scores"] else "binary"]
+
+
+# What bmhw quantize prints per weighted layer, in the terms of each family (by family key): columns, row.
+QUANTIZE_COLUMNS = {
+    "bm": (("output scale", "G", "PE sum T", "accumulator Y"), _bm_row),
+    "mac": (("output scale", "accumulator scale", "product", "accumulator Y"), _mac_row),
+    "adder": (("output scale", "shift R", "adder sum", "accumulator Y"), _adder_row),
+    "bise": (("literals per output", "count C", "output"), _bise_row),
+}
+
+
 def _quantize_table(net) -> Table:
     """What bmhw quantize prints per layer, in the terms of the network's family."""
-    if net.is_bise:  # binarised: literals counted inside each structuring element, no scales
-        columns = ("layer", "op", "out shape", "literals per output", "count C", "output")
-    elif net.is_adder:
-        columns = ("layer", "op", "out shape", "output scale", "shift R", "adder sum", "accumulator Y")
-    else:
-        columns = ("layer", "op", "out shape", "output scale", "accumulator scale" if net.is_mac else "G",
-                   "product" if net.is_mac else "PE sum T", "accumulator Y")
-    table = Table(title="per layer: scales and widths (bits)" if not net.is_bise else "per layer: widths (bits)")
-    for column in columns:
+    columns, family_row = QUANTIZE_COLUMNS[net.family or "bm"]
+    table = Table(title="per layer: widths (bits)" if net.family == "bise" else "per layer: scales and widths (bits)")
+    for column in ("layer", "op", "out shape", *columns):
         table.add_column(column)
     for layer in net.layers:
         row = [layer["name"], layer["op"], "x".join(map(str, layer["out_shape"]))]
-        if "widths" in layer and layer["op"].startswith("bise_"):
-            row += [str(layer["fan_in"]), f"{layer['widths']['C']} bits", "class scores" if layer["scores"] else "binary"]
-        elif "widths" in layer and layer["op"].startswith("adder_"):  # AdderNet: R, the ACC and Y widths
-            row += [f"2^{layer['out_scale_exp']}", f"R = {layer['R']}", f"ACC {layer['widths']['ACC']} bits",
-                    f"{layer['widths']['Y']} bits"]
-        elif "widths" in layer:
-            scale = f"2^{layer['acc_scale_exp']}" if net.is_mac else str(layer["G"])
-            row += [f"2^{layer['out_scale_exp']}", scale, f"{layer['widths']['P' if net.is_mac else 'T']} bits",
-                    f"{layer['widths']['Y']} bits"]
-        table.add_row(*row)
+        table.add_row(*row, *(family_row(layer) if ir.OPS[layer["op"]].weighted else ()))
     return table
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
+from bmhw import ir
 from bmhw.backends.project import parse_pe_options
 from bmhw.models.checkpoint import load_checkpoint, save_checkpoint
 from bmhw.data import load_dataset
@@ -60,7 +61,7 @@ def cmd_export(args) -> int:
         note = "model, not a synthesis report; docs/hls.md"
     heading(f"bmhw export --target {args.target}: {args.output}")
     table = Table(title="per layer: widths of the datapath (bits)")
-    pe_sum = "ACC" if net.is_mac or net.is_adder else "C" if net.is_bise else "T"
+    pe_sum = ir.FAMILIES[net.family].pe_sum if net.family else "T"
     for column in ("layer", "op", "out shape", "PE sum " + pe_sum, "accumulator Y"):
         table.add_column(column)
     for layer in net.layers:

@@ -22,12 +22,14 @@ from bmhw.errors import BmhwError
 class Family:
     """A neuron family: ``key`` (the op prefix in .bmq files), ``title`` (for people), ``neurons`` (the
     ``--neuron`` names of float networks quantized to it), ``cost_kind`` (its row in the gate model, docs/gates.md),
-    ``tables`` every weight layer carries and ``optional_tables``, ``check`` of a layer's tables (raises)."""
+    ``pe_sum`` (the signal its PEs accumulate, a key of a layer's widths), ``tables`` every weight layer carries and
+    ``optional_tables``, ``check`` of a layer's tables (raises)."""
 
     key: str
     title: str
     neurons: tuple
     cost_kind: str
+    pe_sum: str
     tables: tuple
     optional_tables: tuple = ()
     check: Callable | None = None
@@ -86,14 +88,14 @@ def check_bise(net, layer: dict, path="the network") -> None:
 
 FAMILIES = {family.key: family for family in (
     # docs/datapath.md, "The BM layer"; a layer with mirrored outputs also carries "sign" (+1 / -1 per output).
-    Family("bm", "BM 1.5-branch", ("bm15",), "bm15", ("ln_lut", "log_weights", "exp_lut", "bias"), ("sign",),
+    Family("bm", "BM 1.5-branch", ("bm15",), "bm15", "T", ("ln_lut", "log_weights", "exp_lut", "bias"), ("sign",),
            check_bm),
     # The classical integer layers of the MAC twin (docs/datapath.md, "The classical MAC layer").
-    Family("mac", "classical MAC", ("classical",), "mac", ("weights", "bias")),
+    Family("mac", "classical MAC", ("classical",), "mac", "ACC", ("weights", "bias")),
     # sum_k |q_k - W[o, k]|, one multiplication per output (docs/datapath.md, "The adder layer").
-    Family("adder", "AdderNet", ("adder",), "addernet", ("weights", "scale", "bias"), (), check_adder),
+    Family("adder", "AdderNet", ("adder",), "addernet", "ACC", ("weights", "scale", "bias"), (), check_adder),
     # Binary dilations (OR) / erosions (AND) of binarised inputs (docs/datapath.md, "The BiSE layer").
-    Family("bise", "BiSE", ("bise",), "bise", ("se", "op", "neg"), (), check_bise),
+    Family("bise", "BiSE", ("bise",), "bise", "C", ("se", "op", "neg"), (), check_bise),
 )}
 
 OPS = {spec.name: spec for spec in (
