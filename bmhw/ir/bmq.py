@@ -18,7 +18,8 @@ import numpy as np
 
 from bmhw.atomic import write_atomically
 from bmhw.errors import BmhwError
-from bmhw.ir.ops import BM_OPS, FAMILIES, OPS, WEIGHT_OPS, family_of, spec_of
+from bmhw.ir.fields import check_layers
+from bmhw.ir.ops import BM_OPS, WEIGHT_OPS, family_of
 
 FORMAT = "bmhw-bmq"
 VERSION = 1
@@ -110,19 +111,37 @@ def _damaged(path, what: str) -> BmhwError:
 
 
 def load_bmq(path) -> QuantizedNet:
-    """Read a ``.bmq`` file; a missing, truncated, corrupt or unknown-version file is a one-line error."""
+    """Read a ``.bmq`` file and check it before anything runs on it (``bmhw.ir.validate``): a missing, truncated,
+    corrupt, unknown-version or inconsistent file is a one-line error naming what is wrong."""
+    from bmhw.ir import validate
+
     path = Path(path)
     if not path.is_file():
         raise BmhwError(f"{path} not found: give a .bmq file written by bmhw quantize")
     try:
         with zipfile.ZipFile(path) as archive:
-            doc = json.loads(archive.read("model.json"))
-            names = [n for n in archive.namelist() if n.endswith(".npy")]
-            arrays = {n[:-4]: np.load(io.BytesIO(archive.read(n)), allow_pickle=False) for n in names}
+            doc = json.loads(validate.read_model_json(archive, path))
+            _check_header(doc, path)
+            check_layers(path, doc)
+            shapes = validate.check_entries(archive.infolist(), doc["layers"], path)
+            arrays = {}
+            for name, dims in sorted(shapes.items()):
+                arrays[name[:-4]] = np.load(io.BytesIO(archive.read(name)), allow_pickle=False)
+                validate.check_table(arrays[name[:-4]], name[:-4], dims, path)
+    except BmhwError:
+        raise
     except (zipfile.BadZipFile, KeyError, EOFError, OSError, ValueError, UnicodeDecodeError) as err:
         raise _damaged(path, f"truncated or corrupt: {type(err).__name__}") from None
     except Exception as err:  # noqa: BLE001 - zlib and numpy raise various errors on damaged data
         raise _damaged(path, f"truncated or corrupt: {type(err).__name__}") from None
+    meta = doc.get("meta")
+    net = QuantizedNet(input_shape=tuple(doc["input"]["shape"]), input_scale=tuple(doc["input"]["scale"]),
+                       layers=list(doc["layers"]), arrays=arrays, meta=dict(meta) if isinstance(meta, dict) else {})
+    validate.validate(net, path)
+    return net
+
+
+def _check_header(doc, path) -> None:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise _damaged(path, f"no '{FORMAT}' format tag")
     version = doc.get("version")
@@ -130,21 +149,3 @@ def load_bmq(path) -> QuantizedNet:
         raise _damaged(path, f"format version {version!r} is not a positive integer")
     if version > VERSION:
         raise BmhwError(f"{path} has .bmq format version {version}; this bmhw reads version {VERSION}: upgrade bmhw")
-    try:
-        net = QuantizedNet(input_shape=tuple(doc["input"]["shape"]), input_scale=tuple(doc["input"]["scale"]),
-                           layers=list(doc["layers"]), arrays=arrays, meta=dict(doc.get("meta") or {}))
-        for layer in net.layers:
-            spec = spec_of(layer, path)
-            if spec.weighted:
-                family = FAMILIES[spec.family]
-                for table in family.tables:
-                    net.table(layer, table)
-                if family.check is not None:
-                    family.check(net, layer, path)
-        families = sorted({FAMILIES[OPS[layer["op"]].family].title for layer in net.layers
-                           if OPS[layer["op"]].weighted})
-        if len(families) > 1:
-            raise _damaged(path, f"it mixes {' and '.join(families)} layers; a file holds one family")
-    except (KeyError, TypeError) as err:
-        raise _damaged(path, f"missing entry {err}") from None
-    return net

@@ -60,7 +60,7 @@ def test_a_network_knows_its_family():
 def test_a_file_mixing_bm_and_bise_layers_is_refused(tmp_path):
     net = bm_net()
     last = net.layers[-1]
-    last["op"] = "bise_linear"
+    last["op"], last["scores"] = "bise_linear", True
     o, k = int(last["out_count"]), int(last["fan_in"])
 
     net.arrays.update({f"{last['name']}/se": np.ones((o, k), np.int64), f"{last['name']}/op": np.zeros(o, np.int64),

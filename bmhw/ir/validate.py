@@ -1,0 +1,162 @@
+"""A ``.bmq`` is checked before anything runs on it: the archive's entries (only the expected names, each no
+larger than the table model.json declares: no zip bombs), every layer's fields (``bmhw.ir.fields``), every
+table's dtype, shape and values, and the declared ranges and widths against those proven again from the tables,
+so that an IR whose datapath could overflow, or whose backends would size a signal too small, is refused.
+
+``validate(net)`` runs the checks that need no archive on a network in memory (a quantizer's output passes them
+by construction; the tests check that it does). NumPy only.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+
+import numpy as np
+
+from bmhw.ir.fields import MAX_ELEMENTS, check_layers, invalid, is_int
+from bmhw.ir.intmath import width
+from bmhw.ir.ops import FAMILIES, OPS
+from bmhw.ir.widths import MAX_WIDTH, adder_signal_ranges, mac_signal_ranges, signal_ranges
+
+MAX_JSON_BYTES = 16 << 20
+NPY_HEADER_BYTES = 4096  # np.save writes a header of a few hundred bytes before the values
+MAX_TOTAL_ELEMENTS = 1 << 26  # every table together: 512 MiB of int64
+
+
+def table_shapes(layer: dict) -> dict:
+    """``table -> shape`` of a weighted layer whose fields have been checked (optional tables included)."""
+    o, k = int(layer["out_count"]), int(layer["fan_in"])
+    family = OPS[layer["op"]].family
+    if family == "bm":
+        return {"ln_lut": (int(layer["in_max"]) + 1,), "log_weights": (o, k), "exp_lut": (1 << int(layer["F"]),),
+                "bias": (o,), "sign": (o,)}
+    if family == "mac":
+        return {"weights": (o, k), "bias": (o,)}
+    if family == "adder":
+        return {"weights": (o, k), "scale": (o,), "bias": (o,)}
+    return {"se": (o, k), "op": (o,), "neg": (o, k)}
+
+
+def expected_entries(layers: list) -> dict:
+    """``entry name -> (shape, required)`` of every table the checked layers call for."""
+    out = {}
+    for layer in layers:
+        spec = OPS[layer["op"]]
+        if spec.weighted:
+            optional = FAMILIES[spec.family].optional_tables
+            for table, dims in table_shapes(layer).items():
+                out[f"{layer['name']}/{table}.npy"] = (dims, table not in optional)
+    if sum(math.prod(dims) for dims, _ in out.values()) > MAX_TOTAL_ELEMENTS:
+        raise ValueError("too many table values")
+    return out
+
+
+def check_entries(infos: list, layers: list, path) -> dict:
+    """The archive's entries against the checked layers: ``entry -> shape`` of the tables to read."""
+    try:
+        expected = expected_entries(layers)
+    except ValueError:
+        raise invalid(path, f"its tables hold more than {MAX_TOTAL_ELEMENTS} values") from None
+    seen = set()
+    for info in infos:
+        if info.filename == "model.json":
+            continue
+        if info.filename not in expected or info.filename in seen:
+            raise invalid(path, f"unexpected entry {info.filename[:80]!r}")
+        seen.add(info.filename)
+        dims = expected[info.filename][0]
+        if info.file_size > 8 * math.prod(dims) + NPY_HEADER_BYTES:
+            raise invalid(path, f"entry {info.filename!r} unpacks to {info.file_size} bytes, more than a {dims} "
+                                "table of int64 takes")
+    missing = sorted(name for name, (_, required) in expected.items() if required and name not in seen)
+    if missing:
+        raise invalid(path, f"the table {missing[0]!r} is missing")
+    return {name: expected[name][0] for name in seen}
+
+
+def read_model_json(archive: zipfile.ZipFile, path) -> bytes:
+    infos = archive.infolist()
+    if len({info.filename for info in infos}) != len(infos):
+        raise invalid(path, "an entry appears twice in the archive")
+    info = next((info for info in infos if info.filename == "model.json"), None)
+    if info is None:
+        raise invalid(path, "no model.json entry")
+    if info.file_size > MAX_JSON_BYTES:
+        raise invalid(path, f"model.json unpacks to {info.file_size} bytes, more than {MAX_JSON_BYTES}")
+    return archive.read(info)
+
+
+def check_table(array: np.ndarray, name: str, dims: tuple, path) -> None:
+    if array.dtype != np.int64 or array.shape != tuple(dims):
+        layer, table = name.split("/")
+        raise invalid(path, f"layer {layer!r}: its {table!r} table is {array.dtype} of shape {array.shape}, expected "
+                            f"int64 of shape {tuple(dims)}")
+
+
+def _check_values(net, layer: dict, path) -> None:
+    """What the range proofs and the golden model assume of a family's table values."""
+    family = FAMILIES[OPS[layer["op"]].family]
+    if family.check is not None:
+        family.check(net, layer, path)
+    if family.key == "bm" and int(net.table(layer, "exp_lut").min()) < 0:
+        raise invalid(path, f"layer {layer['name']!r} has a negative entry in its exp table")
+
+
+def proven_ranges(net, layer: dict) -> dict:
+    """``signal -> [lo, hi]`` proven from the layer's tables and constants (the quantizer's own derivation)."""
+    family = OPS[layer["op"]].family
+    tables = {t: net.arrays[f"{layer['name']}/{t}"] for t in table_shapes(layer) if f"{layer['name']}/{t}" in net.arrays}
+    if family == "bise":
+        size = int(tables["se"].sum(axis=1).max())
+        ranges = {"x": (0, 1), "C": (0, size), "q_out": (0, size) if layer["scores"] else (0, 1)}
+    else:
+        ranges = {"bm": signal_ranges, "mac": mac_signal_ranges, "adder": adder_signal_ranges}[family](layer, tables)
+    return {name: [int(lo), int(hi)] for name, (lo, hi) in ranges.items()}
+
+
+def _check_ranges(net, layer: dict, path) -> None:
+    ranges = proven_ranges(net, layer)
+    widths = {name: width(lo, hi) for name, (lo, hi) in ranges.items()}
+    for what, declared, proven in (("ranges", layer.get("ranges"), ranges), ("widths", layer.get("widths"), widths)):
+        if not isinstance(declared, dict) or set(declared) != set(proven):
+            raise invalid(path, f"layer {layer['name']!r}: its {what} do not name the signals {sorted(proven)}")
+        for signal, value in proven.items():
+            got = declared[signal]
+            exact = is_int(got) if what == "widths" else isinstance(got, list) and all(map(is_int, got))
+            if not exact or got != value:
+                raise invalid(path, f"layer {layer['name']!r}: signal {signal} is declared {what[:-1]} {got!r}, its "
+                                    f"tables prove {value!r}")
+    over = [s for s, bits in widths.items() if bits > MAX_WIDTH]
+    if over:
+        raise invalid(path, f"layer {layer['name']!r}: signal {over[0]} needs {widths[over[0]]} bits, more than the "
+                            f"{MAX_WIDTH} of the datapath")
+    if OPS[layer["op"]].family == "bm" and layer["relu"]:
+        shift = int(layer["G"]) + int(layer["out_scale_exp"])  # a left shift of Y before the clamp
+        if shift < 0 and widths["Y"] - shift > MAX_WIDTH:
+            raise invalid(path, f"layer {layer['name']!r}: Y shifted left by {-shift} needs more than {MAX_WIDTH} bits")
+
+
+def validate(net, path="the network") -> None:
+    """Every check of a loaded file that needs no archive: fields, tables (dtype, shape, values), ranges."""
+    check_layers(path, {"input": {"shape": list(net.input_shape), "scale": list(net.input_scale)},
+                        "layers": net.layers})
+    expected = expected_entries(net.layers)
+    known = {name[:-4] for name in expected}
+    extra = sorted(set(net.arrays) - known)
+    if extra:
+        raise invalid(path, f"unexpected table {extra[0]!r}")
+    for entry, (dims, required) in expected.items():
+        name = entry[:-4]
+        if name in net.arrays:
+            check_table(np.asarray(net.arrays[name]), name, dims, path)
+        elif required:
+            raise invalid(path, f"the table {entry!r} is missing")
+    for layer in net.layers:
+        if OPS[layer["op"]].weighted:
+            _check_values(net, layer, path)
+            _check_ranges(net, layer, path)
+
+
+__all__ = ["MAX_ELEMENTS", "check_entries", "check_table", "proven_ranges", "read_model_json", "table_shapes",
+           "validate"]

@@ -1,0 +1,105 @@
+"""The checks of a .bmq before anything runs on it (bmhw.ir.validate, bmhw.ir.fields): each kind of damage
+named in one line, and every quantizer's output passing them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bmhw.errors import BmhwError
+from bmhw.ir import load_bmq, save_bmq
+from bmhw.ir.validate import proven_ranges, validate
+from random_nets import random_adder_net, random_bise_net, random_images, random_net
+
+
+def bm_net():
+    from bmhw.quant import quantize
+
+    return quantize(random_net(0), random_images(8))
+
+
+def mac_net():
+    from bmhw.nn import to_classical
+    from bmhw.quant import quantize_classical
+
+    return quantize_classical(to_classical(random_net(0)), random_images(8))
+
+
+@pytest.mark.parametrize("make", [bm_net, mac_net, lambda: random_adder_net(seed=4), lambda: random_bise_net(seed=2)])
+def test_every_family_as_made_passes(make, tmp_path):
+    net = make()
+    validate(net)
+    assert load_bmq(save_bmq(net, tmp_path / "net.bmq")).layers == net.layers
+
+
+def refusal(net, tmp_path) -> str:
+    with pytest.raises(BmhwError) as err:
+        load_bmq(save_bmq(net, tmp_path / "bad.bmq"))
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_a_field_out_of_range_is_named(tmp_path):
+    net = bm_net()
+    net.layers[0]["F"] = -3
+    assert "layer '0': field 'F' is -3, expected an integer in [1, 20]" in refusal(net, tmp_path)
+
+
+def test_a_missing_field_is_named(tmp_path):
+    net = bm_net()
+    del net.layers[-1]["G"]
+    assert f"layer '{net.layers[-1]['name']}': field 'G' is missing" in refusal(net, tmp_path)
+
+
+def test_a_shape_that_does_not_follow_is_named(tmp_path):
+    net = bm_net()
+    net.layers[0]["out_shape"] = [3, 11, 10]
+    assert "field 'out_shape' is [3, 11, 10], expected [3, 10, 10]" in refusal(net, tmp_path)
+
+
+def test_codes_beyond_the_next_tables_are_refused(tmp_path):
+    net = bm_net()
+    first = next(layer for layer in net.layers[1:] if "in_max" in layer)
+    first["in_max"] += 1
+    assert "field 'in_max'" in refusal(net, tmp_path)
+
+
+def test_a_table_of_the_wrong_dtype_is_named(tmp_path):
+    net = bm_net()
+    net.arrays["0/bias"] = net.arrays["0/bias"].astype(np.int32)  # (save_bmq would write it as int64)
+    with pytest.raises(BmhwError, match=r"layer '0': its 'bias' table is int32 of shape \(3,\), expected int64"):
+        validate(net)
+
+
+def test_a_declared_width_that_the_tables_do_not_prove_is_refused(tmp_path):
+    net = bm_net()
+    net.layers[0]["widths"]["T"] -= 1
+    assert "signal T is declared width" in refusal(net, tmp_path)
+
+
+def test_a_table_value_beyond_the_declared_range_is_refused(tmp_path):
+    """A weight raised past the largest one: the proven range of W (and every sum after it) moves."""
+    net = bm_net()
+    net.arrays["0/log_weights"][0, 0] = int(net.arrays["0/log_weights"].max()) + 1
+    assert "its tables prove" in refusal(net, tmp_path)
+
+
+def test_a_negative_exp_entry_is_refused(tmp_path):
+    net = bm_net()
+    net.arrays["0/exp_lut"][0] = -1
+    net.layers[0]["ranges"] = proven_ranges(net, net.layers[0])  # even with ranges that match the tables
+    assert "negative entry in its exp table" in refusal(net, tmp_path)
+
+
+def test_the_logits_come_last(tmp_path):
+    net = bm_net()
+    classes = net.layers[-1]["out_shape"]
+    net.layers.append({"op": "flatten", "name": "again", "in_shape": classes, "out_shape": classes})
+    assert "follows the logits layer" in refusal(net, tmp_path)
+
+
+def test_max_pooling_at_another_stride_is_refused(tmp_path):
+    net = bm_net()
+    pool = next(layer for layer in net.layers if layer["op"] == "maxpool2d")
+    pool["stride"] = 1
+    assert f"layer '{pool['name']}': field 'stride' is 1, expected an integer in [2, 2]" in refusal(net, tmp_path)
