@@ -3,17 +3,23 @@ of a generated project folder. NumPy only, never torch."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from bmhw import ir
-from bmhw.atomic import current_umask
+from bmhw.atomic import STALE_SECONDS, current_umask
+from bmhw.atomic import _running as process_running
 from bmhw.errors import BmhwError
 
-MARKER = "model.bmq"  # every generated project carries its network; it marks the folder as ours
+MANIFEST = "bmhw-manifest.json"  # every file an export wrote: a re-export replaces only a folder of these
+MANIFEST_FORMAT = "bmhw-project"
+# Folders bmhw's tools write into a project after the export (bmhw csim: vectors and build; bmhw sim: build).
+WORK_FOLDERS = ("tb_data", "csim", "sim_build")  # csim.DATA_DIR, csim.BUILD_DIR, rtlsim.BUILD_DIR
 
 
 def layer_names(net: ir.QuantizedNet) -> list[str]:
@@ -82,27 +88,105 @@ def resolve_pe(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None,
     return out
 
 
-def write_project(files: dict, out_dir, what: str, example: str) -> Path:
-    """Write ``files`` (relative path -> bytes) as the folder ``out_dir`` atomically: built beside it, then
-    renamed into place (an existing project folder is replaced only once the new one is complete). Refuses
-    to replace a non-empty folder that is not a bmhw project. ``what``/``example`` name the kind of project
-    in error messages ("HLS project", "build/hls")."""
-    out_dir = Path(out_dir)
+def manifest(files: dict, what: str) -> bytes:
+    """The manifest of a generated project: every file the export wrote, and the folders bmhw's tools write
+    into it later (csim's vectors and build, sim's build); deterministic."""
+    doc = {"format": MANIFEST_FORMAT, "version": 1, "project": what, "files": sorted(files),
+           "work_folders": list(WORK_FOLDERS)}
+    return (json.dumps(doc, indent=1) + "\n").encode()
+
+
+def _foreign_entries(out_dir: Path) -> list[str]:
+    """What in an existing project folder bmhw did not write: entries that neither its manifest lists nor lie in
+    a work folder. Raises when the folder has no readable manifest."""
+    try:
+        doc = json.loads((out_dir / MANIFEST).read_text())
+        listed = set(doc["files"]) | {MANIFEST}
+        work = tuple(doc["work_folders"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError from None
+    foreign = []
+    for path in sorted(out_dir.rglob("*")):
+        rel = path.relative_to(out_dir).as_posix()
+        top = rel.split("/", 1)[0]
+        if top in work or top.startswith(tuple(f".{w}" for w in work)):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            if any(name.startswith(rel + "/") for name in listed):
+                continue
+            if not any(path.iterdir()):
+                foreign.append(rel + "/")
+            continue
+        if rel not in listed:
+            foreign.append(rel)
+    return foreign
+
+
+def check_replaceable(out_dir: Path, what: str, example: str) -> None:
+    """Refuse, before anything is written, to replace what is not ours: a file, a non-empty folder without a
+    manifest, or a project holding files its manifest does not list (the user's own)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise BmhwError(f"output {out_dir} exists and is not a folder: give a folder name such as {example}")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MARKER).is_file():
-        raise BmhwError(f"output {out_dir} is a non-empty folder that is not a bmhw {what}: choose another -o")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not (out_dir / MANIFEST).is_file():
+        raise BmhwError(f"output {out_dir} is a non-empty folder that is not a bmhw {what} (no {MANIFEST}): choose "
+                        "another -o, or empty it first")
+    try:
+        foreign = _foreign_entries(out_dir)
+    except ValueError:
+        raise BmhwError(f"output {out_dir} has a damaged {MANIFEST}: choose another -o, or delete the folder "
+                        "first") from None
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise BmhwError(f"output {out_dir} holds {foreign[0]}{more}, which bmhw did not write: move them out of "
+                        "the project, or choose another -o")
+
+
+def remove_stale_folders(out_dir: Path) -> list[Path]:
+    """Remove the temporary folders that interrupted exports to ``out_dir`` left beside it (``.NAME.PID.XXXXXXXX.tmp``
+    / ``.old``): those whose process is gone, and any untouched for an hour. Best effort."""
+    pattern = re.compile(rf"\.{re.escape(out_dir.name)}\.(?P<pid>\d+)\.[a-z0-9_]{{8}}\.(?:tmp|old)")
+    removed = []
+    try:
+        entries = list(os.scandir(out_dir.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        try:
+            if match is None or not entry.is_dir(follow_symlinks=False):
+                continue
+            old = time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS
+            if old or not process_running(int(match["pid"])):
+                shutil.rmtree(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
+def write_project(files: dict, out_dir, what: str, example: str) -> Path:
+    """Write ``files`` (relative path -> bytes) and their manifest as the folder ``out_dir`` atomically: built
+    beside it, then renamed into place (an existing project is replaced only once the new one is complete, and
+    only when it holds nothing but what bmhw wrote). ``what``/``example`` name the kind of project in error
+    messages ("HLS project", "build/hls")."""
+    out_dir = Path(out_dir)
+    check_replaceable(out_dir, what, example)
+    files = {**files, MANIFEST: manifest(files, what)}
     tmp = old = None
+    prefix = f".{out_dir.name}.{os.getpid()}."
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+        remove_stale_folders(out_dir)
+        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=prefix, suffix=".tmp"))
         os.chmod(tmp, 0o777 & ~current_umask())
         for rel, data in sorted(files.items()):
             path = tmp / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         if out_dir.exists():
-            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".old"))
+            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=prefix, suffix=".old"))
             os.replace(out_dir, old / "project")
         os.replace(tmp, out_dir)
         tmp = None
