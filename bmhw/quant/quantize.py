@@ -24,7 +24,6 @@ from bmhw.models import LeNet
 from bmhw.nn import BMConv2d
 from bmhw.nn.adder import AdderConv2d, _AdderNeuron
 from bmhw.nn.layers import _BMNeuron
-from bmhw.train.loop import to_tensor
 from bmhw.ir.widths import infer_widths
 
 INPUT_SCALE = Fraction(1, 255)  # image bytes, as in training (bmhw.train.to_tensor)
@@ -160,43 +159,41 @@ def quantize(model: nn.Module, calib_images: np.ndarray, act_bits=8, log_frac_bi
     return build_net(model, calib_images, act_bits, _BMNeuron, bm_layer, asdict(opts), meta)
 
 
-def build_net(model: nn.Module, calib_images: np.ndarray, act_bits: int, weight_type, make_layer, options: dict,
+def build_net(model: nn.Module, calibration, act_bits: int, weight_type, make_layer, options: dict,
               meta: dict | None) -> QuantizedNet:
-    """Calibrate ``model`` (float64, on ``calib_images``) and turn it into the IR, layer by layer.
+    """Turn the calibrated ``model`` into the IR, layer by layer. ``calibration``: a ``Calibration`` (the activation
+    maxima, e.g. recorded with the checkpoint) or uint8 images (N, C, H, W) to measure them on.
 
     ``make_layer(mod, name, s_in, q_in, e_out, relu)`` returns the IR entry and the tables of one weight
     layer of type ``weight_type``, whose input codes lie in [0, q_in] at scale s_in and whose output
     scale is 2^e_out; shapes, kernel geometry and widths are added here."""
-    calib_images = np.asarray(calib_images)
-    if calib_images.ndim != 4 or len(calib_images) == 0:
-        raise BmhwError(f"calibration needs a non-empty batch of images (N, C, H, W), got shape {calib_images.shape}")
+    from bmhw.quant.calibration import Calibration, measure
+
     model = model.eval()
     mods = layer_sequence(model)
     names = _layer_names(model, mods)
     _check_sequence(mods, names, weight_type)
-
+    if not isinstance(calibration, Calibration):
+        calibration = measure(model, calibration, "")
     top = (1 << act_bits) - 1
     s_in, q_in = INPUT_SCALE, 255
-    mods = [_double(m) for m in mods]
-    with torch.no_grad():
-        outs, h = [], to_tensor(calib_images).double()
+    mods = [_double(m) for m in mods]  # the tables are computed from float64 copies
+    with torch.no_grad():  # the shapes of every stage, from one blank image
+        outs, h = [], torch.zeros((1, *calibration.input_shape), dtype=torch.float64)
         for mod in mods:
             h = mod(h)
             outs.append(h)
     weight_idx = [i for i, m in enumerate(mods) if isinstance(m, weight_type)]
     layers, arrays = [], {}
-    shape = list(calib_images.shape[1:])
+    shape = list(calibration.input_shape)
     for i, (mod, name) in enumerate(zip(mods, names)):
         out_shape = list(outs[i].shape[1:])
         if isinstance(mod, weight_type):
             relu = i != weight_idx[-1]
-            if relu:
-                # What the next weight layer sees: after the ReLU and any pooling (docs/datapath.md).
-                stage_end = next(j for j in weight_idx if j > i) - 1
-                amax = float(outs[stage_end].max())
-            else:
-                amax = float(outs[i].abs().max())
-            e_out = _scale_exponent(amax, top if relu else (1 << (act_bits - 1)) - 1)
+            if name not in calibration.maxima:
+                raise BmhwError(f"the calibration record has no range for layer {name}: record it again (bmhw "
+                                "calibrate)")
+            e_out = _scale_exponent(calibration.maxima[name], top if relu else (1 << (act_bits - 1)) - 1)
             layer, tables = make_layer(mod, name, s_in, q_in, e_out, relu)
             layer.update(in_shape=shape, out_shape=out_shape)
             if isinstance(mod, (BMConv2d, nn.Conv2d, AdderConv2d)):
@@ -211,8 +208,8 @@ def build_net(model: nn.Module, calib_images: np.ndarray, act_bits: int, weight_
         elif isinstance(mod, nn.Flatten):
             layers.append({"op": "flatten", "name": name, "in_shape": shape, "out_shape": out_shape})
         shape = out_shape
-    info = {"bmhw_version": __version__, "options": options, "calib_images": int(len(calib_images)), **(meta or {})}
-    return QuantizedNet(input_shape=tuple(calib_images.shape[1:]), input_scale=(1, 255), layers=layers,
+    info = {"bmhw_version": __version__, "options": options, "calib_images": calibration.images, **(meta or {})}
+    return QuantizedNet(input_shape=tuple(calibration.input_shape), input_scale=(1, 255), layers=layers,
                         arrays=arrays, meta=info)
 
 
