@@ -3,6 +3,7 @@ quantizing a checkpoint with the command line's options."""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -38,9 +39,10 @@ def _limit(images, labels, limit):
 
 
 def _check_positive(**values):
+    # argparse's float() takes 'inf' and 'nan', which no comparison with 0 refuses (nan <= 0 is False).
     for name, value in values.items():
-        if value is not None and value <= 0:
-            raise BmhwError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise BmhwError(f"--{name.replace('_', '-')} must be a positive finite number, got {value}")
 
 
 def _is_classical(config: dict) -> bool:

@@ -37,6 +37,7 @@ def _cycle_table(summary: dict, title: str) -> Table:
 def cmd_export(args) -> int:
     from bmhw.backends import hls, verilog
 
+    _check_positive(clock=args.clock)  # before any work: a period of inf or nan would reach create_clock
     if args.target in ("onnx", "onnx-int"):
         return _export_onnx(args)
     start = time.perf_counter()
@@ -44,8 +45,6 @@ def cmd_export(args) -> int:
     if any(layer["op"] == "binarize" for layer in net.layers) and args.target not in ("hls", "verilog"):
         raise BmhwError(f"--target {args.target} has no backend for binarised BiSE networks yet: run them with "
                         "bmhw eval MODEL.bmq (the golden model; docs/datapath.md, 'The BiSE layer')")
-    if not args.clock > 0:
-        raise BmhwError(f"--clock must be a positive period in ns, got {args.clock}")
     pe, pe_layers = parse_pe_options(getattr(args, "pe", None))
     if args.target == "verilog":
         pes = verilog.layer_pes(net, pe, pe_layers)
@@ -169,8 +168,11 @@ def cmd_csim(args) -> int:
             console.print(line, markup=False, highlight=False)
     source = "the built-in MNIST sample" if args.data is None else str(args.data)
     if not result.passed:
+        first = result.first_mismatch
+        where = "" if first is None else (f"; the first in layer {first['layer']} index {first['index']} of image "
+                                          f"{first['image']} (got {first['got']}, expected {first['expected']})")
         raise BmhwError(f"C-simulation of {args.project} disagrees with the golden model: {result.mismatches} "
-                        f"mismatches in {result.images} images of {source} (testbench exit {result.returncode})")
+                        f"mismatches in {result.images} images of {source}{where} (testbench exit {result.returncode})")
     print(f"csim: {result.images} images, 0 mismatches, bit-exact against the golden model ({seconds:.1f} s)")
     return 0
 

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from bmhw import __version__
 
+# bmhw train --method direct: passes over the training set when --epochs is not given. The training lengths
+# default to None here, so that one given to a method that ignores it can be refused (cli/train.py).
+TRAIN_EPOCHS = 6
+
 
 def _add_neuron_options(p: argparse.ArgumentParser, default_neuron: str | None) -> None:
     p.add_argument("--neuron", choices=("classical", "bm4", "bm15", "adder", "bise"), default=default_neuron,
@@ -67,7 +71,8 @@ def _add_train_commands(sub) -> None:
     p.add_argument("--model", choices=("lenet", "resnet22"), default="lenet", help="reference network (default: lenet)")
     _add_neuron_options(p, "classical")
     _add_data_option(p, "required: the train split is read from it, the test split too if present")
-    p.add_argument("--epochs", type=int, default=6, help="passes over the training set (default: 6)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"--method direct: passes over the training set (default: {TRAIN_EPOCHS})")
     p.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule (default: 3e-3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -79,7 +84,7 @@ def _add_train_commands(sub) -> None:
                    help="direct: train --neuron as it is (default); layerwise / layerwise-freeze: convert the "
                    "classical --init network one layer at a time, fine-tuning the whole network after each "
                    "(and freezing each converted layer after its fine-tune)")
-    p.add_argument("--epochs-per-layer", type=float, default=1.0,
+    p.add_argument("--epochs-per-layer", type=float, default=None,
                    help="layerwise methods: fine-tune epochs after each conversion (default: 1)")
     p.add_argument("--learn-alpha-epochs", type=int, default=0, metavar="E",
                    help="learn each layer's temperature for the first E epochs (its own step in the layerwise "
@@ -123,12 +128,14 @@ def _add_train_commands(sub) -> None:
     p.add_argument("--alpha-end", type=float, default=None,
                    help="lwkd with a smooth reduction: raise each new layer's alpha geometrically to this value "
                    "during its step")
-    p.add_argument("--max-epochs", type=float, default=0.0,
-                   help="lwkd with a smooth reduction: then train each layer this many epochs with the exact max")
+    p.add_argument("--max-epochs", type=float, default=None,
+                   help="lwkd with a smooth reduction: then train each layer this many epochs with the exact max "
+                   "(default: 0)")
     _add_data_option(p, "required: MNIST IDX files or CIFAR-10 batches, train split (test split scored if present)")
-    p.add_argument("--epochs", type=float, default=6.0, help="kd, pkkd: epochs (default: 6)")
-    p.add_argument("--epochs-per-layer", type=float, default=1.0, help="lwkd: epochs per layer (default: 1)")
-    p.add_argument("--finetune-epochs", type=float, default=2.0,
+    p.add_argument("--epochs", type=float, default=None, help="kd, pkkd, lse-max from kd: epochs (default: 6)")
+    p.add_argument("--epochs-per-layer", type=float, default=None,
+                   help="lwkd, lse-max from lwkd: epochs per layer (default: 1)")
+    p.add_argument("--finetune-epochs", type=float, default=None,
                    help="lse-max: distillation epochs after the swap to the exact max (default: 2)")
     p.add_argument("--signed", action="store_true",
                    help="1.5 branches with the exact max: the re-fit after each conversion may mirror an output "

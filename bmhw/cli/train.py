@@ -13,6 +13,7 @@ from bmhw.models import arch_name, create, describe, make_spec
 from bmhw.nn.layers import surrogate_gradient
 from bmhw.train.loop import evaluate, to_tensor, train_classifier
 from bmhw.cli.common import _check_arch, _check_positive, _dataset_of, _is_classical, _summary, _training_data, console
+from bmhw.cli.parser import TRAIN_EPOCHS
 
 
 def _convert(model, spec: dict, maxima=1):
@@ -39,10 +40,26 @@ def _maxima(args, layer_names, neuron) -> dict:
     return parsed
 
 
+def _refuse_unused_epochs(args, method: str, base: str | None = None) -> None:
+    """A training length the method does not read (--epochs to a layer-wise method, ...) is refused, not ignored."""
+    from bmhw.train.methods import EPOCH_FIELDS, epoch_fields
+
+    used = epoch_fields(method, base)
+    for name in EPOCH_FIELDS:
+        if getattr(args, name, None) is not None and name not in used:
+            option, what = f"--{name.replace('_', '-')}", f"--method {method}" + (f" --base {base}" if base else "")
+            lengths = ", ".join(f"--{u.replace('_', '-')}" for u in used)
+            raise BmhwError(f"{option} does not apply to {what}, which would ignore it: its training length is "
+                            f"set by {lengths}")
+
+
 def cmd_train(args) -> int:
     _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, surrogate_alpha=args.surrogate_alpha)
+    _refuse_unused_epochs(args, args.method)
     if args.method != "direct":
         return _train_by_method(args)
+    if args.epochs is None:
+        args.epochs = TRAIN_EPOCHS
     learn_alpha = args.learn_alpha or args.learn_alpha_epochs > 0
     spec = make_spec(args.neuron, args.reduce, args.alpha, learn_alpha)
     model = _initial_model(args, spec, learn_alpha)
@@ -202,6 +219,7 @@ def cmd_distill(args) -> int:
     from bmhw.train import methods
 
     _check_positive(batch_size=args.batch_size, lr=args.lr)
+    _refuse_unused_epochs(args, args.method, args.base if args.method == "lse-max" else None)
     ckpt = load_checkpoint(args.teacher)
     if not _is_classical(ckpt.config):
         raise BmhwError(f"--teacher {args.teacher} has BM layers: distil from a trained classical network")

@@ -22,11 +22,11 @@ MAX_LAYERS = 1024
 MAX_CODE = (1 << 16) - 1  # largest activation code (16-bit activations)
 INPUT_CODE_MAX = 255  # image bytes
 NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")  # layer names become zip entry folders: no separators
-# Integer fields of each family's weighted layers: name -> (lo, hi). The shifts stay below the 62 bits of the
-# golden model's arithmetic; F sizes the exp table (2^F entries).
+# Integer fields of each family's weighted layers: name -> (lo, hi), as wide as the quantizer's options reach; the
+# proven widths (bmhw.ir.validate) keep every shifted signal within 62 bits. F sizes the exp table (2^F entries).
 FAMILY_FIELDS = {
-    "bm": {"F": (1, 20), "P": (0, 62), "G": (-62, 62), "H": (1, 62), "csum": (-(1 << 40), 1 << 40),
-           "in_max": (1, MAX_CODE), "out_max": (1, MAX_CODE), "out_scale_exp": (-62, 62)},
+    "bm": {"F": (0, 20), "P": (0, 62), "G": (-126, 126), "H": (1, 62), "csum": (-(1 << 62), 1 << 62),
+           "in_max": (1, MAX_CODE), "out_max": (1, MAX_CODE), "out_scale_exp": (-126, 126)},
     "mac": {"in_max": (1, MAX_CODE), "out_max": (1, MAX_CODE), "out_scale_exp": (-126, 126),
             "acc_scale_exp": (-126, 126), "weight_bits": (2, 32)},
     "adder": {"R": (0, 62), "in_max": (1, MAX_CODE), "out_max": (1, MAX_CODE), "out_scale_exp": (-126, 126),

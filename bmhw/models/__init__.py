@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from bmhw.errors import BmhwError
+from bmhw.models.bounds import check_args
 from bmhw.models.layers import NEURONS, make_spec, spec_of
 from bmhw.models.lenet import LeNet, lenet
 from bmhw.models.resnet import ResNet22, resnet22
@@ -33,9 +34,11 @@ def describe(model: nn.Module) -> dict:
 
 
 def build(config: dict) -> nn.Module:
-    """A fresh model from a config made by :func:`describe` (weights initialised, not loaded)."""
+    """A fresh model from a config made by :func:`describe` (weights initialised, not loaded); sizes out of
+    bounds (:mod:`bmhw.models.bounds`) are refused before anything is allocated."""
     try:
         cls = ARCHS[config["arch"]]
+        check_args(config["arch"], config.get("args", {}), cls)
         return cls(layers=config.get("layers"), **config.get("args", {}))
     except KeyError as err:
         raise BmhwError(f"model config names an unknown architecture or lacks {err}; known: {', '.join(ARCHS)}")
@@ -47,6 +50,7 @@ def create(arch: str, neuron="classical", reduce="max", alpha=None, learn_alpha=
     """A new reference model by name, e.g. ``create("lenet", "bm15")``."""
     if arch not in ARCHS:
         raise BmhwError(f"unknown model {arch!r}: choose one of {', '.join(ARCHS)}")
+    check_args(arch, args, ARCHS[arch])
     return ARCHS[arch](neuron=neuron, reduce=reduce, alpha=alpha, learn_alpha=learn_alpha, **args)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +49,10 @@ def _read(path: Path):
     if not path.is_file():
         raise BmhwError(f"checkpoint {path} not found: give the path of a .pt file written by bmhw train or bmhw convert")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # A raw pickle makes torch warn (an unexpected protocol, ...) before it fails: the one-line error says it all.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's own message ends by suggesting weights_only=False: exactly what must not be done here.
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
@@ -60,6 +64,14 @@ def _read(path: Path):
     except Exception as err:  # noqa: BLE001 - garbage makes the unpickler raise almost anything
         raise BmhwError(f"{path} is not a readable PyTorch file (truncated, corrupt or another format: "
                         f"{type(err).__name__}); re-create it with bmhw train or bmhw convert") from None
+
+
+def _check_finite(path: Path, model: nn.Module) -> None:
+    """A NaN or infinity in any parameter or buffer would be evaluated (accuracy 0%) or quantized (tables of
+    garbage) without a word: refuse it, naming the tensor."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise BmhwError(f"{path}: tensor {name!r} holds NaN or infinite values; re-train or restore the checkpoint")
 
 
 def load_checkpoint(path) -> Checkpoint:
@@ -81,11 +93,15 @@ def load_checkpoint(path) -> Checkpoint:
     config, state = data.get("config"), data.get("state_dict")
     if not isinstance(config, dict) or not isinstance(state, dict):
         raise BmhwError(f"{path} is a damaged bmhw checkpoint: its config or state dict is missing")
-    model = build(config)
+    try:
+        model = build(config)
+    except BmhwError as err:
+        raise BmhwError(f"{path}: {err}") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         detail = " ".join(str(err).split())[:200]
         raise BmhwError(f"{path} is a damaged bmhw checkpoint: weights do not fit its config ({detail})") from None
+    _check_finite(path, model)
     model.eval()
     return Checkpoint(model=model, config=config, metadata=dict(data.get("metadata") or {}))

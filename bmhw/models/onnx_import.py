@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
+from onnx.external_data_helper import load_external_data_for_tensor
 from torch import nn
 
 from bmhw.backends.onnx.graph import load_model
@@ -28,6 +30,46 @@ from bmhw.models.onnx_reader import Block, Layer, _Reader
 # Largest |onnxruntime - PyTorch| of the logits, relative to their largest magnitude, that the import accepts.
 IMPORT_TOLERANCE = 1e-4
 LENET_TEXT = "conv 5x5, ReLU, max-pool 2, conv 5x5, ReLU, max-pool 2, flatten, linear, ReLU, linear, ReLU, linear"
+
+
+# --- external data: tensors kept in files beside the model ---------------------------------------------------
+
+
+def _tensors(graph):
+    """Every tensor of ``graph`` that may keep its data in a file: initializers and node attributes, subgraphs too."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)
+
+
+def _load_external_data(model, path: Path) -> None:
+    """Read the tensors stored outside the .onnx file into memory, from files inside the model's folder only:
+    a location such as ../secret.bin or /etc/passwd is refused before anything is read."""
+    folder = path.resolve().parent
+    for tensor in _tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if not location:
+            raise BmhwError(f"{path}: tensor {tensor.name!r} is marked as external data but names no file; re-export "
+                            "the model")
+        target = (folder / location).resolve()
+        if Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise BmhwError(f"{path}: tensor {tensor.name!r} keeps its data in {location!r}, outside the model's "
+                            "folder; bmhw reads external data only from files beside the .onnx file")
+        if not target.is_file():
+            raise BmhwError(f"{path}: tensor {tensor.name!r} keeps its data in {location!r}, which is missing: copy "
+                            "it beside the model")
+        try:
+            load_external_data_for_tensor(tensor, str(folder))
+        except Exception as err:  # noqa: BLE001 - a short file, a bad offset: onnx raises several types
+            raise BmhwError(f"{path}: cannot read the data of tensor {tensor.name!r} from {location!r} "
+                            f"({type(err).__name__}); re-export the model") from None
 
 
 # --- structure: chains and residual blocks -------------------------------------------------------------------
@@ -251,6 +293,7 @@ def import_onnx(path) -> Imported:
     """Read the ONNX model at ``path`` as a classical bmhw network (LeNet or ResNet-22)."""
     path = Path(path)
     onnx_model = load_model(path)
+    _load_external_data(onnx_model, path)
     reader = _Reader(onnx_model, path)
     output = reader.read()
     start = reader.values[next(i.name for i in onnx_model.graph.input if i.name not in reader.consts)]

@@ -66,6 +66,8 @@ class _Reader:
         self.graph = model.graph
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         self.consts = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        for name, value in self.consts.items():
+            self._check_finite(value, f"initializer {name!r}")
         self.shapes: dict = {}  # values computed from the data's shape (BATCH standing for the batch size)
         self.values: dict = {}  # ONNX value name -> Layer producing it
         self.users: dict = {}  # ONNX value name -> how many nodes (and graph outputs) read it
@@ -78,6 +80,11 @@ class _Reader:
 
     def error(self, text: str) -> BmhwError:
         return BmhwError(f"{self.path}: {text}")
+
+    def _check_finite(self, value: np.ndarray, what: str) -> None:
+        # A NaN weight would make the import's check against onnxruntime fail with a misleading difference.
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise self.error(f"{what} holds NaN or infinite values; re-export the model from trained weights")
 
     @staticmethod
     def _inferred_shapes(model) -> dict:
@@ -151,6 +158,7 @@ class _Reader:
         if op == "Constant":
             if "value" in attrs:
                 self.consts[out] = numpy_helper.to_array(attrs["value"])
+                self._check_finite(self.consts[out], f"the constant {out!r}")
             else:
                 for key in ("value_float", "value_floats", "value_int", "value_ints"):
                     if key in attrs:

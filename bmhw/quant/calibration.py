@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from bmhw.errors import BmhwError
+from bmhw.quant.sequence import WEIGHT_MODULES, layer_names, layer_sequence
 from bmhw.train.loop import to_tensor
 
 METADATA_KEY = "calibration"
@@ -61,18 +62,16 @@ def _weight_indices(mods: list, weight_types) -> list[int]:
 @torch.no_grad()
 def measure(model: nn.Module, images: np.ndarray, source: str) -> Calibration:
     """The activation maxima of ``model`` on ``images`` (uint8, N x C x H x W), in float64 on a copy."""
-    from bmhw.quant.quantize import _WEIGHT_MODULES, _layer_names, layer_sequence
-
     images = np.asarray(images)
     if images.ndim != 4 or len(images) == 0:
         raise BmhwError(f"calibration needs a non-empty batch of images (N, C, H, W), got shape {images.shape}")
     mods = layer_sequence(model.eval())
-    names = _layer_names(model, mods)
+    names = layer_names(model, mods)
     outs, h = [], to_tensor(images).double()
     for mod in (copy.deepcopy(m).double() for m in mods):
         h = mod(h)
         outs.append(h)
-    weights = _weight_indices(mods, _WEIGHT_MODULES)
+    weights = _weight_indices(mods, WEIGHT_MODULES)
     maxima = {}
     for n, i in enumerate(weights):
         if n + 1 < len(weights):  # what the next weight layer sees: after the ReLU and any pooling

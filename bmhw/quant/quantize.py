@@ -20,11 +20,13 @@ from bmhw.errors import BmhwError
 from bmhw.nn.groups import refuse_grouped
 from bmhw.ir.intmath import rnd
 from bmhw.ir import QuantizedNet
-from bmhw.models import LeNet
 from bmhw.nn import BMConv2d
 from bmhw.nn.adder import AdderConv2d, _AdderNeuron
 from bmhw.nn.layers import _BMNeuron
 from bmhw.ir.widths import infer_widths
+from bmhw.quant.sequence import WEIGHT_MODULES as _WEIGHT_MODULES
+from bmhw.quant.sequence import layer_names as _layer_names
+from bmhw.quant.sequence import layer_sequence
 
 INPUT_SCALE = Fraction(1, 255)  # image bytes, as in training (bmhw.train.to_tensor)
 CORRECTION_SHIFT = 16  # H of docs/datapath.md
@@ -42,18 +44,6 @@ class QuantOptions:
                                     ("exp-frac-bits", self.exp_frac_bits, 1, 60), ("guard-bits", self.guard_bits, 0, 40)):
             if not lo <= value <= hi:
                 raise BmhwError(f"--{name} must be between {lo} and {hi}, got {value}")
-
-
-def layer_sequence(model: nn.Module) -> list[nn.Module]:
-    """The model as a flat list of modules in execution order."""
-    if isinstance(model, LeNet):
-        pool = nn.MaxPool2d(2)
-        return [model.conv1, nn.ReLU(), pool, model.conv2, nn.ReLU(), pool, nn.Flatten(),
-                model.fc1, nn.ReLU(), model.fc2, nn.ReLU(), model.fc3]
-    if isinstance(model, nn.Sequential):
-        return list(model)
-    raise BmhwError(f"cannot quantize a {type(model).__name__}: this version quantizes the LeNet and nn.Sequential "
-                    "networks of 1.5-branch BM layers (see docs/datapath.md, 'Limits')")
 
 
 def _check_sequence(mods: list[nn.Module], names: list[str], weight_type=_BMNeuron) -> None:
@@ -99,7 +89,6 @@ def _check_sequence(mods: list[nn.Module], names: list[str], weight_type=_BMNeur
                             "(BM conv / linear, ReLU, MaxPool2d, Flatten)")
 
 
-_WEIGHT_MODULES = (_BMNeuron, _AdderNeuron, nn.Linear, nn.Conv2d)
 
 
 def _scale_exponent(amax: float, top: int) -> int:
@@ -218,21 +207,3 @@ def _double(mod: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(mod).double()
-
-
-def _layer_names(model: nn.Module, mods: list[nn.Module]) -> list[str]:
-    """Weight layers keep their model names; pooling and flatten get pool1, pool2, ..., flatten."""
-    weights = _WEIGHT_MODULES
-    by_id = {id(m): n for n, m in model.named_modules() if isinstance(m, weights)}
-    names, pools = [], 0
-    for i, mod in enumerate(mods):
-        if isinstance(mod, weights):
-            names.append(by_id.get(id(mod), f"layer{i}"))
-        elif isinstance(mod, nn.MaxPool2d):
-            pools += 1
-            names.append(f"pool{pools}")
-        elif isinstance(mod, nn.Flatten):
-            names.append("flatten")
-        else:
-            names.append(f"{type(mod).__name__.lower()}{i}")
-    return names

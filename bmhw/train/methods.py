@@ -39,6 +39,18 @@ METHODS = ("direct", "layerwise", "layerwise-freeze", "kd", "lwkd", "lse-max", "
 NEEDS_TEACHER = ("layerwise", "layerwise-freeze", "kd", "lwkd", "pkkd")
 # The methods lse-max can start from.
 LSE_MAX_BASES = ("direct", "kd", "lwkd")
+# The training lengths each method reads (MethodConfig fields); lse-max reads its base's too. The command line
+# refuses the others when given: they would be ignored.
+EPOCH_FIELDS = ("epochs", "epochs_per_layer", "finetune_epochs", "max_epochs")
+METHOD_EPOCHS = {"direct": ("epochs",), "layerwise": ("epochs_per_layer",), "layerwise-freeze": ("epochs_per_layer",),
+                 "kd": ("epochs",), "lwkd": ("epochs_per_layer", "max_epochs"), "pkkd": ("epochs",),
+                 "lse-max": ("finetune_epochs",)}
+
+
+def epoch_fields(method: str, base: str | None = None) -> tuple[str, ...]:
+    """The training lengths (of :data:`EPOCH_FIELDS`) that ``method`` (from ``base``, for lse-max) reads."""
+    used = METHOD_EPOCHS[method]
+    return used + METHOD_EPOCHS[base] if method == "lse-max" and base in METHOD_EPOCHS else used
 
 
 @dataclass

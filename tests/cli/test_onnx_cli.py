@@ -144,6 +144,19 @@ def bad_inputs(tmp_path, teacher_onnx):
     from bmhw.models.checkpoint import save_checkpoint
 
     save_checkpoint(folder / "bm4.pt", lenet("bm4"))
+    # External data that points out of the model's folder, at a file that really holds the weights.
+    onnx.save(model, tmp_path / "escape.onnx", save_as_external_data=True, location="secret.bin", size_threshold=0)
+    escape = onnx.load(tmp_path / "escape.onnx", load_external_data=False)
+    for tensor in escape.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../secret.bin"
+    (folder / "escape.onnx").write_bytes(escape.SerializeToString())
+    nan = onnx.load(teacher_onnx[0])
+    nan.graph.initializer[0].float_data[:] = []
+    nan.graph.initializer[0].raw_data = np.full(onnx.numpy_helper.to_array(nan.graph.initializer[0]).shape, np.nan,
+                                                np.float32).tobytes()
+    onnx.save(nan, folder / "nan.onnx")
     return folder
 
 
@@ -155,6 +168,9 @@ ERROR_CASES = {
     "import unsupported op": (["import-onnx", "{in}/softsign.onnx", "-o", "{out}"],
                               "node '/Relu' is a Softsign operator"),
     "import not a bmhw architecture": (["import-onnx", "{in}/small.onnx", "-o", "{out}"], "not a network bmhw has"),
+    "import external data outside its folder": (["import-onnx", "{in}/escape.onnx", "-o", "{out}"],
+                                                "keeps its data in '../secret.bin', outside the model's folder"),
+    "import NaN weights": (["import-onnx", "{in}/nan.onnx", "-o", "{out}"], "holds NaN or infinite values"),
     "eval random bytes": (["eval", "{in}/random.onnx"], "is not an ONNX model"),
     "eval missing": (["eval", "{in}/missing.onnx"], "not found"),
     "eval wrong input shape": (["eval", "{in}/small.onnx"], "takes inputs of shape 3x2x2"),

@@ -42,7 +42,7 @@ def refusal(net, tmp_path) -> str:
 def test_a_field_out_of_range_is_named(tmp_path):
     net = bm_net()
     net.layers[0]["F"] = -3
-    assert "layer '0': field 'F' is -3, expected an integer in [1, 20]" in refusal(net, tmp_path)
+    assert "layer '0': field 'F' is -3, expected an integer in [0, 20]" in refusal(net, tmp_path)
 
 
 def test_a_missing_field_is_named(tmp_path):

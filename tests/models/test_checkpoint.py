@@ -336,3 +336,90 @@ def test_saved_checkpoint_has_ordinary_permissions(tmp_path):
     reference = tmp_path / "reference"
     reference.write_bytes(b"")
     assert (path.stat().st_mode & 0o777) == (reference.stat().st_mode & 0o777)
+
+
+# --------------------------------------------------------------------------------------------
+# nothing bad gets in: sizes bounded before a model is built, every tensor finite
+
+
+@pytest.mark.parametrize("arch, field, value, message", [
+    ("lenet", "widths", [6, 16, 5000, 84], "args.widths[2] = 5000 is outside the allowed range 1..4096"),
+    ("lenet", "widths", [0, 16, 120, 84], "args.widths[0] = 0 is outside the allowed range 1..4096"),
+    ("lenet", "widths", [6, 16, 120.0, 84], "args.widths[2] = 120.0 is outside the allowed range 1..4096"),
+    ("lenet", "widths", [6, 16, 120, 84, 7, 7, 7, 7, 7], "args.widths = [6, 16, 120, 84, 7, 7, 7, 7, 7] is not a list "
+     "of 1..8 widths"),
+    ("lenet", "widths", "6,16,120,84", "args.widths = '6,16,120,84' is not a list of 1..8 widths"),
+    ("lenet", "in_channels", 100_000, "args.in_channels = 100000 is outside the allowed range 1..256"),
+    ("lenet", "input_size", 8, "args.input_size = 8 is outside the allowed range 16..1024"),
+    ("lenet", "input_size", 5000, "args.input_size = 5000 is outside the allowed range 16..1024"),
+    ("lenet", "num_classes", True, "args.num_classes = True is outside the allowed range 1..10000"),
+    ("lenet", "num_classes", -1, "args.num_classes = -1 is outside the allowed range 1..10000"),
+    ("resnet22", "blocks", 1000, "args.blocks = 1000 is outside the allowed range 1..16"),
+    ("resnet22", "widths", [16, 64, 8192], "args.widths[2] = 8192 is outside the allowed range 1..4096"),
+])
+def test_config_sizes_out_of_bounds(tmp_path, arch, field, value, message):
+    model = make_model() if arch == "lenet" else resnet22("classical", widths=(4, 8, 16), blocks=1)
+    data = torch.load(save_checkpoint(tmp_path / "good.pt", model), weights_only=True)
+    data["config"]["args"][field] = value
+    path = tmp_path / "sized.pt"
+    torch.save(data, path)
+    assert load_error(path) == f"{path}: model config field {message}" + (
+        " (an integer)" if "allowed range" in message else "")
+
+
+def test_config_of_too_many_weights_is_refused_before_building(tmp_path):
+    # Every size in range, but 4096-wide layers on 1024 x 1024 images: about 10^12 weights, 4 TB.
+    data = torch.load(save_checkpoint(tmp_path / "good.pt", make_model()), weights_only=True)
+    data["config"]["args"].update(widths=[4096] * 4, input_size=1024)
+    path = tmp_path / "huge.pt"
+    torch.save(data, path)
+    message = load_error(path)
+    assert message.startswith(f"{path}: model config asks for a lenet of 1,074,329,186,314 weights")
+    assert message.endswith("bmhw builds networks of at most 67,108,864")
+
+
+def test_weight_limit_counts_the_whole_network(tmp_path, monkeypatch):
+    # The LeNet-5 shapes have 44,426 weights (docs/models.md): refused under a lower limit, loaded at that count.
+    from bmhw.models import bounds
+
+    path = save_checkpoint(tmp_path / "m.pt", make_model("bm15"))
+    monkeypatch.setattr(bounds, "MAX_WEIGHTS", 44_425)
+    assert "asks for a lenet of 44,426 weights" in load_error(path)
+    monkeypatch.setattr(bounds, "MAX_WEIGHTS", 44_426)
+    load_checkpoint(path)
+
+
+def test_every_shipped_example_is_within_bounds():
+    from bmhw.resources import examples_dir
+
+    examples = sorted(examples_dir().glob("*.pt"))
+    assert len(examples) >= 6
+    for path in examples:
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("neuron, tensor, value", [
+    ("classical", "conv1.weight", float("nan")),
+    ("bm15", "fc3.bias", -float("inf")),
+    ("bm15", "conv2.v", float("inf")),
+    ("adder", "conv1.bn.running_var", float("nan")),  # a buffer, not a parameter
+])
+def test_non_finite_tensor_is_named(tmp_path, neuron, tensor, value):
+    data = torch.load(save_checkpoint(tmp_path / "good.pt", make_model(neuron)), weights_only=True)
+    data["state_dict"][tensor].view(-1)[-1] = value
+    path = tmp_path / "broken.pt"
+    torch.save(data, path)
+    assert load_error(path) == (f"{path}: tensor {tensor!r} holds NaN or infinite values; re-train or restore the "
+                                "checkpoint")
+
+
+def test_raw_pickle_fails_without_a_warning(tmp_path):
+    # torch warns about the pickle protocol of a raw pickle before refusing it; only the one line may remain.
+    import warnings
+
+    path = tmp_path / "raw.pt"
+    path.write_bytes(pickle.dumps({"weights": torch.zeros(3)}, protocol=4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert "raw.pt" in load_error(path)
+    assert [str(w.message) for w in caught] == []

@@ -297,3 +297,76 @@ def test_resnet_differences_are_explained(tmp_path):
     with pytest.raises(BmhwError, match=r"as its ResNet-22 .* layer 3 is a max-pool 2 \(stride 2\) \('/MaxPool'\), "
                                         r"where a residual block followed by a ReLU belongs"):
         import_onnx(path)
+
+
+# --- untrusted contents: external data and non-finite weights ---------------------------------------------------
+
+
+def _with_external_data(source, folder, location="weights.bin"):
+    """``source`` saved again into ``folder`` with every initializer in the file ``location`` beside it."""
+    folder.mkdir(exist_ok=True)
+    model = onnx.load(source)
+    path = folder / "external.onnx"
+    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=location,
+              size_threshold=0)
+    return path
+
+
+def _relocate(path, location):
+    """Point every external tensor of ``path`` at ``location`` (the data itself is left where it is)."""
+    model = onnx.load(path, load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    path.write_bytes(model.SerializeToString())
+
+
+def test_external_data_beside_the_model_is_read(lenet_onnx, tmp_path):
+    path = _with_external_data(lenet_onnx, tmp_path / "model")
+    assert (tmp_path / "model" / "weights.bin").stat().st_size > 40_000  # the weights really moved out
+    result = import_onnx(path)
+    assert np.array_equal(outputs(result.model, (1, 28, 28)), outputs(import_onnx(lenet_onnx).model, (1, 28, 28)))
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute", "symlink"])
+def test_external_data_outside_the_folder_is_refused(lenet_onnx, tmp_path, where):
+    path = _with_external_data(lenet_onnx, tmp_path / "model")
+    data = tmp_path / "model" / "weights.bin"
+    # The right bytes sit where the model points: only the place, not a missing or short file, is refused.
+    secret = tmp_path / "secret.bin"
+    data.rename(secret)
+    if where == "symlink":
+        data.symlink_to(secret)
+        location = "weights.bin"
+    else:
+        location = "../secret.bin" if where == "parent" else str(secret)
+    _relocate(path, location)
+    with pytest.raises(BmhwError) as info:
+        import_onnx(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "outside the model's folder" in message and repr(location) in message
+    assert "tensor 'conv1.weight'" in message or "tensor 'onnx::" in message
+
+
+def test_missing_external_data_is_one_line(lenet_onnx, tmp_path):
+    path = _with_external_data(lenet_onnx, tmp_path / "model")
+    (tmp_path / "model" / "weights.bin").unlink()
+    with pytest.raises(BmhwError, match="'weights.bin', which is missing") as info:
+        import_onnx(path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_initializer_is_named(lenet_onnx, value):
+    model = onnx.load(lenet_onnx)
+    tensor = next(t for t in model.graph.initializer if t.name == "conv2.bias")
+    array = numpy_helper.to_array(tensor).copy()
+    array[3] = value
+    tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+    onnx.save(model, lenet_onnx)
+    with pytest.raises(BmhwError) as info:
+        import_onnx(lenet_onnx)
+    assert str(info.value) == (f"{lenet_onnx}: initializer 'conv2.bias' holds NaN or infinite values; re-export the "
+                               "model from trained weights")

@@ -4,6 +4,7 @@ temperatures, the image-side logarithm of BMConv2d, and the fallback when the ke
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,3 +118,58 @@ def test_the_environment_can_turn_the_kernels_off():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**__import__("os").environ, "BMHW_KERNELS": "0"}, check=True).stdout
     assert out.strip() == "PyTorch fallback (turned off by BMHW_KERNELS=0)"
+
+
+# --- the build cache (nothing is compiled here) ----------------------------------------------------------------
+
+
+def key(**changes):
+    values = {"source": b"float f();", "cflags": ("-O3", "-march=native"), "ldflags": ("-fopenmp",),
+              "torch_version": "2.13.0+cpu", "torch_dir": "/venv/a/torch", "python": (3, 11)}
+    return kernels.build_key(**{**values, **changes})
+
+
+def test_the_build_folder_is_keyed_by_source_flags_and_pytorch():
+    base = key()
+    assert base.startswith("torch2.13.0_cpu-py311-") and "/" not in base
+    assert key() == base
+    others = [key(source=b"float g();"), key(cflags=("-O2", "-march=native")), key(ldflags=()),
+              key(torch_dir="/venv/b/torch"), key(torch_version="2.14.0"), key(python=(3, 12)),
+              # A flag moved from compiling to linking is another command.
+              key(cflags=("-O3", "-march=native", "-fopenmp"), ldflags=())]
+    assert len({base, *others}) == 1 + len(others)
+
+
+def test_installs_with_other_sources_get_other_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("BMHW_CACHE_DIR", str(tmp_path))
+    mine = kernels.build_dir()
+    assert mine.parent == tmp_path / "kernels"
+    other = tmp_path / "maxplus.cpp"
+    other.write_bytes(kernels.SOURCE.read_bytes() + b"\n// changed\n")
+    monkeypatch.setattr(kernels, "SOURCE", other)
+    assert kernels.build_dir() != mine and kernels.build_dir().parent == mine.parent
+
+
+def test_a_compile_is_announced_and_a_cached_build_is_not(tmp_path, monkeypatch, capsys):
+    import torch.utils.cpp_extension as cpp_extension
+
+    monkeypatch.setenv("BMHW_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("PATH", __import__("os").environ["PATH"])  # _build prepends a folder
+    calls = []
+
+    def fake_load(name, sources, build_directory, **options):
+        calls.append((name, sources, build_directory))
+        (Path(build_directory) / f"{name}.so").write_bytes(b"")  # what a compile leaves
+        return "module"
+
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    assert kernels._build() == "module"
+    notice = capsys.readouterr().err
+    assert notice.startswith("bmhw: compiling the fused max-plus kernels (once per install, about a minute)")
+    assert notice.count("\n") == 1
+    assert kernels._build() == "module"
+    assert capsys.readouterr().err == ""  # built already: loaded without a word
+    # Both calls compile the copy of the source inside the build folder (one path for every install).
+    folder = kernels.build_dir()
+    assert [c[1] for c in calls] == [[str(folder / "maxplus.cpp")]] * 2 and calls[0][2] == str(folder)
+    assert (folder / "maxplus.cpp").read_bytes() == kernels.SOURCE.read_bytes()

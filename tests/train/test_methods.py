@@ -225,3 +225,17 @@ def test_swap_refit_brings_the_max_network_closer_to_the_lse_network(teacher_and
         assert torch.equal(layer.delta_w, ref.delta_w)
         shift = (layer.v - ref.v).reshape(layer.out_count, -1)
         assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-5)
+
+
+def test_every_method_says_which_training_lengths_it_reads():
+    # The command line refuses a length a method does not read; a method missing here would refuse them all.
+    from bmhw.train.methods import EPOCH_FIELDS, LSE_MAX_BASES, METHOD_EPOCHS, METHODS, epoch_fields
+
+    assert set(METHOD_EPOCHS) == set(METHODS)
+    assert set(EPOCH_FIELDS) <= set(MethodConfig.__dataclass_fields__)
+    assert all(set(used) <= set(EPOCH_FIELDS) for used in METHOD_EPOCHS.values())
+    assert epoch_fields("layerwise") == ("epochs_per_layer",)
+    assert epoch_fields("lse-max", "kd") == ("finetune_epochs", "epochs")  # its base trains for --epochs first
+    assert {base: set(epoch_fields("lse-max", base)) for base in LSE_MAX_BASES} == {
+        "direct": {"finetune_epochs", "epochs"}, "kd": {"finetune_epochs", "epochs"},
+        "lwkd": {"finetune_epochs", "epochs_per_layer", "max_epochs"}}

@@ -26,6 +26,9 @@ BINARY = "bmhw_tb"
 SOURCES = ("firmware/bmhw_net.cpp", "tb/bmhw_tb.cpp")
 BATCH = 100
 _SUMMARY = re.compile(r"bmhw_tb: (\d+) images checked, (\d+) mismatches")
+# The testbench's line per mismatch (tb/bmhw_tb.cpp); the first one printed is the first found.
+_MISMATCH = re.compile(r"^MISMATCH image (?P<image>\d+) layer (?P<layer>\S+) index (?P<index>\d+): "
+                       r"got (?P<got>-?\d+), expected (?P<expected>-?\d+)$", re.M)
 
 
 @dataclass
@@ -38,6 +41,14 @@ class CsimResult:
     @property
     def passed(self) -> bool:
         return self.returncode == 0 and self.mismatches == 0 and self.images > 0
+
+    @property
+    def first_mismatch(self) -> dict | None:
+        """The first mismatch the testbench printed: image, layer (its C name), index, got, expected; or None."""
+        match = _MISMATCH.search(self.output)
+        if match is None:
+            return None
+        return {key: value if key == "layer" else int(value) for key, value in match.groupdict().items()}
 
 
 def ap_types_dir() -> Path:

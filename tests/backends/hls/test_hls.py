@@ -17,7 +17,7 @@ from bmhw.data import load_dataset
 from bmhw.errors import BmhwError
 from bmhw.ir import load_bmq
 from bmhw.resources import examples_dir
-from cli_runner import run_main
+from cli_runner import assert_one_line_error, run_main
 from random_nets import random_images, random_net
 
 IMAGES = 20
@@ -87,8 +87,18 @@ def test_a_corrupted_table_makes_bmhw_csim_fail(lenet, tmp_path):
     end = text.index(",", start)
     header.write_text(text[:start] + str(int(text[start:end]) + 5000) + text[end:])
     code, _, err = run_main(["csim", project, "--images", "3"])
-    assert code == 2
-    assert "disagrees with the golden model" in err and "mismatches in 3 images" in err
+    line = assert_one_line_error(code, err)
+    assert "disagrees with the golden model" in line and "mismatches in 3 images" in line
+    # Output 0 of fc3 is the corrupted bias's: the testbench finds it first, in the first image.
+    assert "the first in layer fc3 index 0 of image 0" in line
+
+
+def test_the_first_mismatch_is_read_from_the_testbench_output():
+    output = ("MISMATCH image 2 layer conv2 index 17: got -3, expected 4\n"
+              "MISMATCH image 2 layer fc1 index 0: got 1, expected 0\nbmhw_tb: 5 images checked, 2 mismatches\n")
+    result = csim.CsimResult(images=5, mismatches=2, returncode=1, output=output)
+    assert result.first_mismatch == {"image": 2, "layer": "conv2", "index": 17, "got": -3, "expected": 4}
+    assert csim.CsimResult(5, 0, 0, "bmhw_tb: 5 images checked, 0 mismatches\n").first_mismatch is None
 
 
 def test_export_is_deterministic(lenet, lenet_project, tmp_path):
