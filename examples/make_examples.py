@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from bmhw.models.checkpoint import load_checkpoint, save_checkpoint
+from bmhw.quant.calibration import record
 from bmhw.data import calibration_sample, load_dataset
 from bmhw.train.distill import KDConfig, LayerwiseConfig, knowledge_distill, layerwise_distill
 from bmhw.models import lenet
@@ -92,7 +93,7 @@ def make_classical(data: Path, out: Path, widths=None) -> None:
     result = train_classifier(model, images, labels, **CLASSICAL)
     accuracy = evaluate(model, test_images, test_labels)
     save_checkpoint(out, model, method="direct", accuracy=accuracy, test_images=len(test_labels), dataset="mnist",
-                    train_seconds=round(result.seconds, 1), **CLASSICAL)
+                    train_seconds=round(result.seconds, 1), calibration=record(model, images, "mnist"), **CLASSICAL)
     print(f"classical: test accuracy {accuracy:.2%}, training {result.seconds:.0f} s -> {out}")
 
 
@@ -123,7 +124,7 @@ def make_bm15(data: Path, teacher_path: Path, out: Path) -> None:
                     accuracy_after_finetunes=stages, test_images=len(test_labels), dataset="mnist",
                     teacher=teacher_path.name, train_seconds=round(seconds, 1), seed=LAYERWISE.seed,
                     layerwise=vars(LAYERWISE), finetunes=[vars(cfg) for cfg in FINETUNES],
-                    surrogate_alpha=SURROGATE_ALPHA)
+                    surrogate_alpha=SURROGATE_ALPHA, calibration=record(student, images, "mnist"))
     print(f"bm15 (exact max): test accuracy {accuracy:.2%}, {seconds:.0f} s in all -> {out}")
 
 

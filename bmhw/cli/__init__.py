@@ -15,7 +15,8 @@ from bmhw.cli.parser import build_parser
 from bmhw.errors import BmhwError
 
 # Command -> the module of its group (imported on use, so that `bmhw --help` answers without loading torch).
-COMMANDS = {"train": "train", "convert": "train", "distill": "train", "quantize": "evaluate", "eval": "evaluate",
+COMMANDS = {"train": "train", "convert": "train", "distill": "train", "quantize": "evaluate", "calibrate": "evaluate",
+            "eval": "evaluate",
             "export": "export", "import-onnx": "export", "csim": "export", "sim": "export", "gates": "gates",
             "demo": "demo"}
 

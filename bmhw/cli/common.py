@@ -89,21 +89,27 @@ def _quantize(args, ckpt=None):
     _check_positive(calib_images=args.calib_images)
     ckpt = ckpt or load_checkpoint(args.checkpoint)
     options = {**vars(opts), "weight_bits": args.weight_bits, "scale_bits": getattr(args, "scale_bits", 16)}
-    return quantize_checkpoint(ckpt, lambda: _calibration_images(args, ckpt), options,
+    return quantize_checkpoint(ckpt, lambda: _calibration(args, ckpt), options,
                                {"source": Path(args.checkpoint).name})
 
 
-def _calibration_images(args, ckpt):
-    dataset = _dataset_of(ckpt.model)
-    if args.data is None:
-        images, _ = load_dataset(dataset, None, "test")
-        console.print("[yellow]calibrating on the built-in MNIST sample (test images); pass --data DIR to "
-                      "calibrate on training images[/yellow]")
-        source = "built-in MNIST sample"
-    else:
+def _calibration(args, ckpt):
+    """The activation ranges to quantize with: measured on --data's training split, else those the checkpoint
+    records (never test images); a checkpoint with neither is a one-line error saying how to add them."""
+    from bmhw.quant.calibration import measure, of_checkpoint
+
+    if args.data is not None:
+        dataset = _dataset_of(ckpt.model)
         images, _ = load_dataset(dataset, args.data, "train")
-        source = f"{dataset} train split"
-    return calibration_sample(images, args.calib_images), source
+        return measure(ckpt.model, calibration_sample(images, args.calib_images), f"{dataset} train split")
+    recorded = of_checkpoint(ckpt.metadata, args.checkpoint)
+    if recorded is None:
+        raise BmhwError(f"{args.checkpoint} records no calibration (its activation ranges on training images): pass "
+                        f"--data DIR with the training split, or record them once with bmhw calibrate "
+                        f"{args.checkpoint} --data DIR")
+    console.print(f"quantizing with the calibration recorded in {args.checkpoint}: {recorded.images} images of the "
+                  f"{recorded.source}", highlight=False)
+    return recorded
 
 
 def _load_or_quantize(args):

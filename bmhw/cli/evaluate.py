@@ -9,9 +9,9 @@ from rich.table import Table
 
 from bmhw import ir
 from bmhw.models.checkpoint import load_checkpoint
-from bmhw.data import load_dataset
+from bmhw.data import calibration_sample, load_dataset
 from bmhw.errors import BmhwError
-from bmhw.cli.common import heading, _dataset_of, _is_bmq, _is_onnx, _limit, _quantize, console
+from bmhw.cli.common import heading, _check_positive, _dataset_of, _is_bmq, _is_onnx, _limit, _quantize, console
 
 
 def cmd_quantize(args) -> int:
@@ -70,6 +70,30 @@ def _quantize_table(net) -> Table:
         row = [layer["name"], layer["op"], "x".join(map(str, layer["out_shape"]))]
         table.add_row(*row, *(family_row(layer) if ir.OPS[layer["op"]].weighted else ()))
     return table
+
+
+def cmd_calibrate(args) -> int:
+    from bmhw.models.checkpoint import save_checkpoint
+    from bmhw.quant.calibration import METADATA_KEY, measure
+
+    if args.data is None:
+        raise BmhwError("bmhw calibrate needs --data DIR with the training split (calibration never uses test images)")
+    _check_positive(calib_images=args.calib_images)
+    ckpt = load_checkpoint(args.checkpoint)
+    dataset = _dataset_of(ckpt.model)
+    images, _ = load_dataset(dataset, args.data, "train")
+    record = measure(ckpt.model, calibration_sample(images, args.calib_images), f"{dataset} train split")
+    output = args.output or args.checkpoint
+    save_checkpoint(output, ckpt.model, **{**ckpt.metadata, METADATA_KEY: record.to_metadata()})
+    heading(f"bmhw calibrate: {output}")
+    table = Table(title=f"largest activation per weight layer, on {record.images} images of the {record.source}")
+    table.add_column("layer")
+    table.add_column("max", justify="right")
+    for name, value in record.maxima.items():
+        table.add_row(name, f"{value:.6g}")
+    console.print(table)
+    console.print(f"wrote {output}: bmhw quantize and bmhw export use these ranges when no --data is given")
+    return 0
 
 
 def cmd_eval(args) -> int:

@@ -45,7 +45,8 @@ def _add_quant_options(p: argparse.ArgumentParser) -> None:
                    help="integer weight width of a classical checkpoint's MAC twin (default: 8)")
     p.add_argument("--scale-bits", type=int, default=16,
                    help="signed multiplier width m of an AdderNet layer's folded batch norm (default: 16)")
-    _add_data_option(p, "training images for calibration (default: the built-in MNIST sample, test images)")
+    _add_data_option(p, "training images to calibrate on (default: the calibration the checkpoint records, from "
+                        "its training images: bmhw calibrate)")
     p.add_argument("--calib-images", type=int, default=2000, help="calibration images (default: 2000)")
 
 
@@ -187,6 +188,15 @@ def _add_quantize_commands(sub) -> None:
                    "checkpoint (.pt)")
     _add_quant_options(p)
     p.add_argument("-o", "--output", type=Path, required=True, help=".bmq file to write")
+
+    p = sub.add_parser("calibrate", help="record a checkpoint's activation ranges on its training images",
+                       description="Measure the activation ranges the quantizers need on a sample of the training "
+                       "split and record them in the checkpoint, so that bmhw quantize and bmhw export need no data "
+                       "and never calibrate on test images. bmhw train, convert and distill record them already.")
+    p.add_argument("checkpoint", type=Path, help="checkpoint (.pt) to calibrate")
+    _add_data_option(p, "folder with the training split (required)")
+    p.add_argument("--calib-images", type=int, default=2000, help="calibration images (default: 2000)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="checkpoint to write (default: update CHECKPOINT)")
 
     p = sub.add_parser("eval", help="test accuracy of a checkpoint, a quantized network or an ONNX model",
                        description="Evaluate a checkpoint (.pt, float) or a quantized network (.bmq, by the integer "

@@ -90,7 +90,7 @@ def cmd_train(args) -> int:
     rows = [("train loss (last epoch)", f"{results[-1].train_loss:.4f}"),
             ("train accuracy (last epoch)", f"{results[-1].train_accuracy:.2%}")] + bise_rows
     _finish(model, args, dataset, "direct" if args.init is None else "direct (from --init)",
-            sum(r.seconds for r in results), rows, epochs=args.epochs, train_images=len(images),
+            sum(r.seconds for r in results), rows, epochs=args.epochs, train_images=images,
             init=str(args.init) if args.init else None, output=args.output or Path(f"{args.model}_{spec['neuron']}.pt"))
     return 0
 
@@ -169,8 +169,13 @@ def _bise_rows(model, args, dataset: str) -> list:
     return rows
 
 
-def _finish(model, args, dataset: str, method: str, seconds: float, rows: list, output: Path, **metadata) -> None:
-    """Score on the test split where there is one, save the checkpoint, print the summary."""
+def _finish(model, args, dataset: str, method: str, seconds: float, rows: list, output: Path, train_images,
+            **metadata) -> None:
+    """Score on the test split where there is one, save the checkpoint with the activation ranges on its training
+    images (``bmhw.quant.calibration``), print the summary."""
+    from bmhw.quant.calibration import record
+
+    metadata.update(train_images=len(train_images), calibration=record(model, train_images, dataset))
     try:
         test_images, test_labels = load_dataset(dataset, args.data, "test")
         accuracy = evaluate(model, test_images, test_labels)
@@ -211,7 +216,7 @@ def _train_by_method(args) -> int:
     result = methods.run(args.method, ckpt.model, args.model, images, labels, cfg, quiet=args.quiet)
     _finish(result.model, args, dataset, args.method, result.seconds, [], output=args.output or
             Path(f"{args.model}_{args.neuron}_{args.method}.pt"), init=str(args.init), config=vars(cfg),
-            log=result.log, train_images=len(images))
+            log=result.log, train_images=images)
     return 0
 
 
@@ -245,7 +250,7 @@ def cmd_distill(args) -> int:
     result = methods.run(args.method, ckpt.model, arch, images, labels, cfg, quiet=args.quiet, student=student)
     _finish(result.model, args, dataset, args.method, result.seconds, [], output=args.output,
             teacher=str(args.teacher), student=str(args.student) if args.student else None, config=vars(cfg),
-            log=result.log, train_images=len(images))
+            log=result.log, train_images=images)
     return 0
 
 
@@ -274,6 +279,11 @@ def cmd_convert(args) -> int:
                     calib_images=len(calib))
     elif args.data is not None:
         console.print("[yellow]--data is used for the 1.5-branch re-fit only; converting without it[/yellow]")
+    if args.data is not None:
+        from bmhw.quant.calibration import record
+
+        meta["calibration"] = record(model, load_dataset(_dataset_of(model), args.data, "train")[0], meta["dataset"]
+                                     or _dataset_of(model))
     save_checkpoint(args.output, model, **meta)
     console.print(f"wrote {args.output}")
     return 0

@@ -24,6 +24,7 @@ from bmhw.train.loop import to_tensor
 
 METADATA_KEY = "calibration"
 FORMAT = 1
+DEFAULT_IMAGES = 2000  # drawn from the training split (bmhw.data.calibration_sample); all when fewer
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,17 @@ def measure(model: nn.Module, images: np.ndarray, source: str) -> Calibration:
         else:
             maxima[names[i]] = float(outs[i].abs().max())
     return Calibration(maxima, len(images), source, tuple(int(v) for v in images.shape[1:]))
+
+
+def record(model: nn.Module, images: np.ndarray, dataset: str, count: int = DEFAULT_IMAGES) -> dict | None:
+    """The calibration of a freshly trained or converted ``model`` on a sample of its training ``images``, as a
+    checkpoint's metadata entry; None for a network the quantizers do not take (nothing to record)."""
+    from bmhw.data import calibration_sample
+
+    try:
+        return measure(model, calibration_sample(images, count), f"{dataset} train split").to_metadata()
+    except BmhwError:
+        return None
 
 
 def of_checkpoint(metadata: dict, where: str) -> Calibration | None:

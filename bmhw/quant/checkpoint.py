@@ -6,12 +6,17 @@ from __future__ import annotations
 
 from typing import Callable
 
+from torch import nn
+
 from bmhw import ir
+from bmhw.nn.adder import _AdderNeuron
+from bmhw.nn.layers import _BMNeuron
+from bmhw.quant.quantize import check_structure
 
 
-def _calibrated(images: Callable, meta: dict) -> tuple:
-    data, source = images()
-    return data, {**meta, "calibration": source}
+def _calibrated(calibration: Callable, meta: dict) -> tuple:
+    record = calibration()
+    return record, {**meta, "calibration": record.source}
 
 
 def _bm(model, images: Callable, options: dict, meta: dict):
@@ -19,6 +24,7 @@ def _bm(model, images: Callable, options: dict, meta: dict):
     from bmhw.quant.quantize import quantize
 
     refuse_grouped(model, "the quantizer (and so the HLS, Verilog, integer ONNX and gates backends)")
+    check_structure(model, _BMNeuron)
     keys = ("act_bits", "log_frac_bits", "exp_frac_bits", "guard_bits")
     data, meta = _calibrated(images, meta)
     return quantize(model, data, **{k: options[k] for k in keys if k in options}, meta=meta)
@@ -28,6 +34,7 @@ def _mac(model, images: Callable, options: dict, meta: dict):
     from bmhw.quant.classical import quantize_classical
 
     keys = ("act_bits", "weight_bits")
+    check_structure(model, (nn.Conv2d, nn.Linear))
     data, meta = _calibrated(images, meta)
     return quantize_classical(model, data, **{k: options[k] for k in keys if k in options}, meta=meta)
 
@@ -36,6 +43,7 @@ def _adder(model, images: Callable, options: dict, meta: dict):
     from bmhw.quant.adder import check_scale_bits, quantize_adder  # docs/datapath.md, "The adder layer"
 
     scale_bits = check_scale_bits(options.get("scale_bits", 16))
+    check_structure(model, _AdderNeuron)
     data, meta = _calibrated(images, meta)
     return quantize_adder(model, data, act_bits=options.get("act_bits", 8), scale_bits=scale_bits, meta=meta)
 
@@ -46,8 +54,8 @@ def _bise(model, images: Callable, options: dict, meta: dict):
     return quantize_bise(model, meta=meta)
 
 
-# The quantizer of each family, by family key: quantizer(model, images, options, meta), where images() gives
-# the calibration images (uint8, N x C x H x W) and where they come from, called by the families that calibrate.
+# The quantizer of each family, by family key: quantizer(model, calibration, options, meta), where calibration()
+# gives the activation ranges (a bmhw.quant.calibration.Calibration), called by the families that calibrate.
 QUANTIZERS = {"bm": _bm, "mac": _mac, "adder": _adder, "bise": _bise}
 
 
@@ -64,5 +72,5 @@ def checkpoint_family(config: dict) -> str:
 def quantize_checkpoint(ckpt, images: Callable, options: dict, meta: dict) -> ir.QuantizedNet:
     """The IR of a loaded checkpoint (``bmhw.models.checkpoint``); ``options``: act_bits, log_frac_bits,
     exp_frac_bits, guard_bits (BM), weight_bits (MAC), scale_bits (adder); ``images``: called for the
-    calibration images only by the families that calibrate."""
+    calibration (a ``Calibration``) only by the families that calibrate."""
     return QUANTIZERS[checkpoint_family(ckpt.config)](ckpt.model, images, options, meta)

@@ -46,6 +46,12 @@ class QuantOptions:
                 raise BmhwError(f"--{name} must be between {lo} and {hi}, got {value}")
 
 
+def check_structure(model: nn.Module, weight_type) -> None:
+    """Refuse in one line a network the quantizer cannot take (before any calibration is looked for)."""
+    mods = layer_sequence(model)
+    _check_sequence(mods, _layer_names(model, mods), weight_type)
+
+
 def _check_sequence(mods: list[nn.Module], names: list[str], weight_type=_BMNeuron) -> None:
     """``weight_type``: _BMNeuron (a BM network), _AdderNeuron (an AdderNet) or (nn.Conv2d, nn.Linear) (a
     classical one, the MAC twin)."""

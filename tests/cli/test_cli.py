@@ -379,10 +379,10 @@ def test_quantize_then_eval_bmq(classical_ckpt, synth_mnist, tmp_path):
     (["--act-bits", "1"], "--act-bits must be between"),
     (["--exp-frac-bits", "60", "--guard-bits", "40"], "needs"),
 ])
-def test_quantize_errors(classical_ckpt, tmp_path, argv_tail, fragment):
+def test_quantize_errors(classical_ckpt, synth_mnist, tmp_path, argv_tail, fragment):
     bm15 = tmp_path / "bm15.pt"
     ok(["convert", classical_ckpt, "--neuron", "bm15", "-o", bm15])
-    code, _, err = run_main(["quantize", bm15, "-o", tmp_path / "m.bmq", *argv_tail])
+    code, _, err = run_main(["quantize", bm15, "--data", synth_mnist, "-o", tmp_path / "m.bmq", *argv_tail])
     assert fragment in assert_one_line_error(code, err)
     assert not (tmp_path / "m.bmq").exists()
 
@@ -416,7 +416,7 @@ def test_quantize_of_a_bmq_says_it_is_already_quantized(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def adder_ckpt(workdir) -> Path:
+def adder_ckpt(workdir, synth_mnist) -> Path:
     """A random adder LeNet (batch norms away from the identity, one negative gamma each) as a checkpoint."""
     from bmhw.models.checkpoint import save_checkpoint
 
@@ -431,7 +431,9 @@ def adder_ckpt(workdir) -> Path:
                 mod.running_var.copy_(torch.rand(n, generator=g) * 50 + 1)
                 mod.weight.copy_(torch.randn(n, generator=g))
                 mod.weight[0] = -abs(mod.weight[0]) - 0.1
-    return save_checkpoint(workdir / "adder.pt", model.eval())
+    path = save_checkpoint(workdir / "adder.pt", model.eval())
+    ok(["calibrate", path, "--data", synth_mnist, "--calib-images", "64"])  # its ranges, recorded as training does
+    return path
 
 
 def test_adder_quantize_eval_export(adder_ckpt, tmp_path):
