@@ -104,4 +104,7 @@ def load_checkpoint(path) -> Checkpoint:
         raise BmhwError(f"{path} is a damaged bmhw checkpoint: weights do not fit its config ({detail})") from None
     _check_finite(path, model)
     model.eval()
-    return Checkpoint(model=model, config=config, metadata=dict(data.get("metadata") or {}))
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise BmhwError(f"{path} is a damaged bmhw checkpoint: its metadata is not a table of entries")
+    return Checkpoint(model=model, config=config, metadata=dict(metadata))

@@ -289,11 +289,24 @@ def _check(model: nn.Module, onnx_model, batch, in_shape, path: Path) -> float:
     return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
 
 
+def _check_graph(model, path: Path) -> None:
+    """The graph as ONNX defines it, types and shapes inferred strictly (an initializer of the wrong shape, a node
+    with the wrong inputs): refused in one line before the import reads anything."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as err:  # noqa: BLE001 - the checker and the shape inference raise several types
+        detail = " ".join(str(err).split())[:200]
+        raise BmhwError(f"{path}: the graph is not valid ONNX ({detail}); re-export it") from None
+
+
 def import_onnx(path) -> Imported:
     """Read the ONNX model at ``path`` as a classical bmhw network (LeNet or ResNet-22)."""
     path = Path(path)
     onnx_model = load_model(path)
     _load_external_data(onnx_model, path)
+    _check_graph(onnx_model, path)
     reader = _Reader(onnx_model, path)
     output = reader.read()
     start = reader.values[next(i.name for i in onnx_model.graph.input if i.name not in reader.consts)]

@@ -204,6 +204,8 @@ class _Reader:
         c, h, w = self._image(src, where)
         if weight.shape[1] != c:
             raise self.error(f"{where}: weight for {weight.shape[1]} input channels, input has {c}")
+        if bias is not None and bias.shape != (weight.shape[0],):
+            raise self.error(f"{where}: a bias of shape {_text(bias.shape)} for {weight.shape[0]} output channels")
         shape = (weight.shape[0], (h + 2 * pads[0] - kh) // stride[0] + 1, (w + 2 * pads[1] - kw) // stride[1] + 1)
         return Layer("conv", node.name or node.output[0], [src], shape, weight, bias,
                      {"kernel": (kh, kw), "stride": stride, "padding": (pads[0], pads[1])})
@@ -215,8 +217,10 @@ class _Reader:
         weight = weight if attrs.get("transB", 0) else weight.T
         bias = None
         if len(node.input) > 2 and node.input[2]:
-            bias = np.broadcast_to(self._const(node.input[2], node, index, "bias").astype(np.float64)
-                                   * attrs.get("beta", 1.0), (weight.shape[0],)).copy()
+            bias = self._const(node.input[2], node, index, "bias").astype(np.float64) * attrs.get("beta", 1.0)
+            if bias.size not in (1, weight.shape[0]) or bias.ndim > 2:
+                raise self.error(f"{where}: a bias of shape {_text(bias.shape)} for {weight.shape[0]} outputs")
+            bias = np.broadcast_to(bias.reshape(-1), (weight.shape[0],)).copy()
         return self._linear(node, src, weight, bias, where)
 
     def _matmul(self, node, index, src, attrs, where):
@@ -327,6 +331,10 @@ class _Reader:
                              f"this one reads {src.describe()} ({src.node!r})")
         scale, shift, mean, var = (self._const(node.input[i], node, index, what).astype(np.float64)
                                    for i, what in ((1, "scale"), (2, "bias"), (3, "mean"), (4, "variance")))
+        if any(t.shape != (src.weight.shape[0],) for t in (scale, shift, mean, var)):
+            raise self.error(f"{where}: batch normalisation parameters of shapes "
+                             f"{', '.join(_text(t.shape) for t in (scale, shift, mean, var))} for "
+                             f"{src.weight.shape[0]} channels")
         factor = scale / np.sqrt(var + attrs.get("epsilon", 1e-5))
         src.weight = src.weight * factor.reshape((-1,) + (1,) * (src.weight.ndim - 1))
         src.bias = ((src.bias if src.bias is not None else 0) - mean) * factor + shift

@@ -17,11 +17,11 @@ from torch import nn
 
 from bmhw.errors import BmhwError
 from bmhw.ir import QuantizedNet
-from bmhw.quant.quantize import _pow2, _scale_exponent, build_net
+from bmhw.quant.quantize import _pow2, _scale_exponent, build_net, to_int64
 
 
 def _round_half_up(values: np.ndarray) -> np.ndarray:
-    return np.floor(values + 0.5).astype(np.int64)
+    return to_int64(values, "weights or biases")
 
 
 def mac_tables(mod: nn.Module, s_in: Fraction, weight_bits: int) -> tuple[dict, int]:

@@ -97,6 +97,19 @@ def _check_sequence(mods: list[nn.Module], names: list[str], weight_type=_BMNeur
 
 
 
+class TableError(ValueError):
+    """A trained value that the integer tables cannot hold; build_net names the layer."""
+
+
+def to_int64(values, what: str) -> np.ndarray:
+    """Round half up to int64, refusing values beyond 62 bits (a huge or non-finite trained value)."""
+    values = np.floor(np.asarray(values, dtype=np.float64) + 0.5)
+    if not np.all(np.abs(values) < 2.0 ** 62):
+        raise TableError(f"its {what} do not fit 62 bits (a huge trained value): retrain the network or restore "
+                         "the checkpoint")
+    return values.astype(np.int64)
+
+
 def _scale_exponent(amax: float, top: int) -> int:
     """Smallest integer e with 2^e * top >= amax (exactly; 0 for a dead tensor)."""
     if not amax > 0:
@@ -117,15 +130,17 @@ def _pow2(e: int) -> Fraction:
 def _bm_tables(mod: _BMNeuron, s_in: Fraction, q_in: int, opts: QuantOptions, g: int) -> tuple[dict, int]:
     f, p = opts.log_frac_bits, opts.exp_frac_bits
     dx = float(mod.delta_x)
+    if not dx > 0:  # ln(s q + dx) of the code q = 0
+        raise TableError(f"its delta_x is {dx:g}, not positive: retrain the network or restore the checkpoint")
     v = mod.v.detach().double().reshape(mod.out_count, -1).numpy()
     s_float = float(s_in)
     ln_lut = np.array([rnd(2**f * math.log2(s_float * q + dx)) for q in range(q_in + 1)], dtype=np.int64)
-    log_weights = np.floor(2.0**f * v / math.log(2) + 0.5).astype(np.int64)
+    log_weights = to_int64(2.0**f * v / math.log(2), "log-weights")
     exp_lut = np.array([rnd(2**p * 2 ** (r / 2**f)) for r in range(2**f)], dtype=np.int64)
     b = mod.bias.detach().double().numpy() if mod.bias is not None else np.zeros(mod.out_count)
     sign = mod.sign.detach().double().numpy()
     # y = s (E - C - dx sum e^v) + b: the constant goes into the bias with the output's sign.
-    bias = np.floor(2.0**g * (b - sign * dx * np.exp(v).sum(axis=1)) + 0.5).astype(np.int64)
+    bias = to_int64(2.0**g * (b - sign * dx * np.exp(v).sum(axis=1)), "biases")
     csum = rnd(Fraction(float(mod.delta_w)) * s_in * _pow2(g + CORRECTION_SHIFT))
     tables = {"ln_lut": ln_lut, "log_weights": log_weights, "exp_lut": exp_lut, "bias": bias}
     if mod.signed:
@@ -175,9 +190,13 @@ def build_net(model: nn.Module, calibration, act_bits: int, weight_type, make_la
     mods = [_double(m) for m in mods]  # the tables are computed from float64 copies
     with torch.no_grad():  # the shapes of every stage, from one blank image
         outs, h = [], torch.zeros((1, *calibration.input_shape), dtype=torch.float64)
-        for mod in mods:
-            h = mod(h)
-            outs.append(h)
+        try:
+            for mod in mods:
+                h = mod(h)
+                outs.append(h)
+        except RuntimeError:
+            raise BmhwError(f"the calibration is for {'x'.join(map(str, calibration.input_shape))} images, which this "
+                            "network does not take: record it again with bmhw calibrate") from None
     weight_idx = [i for i, m in enumerate(mods) if isinstance(m, weight_type)]
     layers, arrays = [], {}
     shape = list(calibration.input_shape)
@@ -189,7 +208,10 @@ def build_net(model: nn.Module, calibration, act_bits: int, weight_type, make_la
                 raise BmhwError(f"the calibration record has no range for layer {name}: record it again (bmhw "
                                 "calibrate)")
             e_out = _scale_exponent(calibration.maxima[name], top if relu else (1 << (act_bits - 1)) - 1)
-            layer, tables = make_layer(mod, name, s_in, q_in, e_out, relu)
+            try:
+                layer, tables = make_layer(mod, name, s_in, q_in, e_out, relu)
+            except TableError as err:
+                raise BmhwError(f"layer {name}: {err}") from None
             layer.update(in_shape=shape, out_shape=out_shape)
             if isinstance(mod, (BMConv2d, nn.Conv2d, AdderConv2d)):
                 layer.update(kernel=list(mod.kernel_size), stride=list(mod.stride), padding=list(mod.padding))
