@@ -121,6 +121,8 @@ def _weighted(path, layer: dict, spec, in_shape: list) -> list:
                             f"kernel), with at most {MAX_ELEMENTS} weights")
     for key in FAMILY_FLAGS[spec.family]:
         flag(path, layer, key)
+    if spec.family == "bm" and "mirrored" in layer:  # files before it have no such field: sign table optional
+        flag(path, layer, "mirrored")
     for key, (lo, hi) in FAMILY_FIELDS[spec.family].items():
         if key != "out_max" or layer["relu"]:  # the logits layer has no output codes
             integer(path, layer, key, lo, hi)

@@ -29,8 +29,11 @@ def table_shapes(layer: dict) -> dict:
     o, k = int(layer["out_count"]), int(layer["fan_in"])
     family = OPS[layer["op"]].family
     if family == "bm":
-        return {"ln_lut": (int(layer["in_max"]) + 1,), "log_weights": (o, k), "exp_lut": (1 << int(layer["F"]),),
-                "bias": (o,), "sign": (o,)}
+        shapes = {"ln_lut": (int(layer["in_max"]) + 1,), "log_weights": (o, k), "exp_lut": (1 << int(layer["F"]),),
+                  "bias": (o,), "sign": (o,)}
+        if layer.get("mirrored") is False:  # declared without mirrored outputs: no sign table either
+            del shapes["sign"]
+        return shapes
     if family == "mac":
         return {"weights": (o, k), "bias": (o,)}
     if family == "adder":
@@ -45,6 +48,8 @@ def expected_entries(layers: list) -> dict:
         spec = OPS[layer["op"]]
         if spec.weighted:
             optional = FAMILIES[spec.family].optional_tables
+            if layer.get("mirrored") is True:
+                optional = ()  # declared mirrored: its sign table must be there
             for table, dims in table_shapes(layer).items():
                 out[f"{layer['name']}/{table}.npy"] = (dims, table not in optional)
     if sum(math.prod(dims) for dims, _ in out.values()) > MAX_TOTAL_ELEMENTS:

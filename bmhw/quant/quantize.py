@@ -163,7 +163,8 @@ def quantize(model: nn.Module, calib_images: np.ndarray, act_bits=8, log_frac_bi
                  "fan_in": int(tables["log_weights"].shape[1]), "out_count": mod.out_count, "F": log_frac_bits,
                  "P": exp_frac_bits, "G": g, "H": CORRECTION_SHIFT, "csum": csum, "relu": relu, "in_max": q_in,
                  "out_max": (1 << act_bits) - 1 if relu else None, "in_scale": [s_in.numerator, s_in.denominator],
-                 "out_scale_exp": e_out, "delta_w": float(mod.delta_w), "delta_x": float(mod.delta_x)}
+                 "out_scale_exp": e_out, "delta_w": float(mod.delta_w), "delta_x": float(mod.delta_x),
+                 "mirrored": bool(mod.signed)}
         return layer, tables
 
     return build_net(model, calib_images, act_bits, _BMNeuron, bm_layer, asdict(opts), meta)

@@ -103,3 +103,20 @@ def test_max_pooling_at_another_stride_is_refused(tmp_path):
     pool = next(layer for layer in net.layers if layer["op"] == "maxpool2d")
     pool["stride"] = 1
     assert f"layer '{pool['name']}': field 'stride' is 1, expected an integer in [2, 2]" in refusal(net, tmp_path)
+
+
+def test_a_mirrored_layer_without_its_sign_table_is_refused(tmp_path):
+    from bmhw.resources import examples_dir
+
+    net = load_bmq(examples_dir() / "lenet_bm15_mnist.bmq")
+    mirrored = next(layer for layer in net.layers if layer.get("mirrored"))
+    del net.arrays[f"{mirrored['name']}/sign"]
+    assert f"the table '{mirrored['name']}/sign.npy' is missing" in refusal(net, tmp_path)
+
+
+def test_a_sign_table_beside_a_layer_declared_without_one_is_refused(tmp_path):
+    net = bm_net()
+    layer = net.layers[0]
+    assert layer["mirrored"] is False
+    net.arrays["0/sign"] = np.ones(layer["out_count"], dtype=np.int64)
+    assert "unexpected" in refusal(net, tmp_path)
