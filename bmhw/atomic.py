@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import tempfile
 import time
@@ -42,10 +43,12 @@ def _running(pid: int) -> bool:
     return True
 
 
-def remove_stale(path: Path) -> list[Path]:
-    """Remove the temporary files that earlier, interrupted writes to ``path`` left beside it; return them.
-    Best effort: a file that cannot be examined or removed stays."""
-    name = re.compile(rf"\.{re.escape(path.name)}\.(?:(?P<pid>\d+)\.)?{_RANDOM}\.tmp")
+def remove_stale(path: Path, folders: bool = False) -> list[Path]:
+    """Remove the temporary files that earlier, interrupted writes to ``path`` left beside it; return them. With
+    ``folders``, the temporary folders of an interrupted project export instead (``.NAME.PID.XXXXXXXX.tmp`` or
+    ``.old``, bmhw.backends.project). Best effort: an entry that cannot be examined or removed stays."""
+    pid = r"(?P<pid>\d+)\." if folders else r"(?:(?P<pid>\d+)\.)?"
+    name = re.compile(rf"\.{re.escape(path.name)}\.{pid}{_RANDOM}\.{'(?:tmp|old)' if folders else 'tmp'}")
     removed = []
     try:
         entries = list(os.scandir(path.parent))
@@ -59,9 +62,15 @@ def remove_stale(path: Path) -> list[Path]:
             info = entry.stat(follow_symlinks=False)
             old = time.time() - info.st_mtime > STALE_SECONDS
             orphan = match["pid"] is not None and not _running(int(match["pid"]))
-            if stat.S_ISREG(info.st_mode) and (old or orphan):
+            if not (old or orphan):
+                continue
+            if folders and stat.S_ISDIR(info.st_mode):
+                shutil.rmtree(entry.path)
+            elif not folders and stat.S_ISREG(info.st_mode):
                 os.unlink(entry.path)
-                removed.append(Path(entry.path))
+            else:
+                continue
+            removed.append(Path(entry.path))
         except OSError:
             continue
     return removed

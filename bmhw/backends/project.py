@@ -8,12 +8,10 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from bmhw import ir
-from bmhw.atomic import STALE_SECONDS, current_umask
-from bmhw.atomic import _running as process_running
+from bmhw.atomic import current_umask, remove_stale
 from bmhw.errors import BmhwError
 
 MANIFEST = "bmhw-manifest.json"  # every file an export wrote: a re-export replaces only a folder of these
@@ -143,29 +141,6 @@ def check_replaceable(out_dir: Path, what: str, example: str) -> None:
                         "the project, or choose another -o")
 
 
-def remove_stale_folders(out_dir: Path) -> list[Path]:
-    """Remove the temporary folders that interrupted exports to ``out_dir`` left beside it (``.NAME.PID.XXXXXXXX.tmp``
-    / ``.old``): those whose process is gone, and any untouched for an hour. Best effort."""
-    pattern = re.compile(rf"\.{re.escape(out_dir.name)}\.(?P<pid>\d+)\.[a-z0-9_]{{8}}\.(?:tmp|old)")
-    removed = []
-    try:
-        entries = list(os.scandir(out_dir.parent))
-    except OSError:
-        return removed
-    for entry in entries:
-        match = pattern.fullmatch(entry.name)
-        try:
-            if match is None or not entry.is_dir(follow_symlinks=False):
-                continue
-            old = time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS
-            if old or not process_running(int(match["pid"])):
-                shutil.rmtree(entry.path)
-                removed.append(Path(entry.path))
-        except OSError:
-            continue
-    return removed
-
-
 def write_project(files: dict, out_dir, what: str, example: str) -> Path:
     """Write ``files`` (relative path -> bytes) and their manifest as the folder ``out_dir`` atomically: built
     beside it, then renamed into place (an existing project is replaced only once the new one is complete, and
@@ -178,7 +153,7 @@ def write_project(files: dict, out_dir, what: str, example: str) -> Path:
     prefix = f".{out_dir.name}.{os.getpid()}."
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_folders(out_dir)
+        remove_stale(out_dir, folders=True)
         tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=prefix, suffix=".tmp"))
         os.chmod(tmp, 0o777 & ~current_umask())
         for rel, data in sorted(files.items()):
