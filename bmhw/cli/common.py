@@ -13,7 +13,7 @@ from rich.table import Table
 from bmhw.models.checkpoint import load_checkpoint
 from bmhw.data import calibration_sample, load_dataset
 from bmhw.errors import BmhwError
-from bmhw.models import DATASETS, arch_name
+from bmhw.models import arch_name, dataset_of
 
 # Lines never wrap (a path or a command in a message stays whole: soft_wrap), and when the output is not a terminal
 # (a file, a pipe) tables are laid out at the width they need instead of 80 columns, so that no number or name is
@@ -27,7 +27,7 @@ def heading(text: str) -> None:
 
 
 def _dataset_of(model) -> str:
-    return DATASETS[arch_name(model)]
+    return dataset_of(model)
 
 
 def _limit(images, labels, limit):

@@ -69,7 +69,9 @@ def _add_train_commands(sub) -> None:
     p = sub.add_parser("train", help="train a classical or BM network directly",
                        description="Train a reference network with Adam and a one-cycle schedule, evaluate it on "
                        "the test split and save a checkpoint.")
-    p.add_argument("--model", choices=("lenet", "resnet22"), default="lenet", help="reference network (default: lenet)")
+    p.add_argument("--model", choices=("lenet", "resnet22", "cnn"), default="lenet",
+                   help="lenet, resnet22, or cnn: your own feed-forward network, described by --layers (default: "
+                   "lenet)")
     _add_neuron_options(p, "classical")
     _add_data_option(p, "required: the train split is read from it, the test split too if present")
     p.add_argument("--epochs", type=int, default=None,
@@ -102,6 +104,12 @@ def _add_train_commands(sub) -> None:
                    "later layers for E epochs after each (default: 2; 0: project by parameter distance only)")
     p.add_argument("--widths", default=None, metavar="C1,C2,F1,F2",
                    help="lenet: widths of conv1, conv2, fc1, fc2 (default: 6,16,120,84)")
+    p.add_argument("--layers", default=None, metavar="TEXT|FILE.json",
+                   help="cnn: the layers, as text (e.g. 'conv8k3p1 relu pool2 conv16k3 relu pool2 flatten fc32 relu "
+                   "fc10': conv<out>k<kernel>[s<stride>][p<padding>], fc<out>, relu, pool<k>, flatten) or a JSON file "
+                   "of layer entries (docs/models.md, 'Your own network')")
+    p.add_argument("--input", default="1x28", metavar="CxS",
+                   help="cnn: input channels and side of the square images (default: 1x28, MNIST; 3x32: CIFAR-10)")
     p.add_argument("-o", "--output", type=Path, default=None, help="checkpoint to write (default: MODEL_NEURON.pt)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -95,6 +95,29 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _cnn_args(args) -> dict:
+    """--layers (text, or a JSON file of layer entries) and --input of --model cnn."""
+    import json
+
+    from bmhw.models import parse_layers
+
+    if not args.layers:
+        raise BmhwError("--model cnn needs --layers, e.g. --layers 'conv8k3p1 relu pool2 flatten fc10'")
+    path = Path(args.layers)
+    if path.suffix == ".json":
+        try:
+            stack = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise BmhwError(f"--layers {path}: cannot read a JSON list of layers ({err})") from None
+    else:
+        stack = parse_layers(args.layers)
+    try:
+        channels, side = (int(v) for v in str(args.input).lower().split("x"))
+    except ValueError:
+        raise BmhwError(f"--input {args.input!r}: give CxS, e.g. 1x28 or 3x32") from None
+    return {"stack": stack, "in_channels": channels, "input_size": side}
+
+
 def _initial_model(args, spec: dict, learn_alpha: bool):
     """The network bmhw train starts from: --init (a classical one converted to --neuron, or a network of that
     neuron already), or a new one of --model and --widths with --maxima per layer."""
@@ -114,7 +137,9 @@ def _initial_model(args, spec: dict, learn_alpha: bool):
         _check_arch(model, args.model, "--init", args.init)
         return model
     torch.manual_seed(args.seed)
-    widths = {}
+    if args.model != "cnn" and (args.layers or args.input != "1x28"):
+        raise BmhwError(f"--layers and --input describe a --model cnn; the {args.model} has its own layers")
+    widths = _cnn_args(args) if args.model == "cnn" else {}
     if getattr(args, "widths", None):
         try:
             widths = {"widths": tuple(int(v) for v in args.widths.split(","))}

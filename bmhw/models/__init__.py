@@ -12,12 +12,27 @@ from torch import nn
 from bmhw.errors import BmhwError
 from bmhw.models.bounds import check_args
 from bmhw.models.layers import NEURONS, make_spec, spec_of
+from bmhw.models.cnn import CNN, cnn, parse_layers
 from bmhw.models.lenet import LeNet, lenet
 from bmhw.models.resnet import ResNet22, resnet22
 
-ARCHS = {"lenet": LeNet, "resnet22": ResNet22}
-# The dataset each reference network is made for.
+ARCHS = {"lenet": LeNet, "resnet22": ResNet22, "cnn": CNN}
+# The dataset each reference network is made for (a CNN: by its input, see dataset_of).
 DATASETS = {"lenet": "mnist", "resnet22": "cifar10"}
+# A CNN's dataset by its input (channels, size).
+INPUT_DATASETS = {(1, 28): "mnist", (3, 32): "cifar10"}
+
+
+def dataset_of(model: nn.Module) -> str:
+    """The dataset a model is made for: its architecture's, or for a CNN the one of its input size."""
+    name = arch_name(model)
+    if name in DATASETS:
+        return DATASETS[name]
+    key = (model.arch_args["in_channels"], model.arch_args["input_size"])
+    if key not in INPUT_DATASETS:
+        raise BmhwError(f"no dataset of bmhw has {key[0]} x {key[1]} x {key[1]} images (MNIST: 1 x 28 x 28, CIFAR-10: "
+                        "3 x 32 x 32)")
+    return INPUT_DATASETS[key]
 
 
 def arch_name(model: nn.Module) -> str:
@@ -54,5 +69,5 @@ def create(arch: str, neuron="classical", reduce="max", alpha=None, learn_alpha=
     return ARCHS[arch](neuron=neuron, reduce=reduce, alpha=alpha, learn_alpha=learn_alpha, **args)
 
 
-__all__ = ["ARCHS", "DATASETS", "NEURONS", "LeNet", "ResNet22", "build", "create", "describe", "lenet",
-           "make_spec", "resnet22"]
+__all__ = ["ARCHS", "CNN", "DATASETS", "NEURONS", "LeNet", "ResNet22", "build", "cnn", "create", "dataset_of",
+           "describe", "lenet", "make_spec", "parse_layers", "resnet22"]

@@ -25,7 +25,7 @@ from torch import nn
 from bmhw.backends.onnx.graph import Graph, save_model
 from bmhw.errors import BmhwError
 from bmhw.nn.groups import refuse_grouped
-from bmhw.models import LeNet, ResNet22
+from bmhw.models import CNN, LeNet, ResNet22
 from bmhw.nn.layers import BMConv2d, BMLinear, _BMNeuron
 from bmhw.nn.logweights import LOG_ZERO
 
@@ -248,6 +248,12 @@ class _FloatGraph(Graph):
                 value = self.relu(value, name)
         return value
 
+    def cnn(self, model: CNN, value):
+        """CNN.forward: its layers in order, each weight layer under its own name."""
+        for name, module in zip(model.layer_names(), model.sequence()):
+            value = self.module(module, name, value)
+        return value
+
     def resnet(self, model: ResNet22, value):
         """ResNet22.forward: stem, BN, ReLU; each block relu(bn2(conv2(relu(bn1(conv1 x)))) + shortcut x);
         global average pooling, flatten, the linear layer."""
@@ -274,6 +280,9 @@ def _input_shape(model: nn.Module, input_shape) -> tuple:
         return (args["in_channels"], args["input_size"], args["input_size"])
     if isinstance(model, ResNet22):
         return (model.arch_args["in_channels"], 32, 32)
+    if isinstance(model, CNN):
+        args = model.arch_args
+        return (args["in_channels"], args["input_size"], args["input_size"])
     raise BmhwError(f"give the input shape (C, H, W) of the {type(model).__name__} to export")
 
 
@@ -290,6 +299,8 @@ def build(model: nn.Module, input_shape=None, layer_outputs: bool = True) -> onn
         value = g.lenet(model, value)
     elif isinstance(model, ResNet22):
         value = g.resnet(model, value)
+    elif isinstance(model, CNN):
+        value = g.cnn(model, value)
     elif isinstance(model, nn.Sequential):
         value = g.module(model, "", value)
     else:

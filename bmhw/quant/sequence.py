@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from bmhw.errors import BmhwError
-from bmhw.models import LeNet
+from bmhw.models import CNN, LeNet
 from bmhw.nn.adder import _AdderNeuron
 from bmhw.nn.layers import _BMNeuron
 
@@ -22,6 +22,8 @@ def layer_sequence(model: nn.Module) -> list[nn.Module]:
                 model.fc1, nn.ReLU(), model.fc2, nn.ReLU(), model.fc3]
     if isinstance(model, nn.Sequential):
         return list(model)
+    if isinstance(model, CNN):
+        return model.sequence()
     raise BmhwError(f"cannot quantize a {type(model).__name__}: this version quantizes the LeNet and nn.Sequential "
                     "networks of 1.5-branch BM layers (see docs/datapath.md, 'Limits')")
 
