@@ -13,7 +13,8 @@ from bmhw.backends.project import parse_pe_options
 from bmhw.models.checkpoint import load_checkpoint, save_checkpoint
 from bmhw.data import load_dataset
 from bmhw.errors import BmhwError
-from bmhw.models import DATASETS
+from bmhw.models import dataset_of
+from bmhw.models.cnn import stack_text
 from bmhw.cli.common import heading, _check_positive, _is_bmq, _load_or_quantize, _summary, console
 
 
@@ -135,9 +136,14 @@ def cmd_import_onnx(args) -> int:
     start = time.perf_counter()
     result = import_onnx(args.model)
     model = result.model
-    save_checkpoint(args.output, model, method="import-onnx", source=str(args.model), dataset=DATASETS[result.arch],
+    try:
+        dataset = dataset_of(model)
+    except BmhwError:  # a CNN for images of another size: no dataset of bmhw's
+        dataset = None
+    save_checkpoint(args.output, model, method="import-onnx", source=str(args.model), dataset=dataset,
                     onnx_producer=result.producer or None, onnx_error=result.error)
-    rows = [("architecture", f"{result.arch} ({', '.join(f'{k}={v}' for k, v in result.args.items())})"),
+    args_text = {k: stack_text(v) if k == "stack" else v for k, v in result.args.items()}
+    rows = [("architecture", f"{result.arch} ({', '.join(f'{k}={v}' for k, v in args_text.items())})"),
             ("weight layers", ", ".join(model.weight_layers())),
             ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
             ("produced by", result.producer or "-"),

@@ -22,8 +22,8 @@ MAX_STAGES = 8
 MAX_WEIGHTS = 2 ** 26
 
 
-def _check_int(field: str, value) -> None:
-    low, high = LIMITS[field.split("[")[0]]
+def _check_int(field: str, value, limits: dict = LIMITS) -> None:
+    low, high = limits[field.split("[")[0]]
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise BmhwError(f"model config field args.{field} = {value!r} is outside the allowed range {low}..{high} "
                         "(an integer)")
@@ -34,14 +34,15 @@ def check_args(arch: str, args: dict, cls) -> None:
     Fields the class does not take are left to its constructor (a one-line error in :func:`bmhw.models.build`)."""
     if not isinstance(args, dict):
         raise BmhwError(f"model config field args is {type(args).__name__}, not a mapping of sizes")
+    limits = {**LIMITS, **getattr(cls, "SIZE_LIMITS", {})}  # a class may widen a range (a CNN takes small images)
     for field, value in args.items():
         if field == "widths":
             if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MAX_STAGES:
                 raise BmhwError(f"model config field args.widths = {value!r} is not a list of 1..{MAX_STAGES} widths")
             for index, width in enumerate(value):
                 _check_int(f"widths[{index}]", width)
-        elif field in LIMITS:
-            _check_int(field, value)
+        elif field in limits:
+            _check_int(field, value, limits)
     with torch.device("meta"):  # the classical twin: only shapes, no memory, whatever the sizes
         weights = sum(p.numel() for p in cls(**args).parameters())
     if weights > MAX_WEIGHTS:

@@ -55,6 +55,18 @@ def parse_layers(text: str) -> list[dict]:
     return stack
 
 
+def stack_text(stack: list) -> str:
+    """The text form of a stack (what :func:`parse_layers` reads back)."""
+    words = []
+    for e in stack:
+        if e["op"] == "conv":
+            words.append(f"conv{e['out']}k{e['kernel']}" + (f"s{e['stride']}" if e.get("stride", 1) != 1 else "")
+                         + (f"p{e['padding']}" if e.get("padding", 0) else ""))
+        else:
+            words.append({"linear": f"fc{e.get('out')}", "maxpool": f"pool{e.get('kernel')}"}.get(e["op"], e["op"]))
+    return " ".join(words)
+
+
 def _int(entry: dict, key: str, lo: int, hi: int, where: str) -> int:
     value = entry.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
@@ -113,6 +125,8 @@ def check_stack(stack, in_channels: int, input_size: int) -> list[tuple]:
 
 class CNN(SpecMixin, nn.Module):
     """The feed-forward network of ``stack`` (see the module) for ``in_channels`` x ``input_size`` images."""
+
+    SIZE_LIMITS = {"input_size": (1, 1024)}  # any image a stack fits (bmhw.models.bounds)
 
     def __init__(self, neuron="classical", reduce="max", alpha=None, learn_alpha=False, layers=None, stack=(),
                  in_channels=1, input_size=28):

@@ -172,6 +172,42 @@ def _match_lenet(items: list, in_shape: tuple, error):
     return "lenet", args, {"conv1": conv1, "conv2": conv2, "fc1": fc1, "fc2": fc2, "fc3": fc3}
 
 
+def _match_cnn(items: list, in_shape: tuple, error):
+    """(arch args, {weight layer name: Layer}) of a feed-forward CNN (bmhw.models.cnn) of any such chain."""
+    from bmhw.models.cnn import check_stack
+
+    c, h, w = in_shape
+    if h != w:
+        raise error(f"the input images are {h}x{w}; bmhw's networks take square images")
+    stack, layers, counts = [], {}, {"conv": 0, "linear": 0}
+    for item in _swap_pool_relu(items):
+        where = f"node {item.node!r} ({item.describe()})"
+        if item.kind == "conv":
+            (kh, kw), (sh, sw), (ph, pw) = item.attrs["kernel"], item.attrs["stride"], item.attrs["padding"]
+            if kh != kw or sh != sw or ph != pw:
+                raise error(f"{where}: bmhw's convolutions have square kernels, strides and padding")
+            stack.append({"op": "conv", "out": int(item.weight.shape[0]), "kernel": int(kh), "stride": int(sh),
+                          "padding": int(ph)})
+        elif item.kind == "linear":
+            stack.append({"op": "linear", "out": int(item.weight.shape[0])})
+        elif item.kind == "maxpool":
+            if item.attrs.get("kernel") != item.attrs.get("stride"):
+                raise error(f"{where}: bmhw pools with stride = kernel")
+            stack.append({"op": "maxpool", "kernel": int(item.attrs["kernel"])})
+        elif item.kind in ("relu", "flatten"):
+            stack.append({"op": item.kind})
+        else:
+            raise error(f"{where}: a feed-forward network of bmhw has conv, linear, relu, maxpool and flatten layers")
+        if item.kind in counts:
+            counts[item.kind] += 1
+            layers[f"conv{counts['conv']}" if item.kind == "conv" else f"fc{counts['linear']}"] = item
+    try:
+        check_stack(stack, c, h)
+    except BmhwError as err:
+        raise error(f"the graph is not a network bmhw takes: {err}") from None
+    return "cnn", {"stack": stack, "in_channels": c, "input_size": h}, layers
+
+
 def _match_resnet(items: list, in_shape: tuple, error):
     """(arch args, {weight layer name: Layer}) of a ResNet-22, or an error saying what differs."""
     def fail(text):
@@ -302,7 +338,7 @@ def _check_graph(model, path: Path) -> None:
 
 
 def import_onnx(path) -> Imported:
-    """Read the ONNX model at ``path`` as a classical bmhw network (LeNet or ResNet-22)."""
+    """Read the ONNX model at ``path`` as a classical bmhw network (LeNet, ResNet-22, or a feed-forward CNN)."""
     path = Path(path)
     onnx_model = load_model(path)
     _load_external_data(onnx_model, path)
@@ -311,8 +347,13 @@ def import_onnx(path) -> Imported:
     output = reader.read()
     start = reader.values[next(i.name for i in onnx_model.graph.input if i.name not in reader.consts)]
     items = _program(output, start, reader.error)
-    match = _match_resnet if any(isinstance(i, Block) for i in items) else _match_lenet
-    arch, args, layers = match(items, start.shape, reader.error)
+    if any(isinstance(i, Block) for i in items):
+        arch, args, layers = _match_resnet(items, start.shape, reader.error)
+    else:  # the LeNet where the graph is one, else a feed-forward CNN of its own layers
+        try:
+            arch, args, layers = _match_lenet(items, start.shape, reader.error)
+        except BmhwError:
+            arch, args, layers = _match_cnn(items, start.shape, reader.error)
     model = _build(arch, args, layers)
     error = _check(model, onnx_model, reader.batch, start.shape, path)
     if not error <= IMPORT_TOLERANCE:

@@ -140,6 +140,8 @@ def bad_inputs(tmp_path, teacher_onnx):
     from torch import nn
 
     onnx_float.export(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), folder / "small.onnx", (3, 2, 2))
+    onnx_float.export(nn.Sequential(nn.Conv2d(3, 2, (1, 2)), nn.ReLU(), nn.Flatten(), nn.Linear(4, 3)),
+                      folder / "oblong.onnx", (3, 2, 2))
     torch.manual_seed(0)
     from bmhw.models.checkpoint import save_checkpoint
 
@@ -167,7 +169,8 @@ ERROR_CASES = {
     "import a checkpoint": (["import-onnx", str(EXAMPLE_PT), "-o", "{out}"], "is not an ONNX model"),
     "import unsupported op": (["import-onnx", "{in}/softsign.onnx", "-o", "{out}"],
                               "node '/Relu' is a Softsign operator"),
-    "import not a bmhw architecture": (["import-onnx", "{in}/small.onnx", "-o", "{out}"], "not a network bmhw has"),
+    "import not a bmhw architecture": (["import-onnx", "{in}/oblong.onnx", "-o", "{out}"],
+                                       "bmhw's convolutions have square kernels"),
     "import external data outside its folder": (["import-onnx", "{in}/escape.onnx", "-o", "{out}"],
                                                 "keeps its data in '../secret.bin', outside the model's folder"),
     "import NaN weights": (["import-onnx", "{in}/nan.onnx", "-o", "{out}"], "holds NaN or infinite values"),

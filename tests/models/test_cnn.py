@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bmhw import golden
@@ -88,7 +88,10 @@ def test_random_networks_quantize_and_run_bit_exact_in_onnx(text, seed):
     from bmhw.backends.onnx import integer, run
 
     torch.manual_seed(seed)
-    model = cnn(text, input_size=16)
+    try:
+        model = cnn(text, input_size=16)
+    except BmhwError:  # kernels that do not fit the feature map: refused in one line, nothing to run
+        assume(False)
     images = np.random.default_rng(seed).integers(0, 256, (8, 1, 16, 16)).astype(np.uint8)
     for net in (quantize_classical(model, images), quantize(to_bm(model, branches=1.5), images)):
         session = run.session_from_model(integer.build(net), threads=1)

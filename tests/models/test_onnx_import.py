@@ -232,20 +232,25 @@ def test_not_onnx(content, tmp_path):
         import_onnx(tmp_path / "missing.onnx")
 
 
-def test_architecture_differences_are_explained(tmp_path):
+def test_graphs_that_are_not_the_lenet_import_as_a_cnn_and_what_bmhw_lacks_is_explained(tmp_path):
+    """A graph close to the LeNet but not it is a feed-forward CNN of its own layers (bmhw.models.cnn); a layer no
+    bmhw network has is named."""
     torch.manual_seed(6)
     three = nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
                           nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 4 * 4, 120), nn.ReLU(), nn.Linear(120, 84),
                           nn.ReLU(), nn.Linear(84, 10))
-    with pytest.raises(BmhwError, match=r"is a 3x3 convolution 1 -> 6 .*5x5 convolutions"):
-        import_onnx(export(three, tmp_path / "three.onnx", (1, 27, 27)))
-    short = nn.Sequential(nn.Conv2d(1, 4, 5), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 24 * 24, 10))
-    with pytest.raises(BmhwError, match=r"not a network bmhw has: as its LeNet .* has a flatten .* where the LeNet "
-                                        r"has a maxpool"):
-        import_onnx(export(short, tmp_path / "short.onnx", (1, 28, 28)))
+    result = import_onnx(export(three, tmp_path / "three.onnx", (1, 27, 27)))
+    assert result.arch == "cnn" and result.args["input_size"] == 27
     longer = nn.Sequential(*lenet_layers(), nn.ReLU(), nn.Linear(10, 10))
-    with pytest.raises(BmhwError, match="goes on after the LeNet's last layer"):
-        import_onnx(export(longer, tmp_path / "longer.onnx", (1, 28, 28)))
+    assert import_onnx(export(longer, tmp_path / "longer.onnx", (1, 28, 28))).arch == "cnn"
+    assert import_onnx(export(nn.Sequential(*lenet_layers()), tmp_path / "lenet.onnx", (1, 28, 28))).arch == "lenet"
+    oblong = nn.Sequential(nn.Conv2d(1, 4, (3, 5)), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 24, 10))
+    with pytest.raises(BmhwError, match=r"a 3x5 convolution .*: bmhw.s convolutions have square kernels"):
+        import_onnx(export(oblong, tmp_path / "oblong.onnx", (1, 28, 28)))
+    strided = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(3, stride=2), nn.Flatten(),
+                            nn.Linear(4 * 12 * 12, 10))
+    with pytest.raises(BmhwError, match="bmhw pools with stride = kernel"):
+        import_onnx(export(strided, tmp_path / "strided.onnx", (1, 28, 28)))
 
 
 def lenet_layers():
