@@ -108,3 +108,16 @@ def test_train_a_cnn_from_the_command_line(tmp_path, synth_mnist):
     assert "--model cnn needs --layers" in assert_one_line_error(code, err)
     code, _, err = run_main(["train", "--layers", SMALL, "--data", synth_mnist, "-o", tmp_path / "x.pt"])
     assert "--layers and --input describe a --model cnn" in assert_one_line_error(code, err)
+
+
+def test_layers_from_a_json_file(tmp_path, synth_mnist):
+    import json
+
+    spec = tmp_path / "net.json"
+    spec.write_text(json.dumps(parse_layers(SMALL)))
+    ok(["train", "--model", "cnn", "--layers", spec, "--data", synth_mnist, "--epochs", "1", "--quiet", "-o",
+        tmp_path / "j.pt"])
+    assert load_checkpoint(tmp_path / "j.pt").config["args"]["stack"] == parse_layers(SMALL)
+    spec.write_text("[{\"op\": \"conv\", \"out\": 4}]")
+    code, _, err = run_main(["train", "--model", "cnn", "--layers", spec, "--data", synth_mnist, "-o", tmp_path / "k.pt"])
+    assert "kernel is None, expected an integer" in assert_one_line_error(code, err)
