@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bmhw.errors import BmhwError
-from bmhw.models.layers import SpecMixin, conv, linear
+from bmhw.models.layers import SpecMixin, StagedMixin, conv, linear
 
 # Bounds of one entry, generous for a network an FPGA holds (bmhw.models.bounds bounds the whole).
 MAX_ENTRIES = 64
@@ -123,7 +123,7 @@ def check_stack(stack, in_channels: int, input_size: int) -> list[tuple]:
     return shapes
 
 
-class CNN(SpecMixin, nn.Module):
+class CNN(SpecMixin, StagedMixin, nn.Module):
     """The feed-forward network of ``stack`` (see the module) for ``in_channels`` x ``input_size`` images."""
 
     SIZE_LIMITS = {"input_size": (1, 1024)}  # any image a stack fits (bmhw.models.bounds)
@@ -210,17 +210,6 @@ class CNN(SpecMixin, nn.Module):
         for op, k in self._stage_ops[name]:
             h = self._apply(op, k, self.layer_input(name, h) if op == name else h)
         return h
-
-    def forward_range(self, h: torch.Tensor, start: int = 0, stop: int | None = None, features=None):
-        """Run stages ``start`` .. ``stop - 1``; store each stage's output in ``features`` if given."""
-        for name in self.WEIGHT_LAYERS[start:stop]:
-            h = self.stage(name, h)
-            if features is not None:
-                features[name] = h
-        return h
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_range(x)
 
 
 def cnn(description, neuron="classical", in_channels=1, input_size=28, **kwargs) -> CNN:

@@ -115,3 +115,18 @@ class SpecMixin:
     def weight_layers(self) -> dict[str, nn.Module]:
         """The model's weight layers (convolutions and linear layers) by dotted name, in order."""
         return {name: self.get_submodule(name) for name in self.WEIGHT_LAYERS}
+
+
+class StagedMixin:
+    """A network run as stages (``WEIGHT_LAYERS``, ``stage(name, h)``): what layer-wise training walks."""
+
+    def forward_range(self, h, start: int = 0, stop: int | None = None, features=None):
+        """Run stages ``start`` .. ``stop - 1``; store each stage's output in ``features`` if given."""
+        for name in self.WEIGHT_LAYERS[start:stop]:
+            h = self.stage(name, h)
+            if features is not None:
+                features[name] = h
+        return h
+
+    def forward(self, x):
+        return self.forward_range(x)

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bmhw.models.layers import SpecMixin, conv, linear
+from bmhw.models.layers import SpecMixin, StagedMixin, conv, linear
 from bmhw.nn.bise import _BiSENeuron, binarize_input
 
 
-class LeNet(SpecMixin, nn.Module):
+class LeNet(SpecMixin, StagedMixin, nn.Module):
     WEIGHT_LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
 
     def __init__(self, neuron="classical", reduce="max", alpha=None, learn_alpha=False, layers=None,
@@ -62,17 +62,6 @@ class LeNet(SpecMixin, nn.Module):
         if name in ("conv1", "conv2"):
             return F.max_pool2d(F.relu(h), 2)
         return h if name == "fc3" else F.relu(h)
-
-    def forward_range(self, h: torch.Tensor, start: int = 0, stop: int | None = None, features=None):
-        """Run stages ``start`` .. ``stop - 1``; store each stage's output in ``features`` if given."""
-        for name in self.WEIGHT_LAYERS[start:stop]:
-            h = self.stage(name, h)
-            if features is not None:
-                features[name] = h
-        return h
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_range(x)
 
 
 def lenet(neuron="classical", **kwargs) -> LeNet:
