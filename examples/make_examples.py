@@ -16,6 +16,8 @@
 5. ``lenet_bise_mnist.pt`` (``--only bise``): the binarised BiSE LeNet, by the command in BISE_COMMANDS.
 6. ``lenet_bm15_maxima_mnist.pt`` (``--only maxima``): the exact-max BM LeNet with several maxima per neuron,
    by the ``bmhw`` command in MAXIMA_COMMANDS (whole-network distillation with the surrogate gradient).
+7. ``cnn_classical_mnist.pt`` and ``cnn_bm15_mnist.pt`` (``--only cnn``): a 3x3-kernel CNN of five weight layers
+   (your own network, docs/own_network.md), classical and exact-max BM, by the commands in CNN_COMMANDS.
 
 Prints accuracies and wall times; every figure in README.md comes from a run of this script.
 """
@@ -71,6 +73,28 @@ BISE_COMMANDS = {
     "lenet_bise_mnist.pt": ["train", "--model", "lenet", "--neuron", "bise", "--epochs", "4", "--lr", "1e-2",
                             "--bise-reg", "0.3", "--bise-refit", "2", "--widths", "16,32,256,128"],
 }
+# The example beyond LeNet (docs/own_network.md): a 3x3-kernel CNN of five weight layers with padding and a
+# stride, trained classical, converted to exact-max BM with the signed re-fit, then distilled from the
+# classical network with the surrogate gradient (6 epochs, then 20 more).
+CNN_LAYERS = "conv8k3p1 relu pool2 conv16k3p1 relu pool2 conv32k3s2p1 relu flatten fc64 relu fc10"
+CNN_COMMANDS = {
+    "cnn_classical_mnist.pt": ["train", "--model", "cnn", "--layers", CNN_LAYERS, "--epochs", "15", "--shift", "1"],
+    "{tmp}/refit.pt": ["convert", "{out}/cnn_classical_mnist.pt", "--neuron", "bm15", "--signed"],
+    "{tmp}/kd6.pt": ["distill", "--teacher", "{out}/cnn_classical_mnist.pt", "--student", "{tmp}/refit.pt",
+                     "--method", "kd", "--epochs", "6", "--surrogate-alpha", "4", "--shift", "1"],
+    "cnn_bm15_mnist.pt": ["distill", "--teacher", "{out}/cnn_classical_mnist.pt", "--student", "{tmp}/kd6.pt",
+                          "--method", "kd", "--epochs", "20", "--surrogate-alpha", "4", "--shift", "1"],
+}
+
+
+def make_cnn(data: Path, out_dir: Path) -> None:
+    """CNN_COMMANDS in order, the intermediate checkpoints in a temporary folder."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        commands = {name.format(tmp=tmp): [a.format(tmp=tmp, out=out_dir) for a in argv]
+                    for name, argv in CNN_COMMANDS.items()}
+        make_by_cli(commands, data, out_dir / "lenet_classical_mnist.pt", out_dir)
 
 
 def make_by_cli(commands: dict, data: Path, classical: Path, out_dir: Path) -> None:
@@ -146,7 +170,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data" / "mnist")
     parser.add_argument("--out", type=Path, default=HERE)
-    parser.add_argument("--only", choices=("classical", "bm15", "bmq", "adder", "bise", "maxima"), default=None)
+    parser.add_argument("--only", choices=("classical", "bm15", "bmq", "adder", "bise", "maxima", "cnn"), default=None)
     parser.add_argument("--widths", default=None, metavar="C1,C2,F1,F2",
                         help="classical and bm15: a LeNet of these widths (the width study of docs/results/mnist.md); "
                         "needs an --out other than examples/, whose networks have the default widths 6,16,120,84")
@@ -170,6 +194,8 @@ def main() -> None:
         make_by_cli(BISE_COMMANDS, args.data, classical, args.out)
     if args.only in (None, "maxima"):
         make_by_cli(MAXIMA_COMMANDS, args.data, classical, args.out)
+    if args.only in (None, "cnn"):
+        make_cnn(args.data, args.out)
 
 
 if __name__ == "__main__":

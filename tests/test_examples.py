@@ -97,3 +97,20 @@ def test_several_maxima_example_meets_its_bar_within_the_exp_budget():
     assert total <= 28_164
     assert total == 27_722  # the figure in examples/README.md
     assert evaluate(ckpt.model, IMAGES, LABELS) >= 0.98
+
+
+@pytest.mark.parametrize("name, neuron, bar", [("cnn_classical_mnist.pt", "classical", 0.99),
+                                               ("cnn_bm15_mnist.pt", "bm15", 0.95)])
+def test_the_cnn_examples_are_the_promised_network(name, neuron, bar):
+    """The example beyond LeNet (examples/README.md): five 3x3 / linear layers, padding and a stride, its
+    calibration recorded, and its accuracy on the full test set (when made) and on the built-in sample."""
+    from bmhw.models.cnn import stack_text
+
+    ckpt = load_checkpoint(examples_dir() / name)
+    assert ckpt.config["arch"] == "cnn"
+    assert stack_text(ckpt.config["args"]["stack"]) == ("conv8k3p1 relu pool2 conv16k3p1 relu pool2 conv32k3s2p1 "
+                                                        "relu flatten fc64 relu fc10")
+    assert all(spec["neuron"] == neuron and spec.get("reduce", "max") == "max"
+               for spec in ckpt.config["layers"].values())
+    assert ckpt.metadata["accuracy"] >= bar and "calibration" in ckpt.metadata
+    assert evaluate(ckpt.model, IMAGES, LABELS) >= bar - 0.03
