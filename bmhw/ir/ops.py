@@ -22,8 +22,9 @@ from bmhw.errors import BmhwError
 class Family:
     """A neuron family: ``key`` (the op prefix in .bmq files), ``title`` (for people), ``neurons`` (the
     ``--neuron`` names of float networks quantized to it), ``cost_kind`` (its row in the gate model, docs/gates.md),
-    ``pe_sum`` (the signal its PEs accumulate, a key of a layer's widths), ``tables`` every weight layer carries and
-    ``optional_tables``, ``check`` of a layer's tables (raises)."""
+    ``pe_sum`` (the signal its PEs accumulate, a key of a layer's widths), ``tables`` every weight layer carries,
+    ``shapes(layer)`` (table -> (shape, required) of every table a layer may carry), ``check`` of a layer's table
+    values, once their shapes are right (raises)."""
 
     key: str
     title: str
@@ -31,7 +32,7 @@ class Family:
     cost_kind: str
     pe_sum: str
     tables: tuple
-    optional_tables: tuple = ()
+    shapes: Callable
     check: Callable | None = None
 
 
@@ -54,21 +55,40 @@ def _bad_table(path, layer: dict, what: str) -> BmhwError:
     return BmhwError(f"{path}: layer {layer['name']!r} {what}; re-create it with bmhw quantize")
 
 
+def _bm_shapes(layer: dict) -> dict:
+    """A layer with mirrored outputs also carries ``sign``: required where the layer declares ``mirrored``,
+    absent where it declares none, optional in files written before that key existed."""
+    o, k = int(layer["out_count"]), int(layer["fan_in"])
+    shapes = {"ln_lut": ((int(layer["in_max"]) + 1,), True), "log_weights": ((o, k), True),
+              "exp_lut": ((1 << int(layer["F"]),), True), "bias": ((o,), True)}
+    if layer.get("mirrored") is not False:
+        shapes["sign"] = ((o,), layer.get("mirrored") is True)
+    return shapes
+
+
+def _weights_shapes(*per_output: str) -> Callable:
+    """A family whose tables are ``weights`` O x K and ``per_output`` tables of O entries each."""
+    def shapes(layer: dict) -> dict:
+        o, k = int(layer["out_count"]), int(layer["fan_in"])
+        return {"weights": ((o, k), True), **{name: ((o,), True) for name in per_output}}
+    return shapes
+
+
+def _bise_shapes(layer: dict) -> dict:
+    o, k = int(layer["out_count"]), int(layer["fan_in"])
+    return {"se": ((o, k), True), "op": ((o,), True), "neg": ((o, k), True)}
+
+
 def check_bm(net, layer: dict, path="the network") -> None:
-    """A BM layer's optional ``sign`` table: one +1 or -1 per output (absent: every output +1)."""
+    """A BM layer's optional ``sign`` table holds +1 or -1 per output (absent: every output +1), its exp table no
+    negative entry (what the range proofs assume)."""
     signs = net.signs(layer)
-    if signs is not None and (signs.shape != (int(layer["out_count"]),) or not np.isin(signs, (-1, 1)).all()):
+    if signs is not None and not np.isin(signs, (-1, 1)).all():
         raise BmhwError(f"{path} is not a valid .bmq file (layer {layer['name']!r} has a sign table that is not one "
                         "+1 or -1 per output); re-create it with bmhw quantize")
-
-
-def check_adder(net, layer: dict, path="the network") -> None:
-    """An adder layer's tables: ``weights`` O x K, ``scale`` and ``bias`` O each (docs/datapath.md)."""
-    o, k = int(layer["out_count"]), int(layer["fan_in"])
-    for name, shape in (("weights", (o, k)), ("scale", (o,)), ("bias", (o,))):
-        if net.table(layer, name).shape != shape:
-            raise BmhwError(f"{path} is not a valid .bmq file (layer {layer['name']!r} has a {name!r} table of shape "
-                            f"{net.table(layer, name).shape}, not {shape}); re-create it with bmhw quantize")
+    if int(net.table(layer, "exp_lut").min()) < 0:
+        raise BmhwError(f"{path} is not a valid .bmq file (layer {layer['name']!r} has a negative entry in its exp "
+                        "table); re-create it with bmhw quantize")
 
 
 def check_bise(net, layer: dict, path="the network") -> None:
@@ -76,26 +96,26 @@ def check_bise(net, layer: dict, path="the network") -> None:
     of 0/1 (1: the input enters complemented)."""
     se, op = net.table(layer, "se"), net.table(layer, "op")
     o, k = int(layer["out_count"]), int(layer["fan_in"])
-    if se.shape != (o, k) or not np.isin(se, (0, 1)).all() or not (se.sum(axis=1) > 0).all():
+    if not np.isin(se, (0, 1)).all() or not (se.sum(axis=1) > 0).all():
         raise _bad_table(path, layer, f"needs an 'se' table of {o} x {k} zeros and ones with a one in every row")
-    if op.shape != (o,) or not np.isin(op, (0, 1)).all():
+    if not np.isin(op, (0, 1)).all():
         raise _bad_table(path, layer, f"needs an 'op' table of {o} entries, 0 (dilation) or 1 (erosion)")
-    neg = net.table(layer, "neg")
-    if neg.shape != (o, k) or not np.isin(neg, (0, 1)).all():
+    if not np.isin(net.table(layer, "neg"), (0, 1)).all():
         raise _bad_table(path, layer, f"needs a 'neg' table of {o} x {k} zeros and ones (1: the input enters "
                                       "complemented)")
 
 
 FAMILIES = {family.key: family for family in (
     # docs/datapath.md, "The BM layer"; a layer with mirrored outputs also carries "sign" (+1 / -1 per output).
-    Family("bm", "BM 1.5-branch", ("bm15",), "bm15", "T", ("ln_lut", "log_weights", "exp_lut", "bias"), ("sign",),
+    Family("bm", "BM 1.5-branch", ("bm15",), "bm15", "T", ("ln_lut", "log_weights", "exp_lut", "bias"), _bm_shapes,
            check_bm),
     # The classical integer layers of the MAC twin (docs/datapath.md, "The classical MAC layer").
-    Family("mac", "classical MAC", ("classical",), "mac", "ACC", ("weights", "bias")),
+    Family("mac", "classical MAC", ("classical",), "mac", "ACC", ("weights", "bias"), _weights_shapes("bias")),
     # sum_k |q_k - W[o, k]|, one multiplication per output (docs/datapath.md, "The adder layer").
-    Family("adder", "AdderNet", ("adder",), "addernet", "ACC", ("weights", "scale", "bias"), (), check_adder),
+    Family("adder", "AdderNet", ("adder",), "addernet", "ACC", ("weights", "scale", "bias"),
+           _weights_shapes("scale", "bias")),
     # Binary dilations (OR) / erosions (AND) of binarised inputs (docs/datapath.md, "The BiSE layer").
-    Family("bise", "BiSE", ("bise",), "bise", "C", ("se", "op", "neg"), (), check_bise),
+    Family("bise", "BiSE", ("bise",), "bise", "C", ("se", "op", "neg"), _bise_shapes, check_bise),
 )}
 
 OPS = {spec.name: spec for spec in (

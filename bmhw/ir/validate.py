@@ -17,7 +17,8 @@ import numpy as np
 from bmhw.ir.fields import MAX_ELEMENTS, check_layers, invalid, is_int
 from bmhw.ir.intmath import width
 from bmhw.ir.ops import FAMILIES, OPS
-from bmhw.ir.widths import MAX_WIDTH, adder_signal_ranges, mac_signal_ranges, signal_ranges
+from bmhw.ir.widths import MAX_WIDTH
+from bmhw.ir.widths import proven_ranges as widths_proven_ranges
 
 MAX_JSON_BYTES = 16 << 20
 NPY_HEADER_BYTES = 4096  # np.save writes a header of a few hundred bytes before the values
@@ -26,43 +27,25 @@ MAX_TOTAL_ELEMENTS = 1 << 26  # every table together: 512 MiB of int64
 
 def table_shapes(layer: dict) -> dict:
     """``table -> shape`` of a weighted layer whose fields have been checked (optional tables included)."""
-    o, k = int(layer["out_count"]), int(layer["fan_in"])
-    family = OPS[layer["op"]].family
-    if family == "bm":
-        shapes = {"ln_lut": (int(layer["in_max"]) + 1,), "log_weights": (o, k), "exp_lut": (1 << int(layer["F"]),),
-                  "bias": (o,), "sign": (o,)}
-        if layer.get("mirrored") is False:  # declared without mirrored outputs: no sign table either
-            del shapes["sign"]
-        return shapes
-    if family == "mac":
-        return {"weights": (o, k), "bias": (o,)}
-    if family == "adder":
-        return {"weights": (o, k), "scale": (o,), "bias": (o,)}
-    return {"se": (o, k), "op": (o,), "neg": (o, k)}
+    return {table: dims for table, (dims, _) in FAMILIES[OPS[layer["op"]].family].shapes(layer).items()}
 
 
-def expected_entries(layers: list) -> dict:
+def expected_entries(layers: list, path) -> dict:
     """``entry name -> (shape, required)`` of every table the checked layers call for."""
     out = {}
     for layer in layers:
         spec = OPS[layer["op"]]
         if spec.weighted:
-            optional = FAMILIES[spec.family].optional_tables
-            if layer.get("mirrored") is True:
-                optional = ()  # declared mirrored: its sign table must be there
-            for table, dims in table_shapes(layer).items():
-                out[f"{layer['name']}/{table}.npy"] = (dims, table not in optional)
+            for table, entry in FAMILIES[spec.family].shapes(layer).items():
+                out[f"{layer['name']}/{table}.npy"] = entry
     if sum(math.prod(dims) for dims, _ in out.values()) > MAX_TOTAL_ELEMENTS:
-        raise ValueError("too many table values")
+        raise invalid(path, f"its tables hold more than {MAX_TOTAL_ELEMENTS} values")
     return out
 
 
 def check_entries(infos: list, layers: list, path) -> dict:
     """The archive's entries against the checked layers: ``entry -> shape`` of the tables to read."""
-    try:
-        expected = expected_entries(layers)
-    except ValueError:
-        raise invalid(path, f"its tables hold more than {MAX_TOTAL_ELEMENTS} values") from None
+    expected = expected_entries(layers, path)
     seen = set()
     for info in infos:
         if info.filename == "model.json":
@@ -99,25 +82,10 @@ def check_table(array: np.ndarray, name: str, dims: tuple, path) -> None:
                             f"int64 of shape {tuple(dims)}")
 
 
-def _check_values(net, layer: dict, path) -> None:
-    """What the range proofs and the golden model assume of a family's table values."""
-    family = FAMILIES[OPS[layer["op"]].family]
-    if family.check is not None:
-        family.check(net, layer, path)
-    if family.key == "bm" and int(net.table(layer, "exp_lut").min()) < 0:
-        raise invalid(path, f"layer {layer['name']!r} has a negative entry in its exp table")
-
-
 def proven_ranges(net, layer: dict) -> dict:
     """``signal -> [lo, hi]`` proven from the layer's tables and constants (the quantizer's own derivation)."""
-    family = OPS[layer["op"]].family
-    tables = {t: net.arrays[f"{layer['name']}/{t}"] for t in table_shapes(layer) if f"{layer['name']}/{t}" in net.arrays}
-    if family == "bise":
-        size = int(tables["se"].sum(axis=1).max())
-        ranges = {"x": (0, 1), "C": (0, size), "q_out": (0, size) if layer["scores"] else (0, 1)}
-    else:
-        ranges = {"bm": signal_ranges, "mac": mac_signal_ranges, "adder": adder_signal_ranges}[family](layer, tables)
-    return {name: [int(lo), int(hi)] for name, (lo, hi) in ranges.items()}
+    names = (f"{layer['name']}/{t}" for t in table_shapes(layer))
+    return widths_proven_ranges(layer, {name.split("/")[1]: net.arrays[name] for name in names if name in net.arrays})
 
 
 def _check_ranges(net, layer: dict, path) -> None:
@@ -146,7 +114,7 @@ def validate(net, path="the network") -> None:
     """Every check of a loaded file that needs no archive: fields, tables (dtype, shape, values), ranges."""
     check_layers(path, {"input": {"shape": list(net.input_shape), "scale": list(net.input_scale)},
                         "layers": net.layers})
-    expected = expected_entries(net.layers)
+    expected = expected_entries(net.layers, path)
     known = {name[:-4] for name in expected}
     extra = sorted(set(net.arrays) - known)
     if extra:
@@ -159,7 +127,9 @@ def validate(net, path="the network") -> None:
             raise invalid(path, f"the table {entry!r} is missing")
     for layer in net.layers:
         if OPS[layer["op"]].weighted:
-            _check_values(net, layer, path)
+            family = FAMILIES[OPS[layer["op"]].family]
+            if family.check is not None:  # what the range proofs and the golden model assume of the values
+                family.check(net, layer, path)
             _check_ranges(net, layer, path)
 
 

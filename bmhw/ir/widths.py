@@ -1,4 +1,4 @@
-"""Bit widths of every signal of a BM or classical MAC layer, derived in exact integer arithmetic from its tables and
+"""Bit widths of every signal of a weighted layer (BM, classical MAC, adder, BiSE), derived in exact integer arithmetic from its tables and
 code ranges (docs/datapath.md, "Widths"). NumPy only."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import numpy as np
 
 from bmhw.errors import BmhwError
 from bmhw.ir.intmath import round_shift, width
+from bmhw.ir.ops import OPS
 
 # The golden model computes in 64-bit integers; keep one bit of headroom for intermediate sums.
 MAX_WIDTH = 62
@@ -80,18 +81,33 @@ def adder_signal_ranges(layer: dict, tables: dict) -> dict:
     return r
 
 
+def bise_signal_ranges(layer: dict, tables: dict) -> dict:
+    """``signal -> (lo, hi)`` for one BiSE layer (docs/datapath.md, "The BiSE layer"); ``tables``: se. Bits in; the
+    count C of true literals up to the largest structuring element; out: C (the scores layer) or one bit."""
+    size = int(np.asarray(tables["se"]).sum(axis=1).max())
+    return {"x": (0, 1), "C": (0, size), "q_out": (0, size) if layer["scores"] else (0, 1)}
+
+
+# The range derivation of each family, by family key (bmhw.ir.ops.FAMILIES).
+SIGNAL_RANGES = {"bm": signal_ranges, "mac": mac_signal_ranges, "adder": adder_signal_ranges,
+                 "bise": bise_signal_ranges}
+
+
+def proven_ranges(layer: dict, tables: dict) -> dict:
+    """``signal -> [lo, hi]`` of a weighted layer, proven from its tables and constants."""
+    ranges = SIGNAL_RANGES[OPS[layer["op"]].family](layer, tables)
+    return {name: [int(lo), int(hi)] for name, (lo, hi) in ranges.items()}
+
+
 def infer_widths(layer: dict, tables: dict) -> tuple[dict, dict]:
     """Ranges and widths of every signal; a signal that needs more than MAX_WIDTH bits is an error."""
-    if "scale" in tables:
-        ranges = adder_signal_ranges(layer, tables)
-    else:
-        ranges = mac_signal_ranges(layer, tables) if "weights" in tables else signal_ranges(layer, tables)
+    ranges = proven_ranges(layer, tables)
     widths = {name: width(lo, hi) for name, (lo, hi) in ranges.items()}
     for name, bits in widths.items():
         if bits > MAX_WIDTH:
             lo, hi = ranges[name]
             raise BmhwError(f"layer {layer['name']}: signal {name} needs {bits} bits (range [{lo}, {hi}]), more than "
                             f"the {MAX_WIDTH} the datapath allows; lower "
-                            + ("--scale-bits" if "scale" in tables
+                            + ("--scale-bits" if OPS[layer["op"]].family == "adder"
                                else "--exp-frac-bits, --log-frac-bits or --guard-bits"))
-    return {n: [int(lo), int(hi)] for n, (lo, hi) in ranges.items()}, widths
+    return ranges, widths

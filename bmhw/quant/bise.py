@@ -23,6 +23,7 @@ from bmhw.models import LeNet
 from bmhw.nn.bise import INPUT_THRESHOLD, BiSE, _BiSENeuron
 from bmhw.nn.bise_math import project
 from bmhw.ir.intmath import width as width_of
+from bmhw.ir.widths import proven_ranges
 
 # The code threshold of the input binarisation: the smallest byte q with q / 255 >= INPUT_THRESHOLD.
 INPUT_CODE_THRESHOLD = math.ceil(Fraction(INPUT_THRESHOLD) * 255)
@@ -61,7 +62,6 @@ def quantize_bise(model: nn.Module, input_shape=None, meta: dict | None = None) 
         neg = neg & se  # the polarity of an input outside S does not matter: stored as 0
         o, k = se.shape
         last = i == len(names) - 1
-        size = int(se.sum(axis=1).max())
         layer = {"name": name, "fan_in": k, "out_count": o, "scores": last, "in_shape": shape}
         if isinstance(mod, BiSE):
             (kh, kw), (sh, sw), (ph, pw) = mod.kernel_size, mod.stride, mod.padding
@@ -70,7 +70,7 @@ def quantize_bise(model: nn.Module, input_shape=None, meta: dict | None = None) 
         else:
             out_shape = [o]
             layer.update(op="bise_linear")
-        ranges = {"x": [0, 1], "C": [0, size], "q_out": [0, size] if last else [0, 1]}
+        ranges = proven_ranges(layer, {"se": se})
         layer.update(out_shape=out_shape, ranges=ranges, widths={s: width_of(*r) for s, r in ranges.items()})
         layers.append(layer)
         arrays[f"{name}/se"] = se.astype(np.int64)
