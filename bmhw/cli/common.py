@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bmhw.models.checkpoint import load_checkpoint
-from bmhw.data import calibration_sample, load_dataset
+from bmhw.data import load_dataset
 from bmhw.errors import BmhwError
 from bmhw.models import arch_name, dataset_of
 
@@ -96,12 +96,10 @@ def _quantize(args, ckpt=None):
 def _calibration(args, ckpt):
     """The activation ranges to quantize with: measured on --data's training split, else those the checkpoint
     records (never test images); a checkpoint with neither is a one-line error saying how to add them."""
-    from bmhw.quant.calibration import measure, of_checkpoint
+    from bmhw.quant.calibration import of_checkpoint
 
     if args.data is not None:
-        dataset = _dataset_of(ckpt.model)
-        images, _ = load_dataset(dataset, args.data, "train")
-        return measure(ckpt.model, calibration_sample(images, args.calib_images), f"{dataset} train split")
+        return _measured_calibration(args, ckpt.model)
     recorded = of_checkpoint(ckpt.metadata, args.checkpoint)
     if recorded is None:
         raise BmhwError(f"{args.checkpoint} records no calibration (its activation ranges on training images): pass "
@@ -110,6 +108,14 @@ def _calibration(args, ckpt):
     console.print(f"quantizing with the calibration recorded in {args.checkpoint}: {recorded.images} images of the "
                   f"{recorded.source}", highlight=False)
     return recorded
+
+
+def _measured_calibration(args, model):
+    """The calibration of ``model`` on --calib-images images of --data's training split."""
+    from bmhw.quant.calibration import on_training_images
+
+    dataset = _dataset_of(model)
+    return on_training_images(model, load_dataset(dataset, args.data, "train")[0], dataset, args.calib_images)
 
 
 def _load_or_quantize(args):

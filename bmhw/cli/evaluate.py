@@ -9,9 +9,10 @@ from rich.table import Table
 
 from bmhw import ir
 from bmhw.models.checkpoint import load_checkpoint
-from bmhw.data import calibration_sample, load_dataset
+from bmhw.data import load_dataset
 from bmhw.errors import BmhwError
-from bmhw.cli.common import heading, _check_positive, _dataset_of, _is_bmq, _is_onnx, _limit, _quantize, console
+from bmhw.cli.common import (heading, _check_positive, _dataset_of, _is_bmq, _is_onnx, _limit, _measured_calibration,
+                              _quantize, console)
 
 
 def cmd_quantize(args) -> int:
@@ -74,15 +75,13 @@ def _quantize_table(net) -> Table:
 
 def cmd_calibrate(args) -> int:
     from bmhw.models.checkpoint import save_checkpoint
-    from bmhw.quant.calibration import METADATA_KEY, measure
+    from bmhw.quant.calibration import METADATA_KEY
 
     if args.data is None:
         raise BmhwError("bmhw calibrate needs --data DIR with the training split (calibration never uses test images)")
     _check_positive(calib_images=args.calib_images)
     ckpt = load_checkpoint(args.checkpoint)
-    dataset = _dataset_of(ckpt.model)
-    images, _ = load_dataset(dataset, args.data, "train")
-    record = measure(ckpt.model, calibration_sample(images, args.calib_images), f"{dataset} train split")
+    record = _measured_calibration(args, ckpt.model)
     output = args.output or args.checkpoint
     save_checkpoint(output, ckpt.model, **{**ckpt.metadata, METADATA_KEY: record.to_metadata()})
     heading(f"bmhw calibrate: {output}")

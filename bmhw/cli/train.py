@@ -290,11 +290,11 @@ def cmd_convert(args) -> int:
     model = _convert(teacher, spec, _maxima(args, list(teacher.weight_layers()), spec["neuron"]))
     meta = {"method": f"convert ({spec['neuron']}, {spec['reduce']})", "source": str(args.checkpoint),
             "dataset": ckpt.metadata.get("dataset")}
-    if args.data is not None and spec["neuron"] == "bm15":
+    images = None if args.data is None else load_dataset(_dataset_of(model), args.data, "train")[0]
+    if images is not None and spec["neuron"] == "bm15":
         from bmhw.train.calibrate import refit_bm15
 
         _check_positive(calib_images=args.calib_images)
-        images, _ = load_dataset(_dataset_of(model), args.data, "train")
         calib = calibration_sample(images, args.calib_images)
         refit_bm15(model, teacher, to_tensor(calib), signed=args.signed,
                    progress=lambda name, s: console.print(f"re-fit {name}: median R^2 {s['r2']:.3f}, "
@@ -302,13 +302,12 @@ def cmd_convert(args) -> int:
                                                           f"{s['negative']}"))
         meta.update(method=meta["method"] + " + calibration re-fit" + (" (signed)" if args.signed else ""),
                     calib_images=len(calib))
-    elif args.data is not None:
-        console.print("[yellow]--data is used for the 1.5-branch re-fit only; converting without it[/yellow]")
-    if args.data is not None:
+    elif images is not None:
+        console.print("[yellow]the re-fit is for 1.5 branches; --data records the calibration only[/yellow]")
+    if images is not None:
         from bmhw.quant.calibration import record
 
-        meta["calibration"] = record(model, load_dataset(_dataset_of(model), args.data, "train")[0], meta["dataset"]
-                                     or _dataset_of(model))
+        meta["calibration"] = record(model, images, _dataset_of(model))
     save_checkpoint(args.output, model, **meta)
     console.print(f"wrote {args.output}")
     return 0

@@ -10,7 +10,6 @@ without ever touching test images.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from bmhw.errors import BmhwError
-from bmhw.quant.sequence import WEIGHT_MODULES, layer_names, layer_sequence
+from bmhw.quant.sequence import WEIGHT_MODULES, float64_copy, layer_names, layer_sequence
 from bmhw.train.loop import to_tensor
 
 METADATA_KEY = "calibration"
@@ -69,7 +68,7 @@ def measure(model: nn.Module, images: np.ndarray, source: str) -> Calibration:
     mods = layer_sequence(model.eval())
     names = layer_names(model, mods)
     outs, h = [], to_tensor(images).double()
-    for mod in (copy.deepcopy(m).double() for m in mods):
+    for mod in (float64_copy(m) for m in mods):
         h = mod(h)
         outs.append(h)
     weights = _weight_indices(mods, WEIGHT_MODULES)
@@ -82,13 +81,19 @@ def measure(model: nn.Module, images: np.ndarray, source: str) -> Calibration:
     return Calibration(maxima, len(images), source, tuple(int(v) for v in images.shape[1:]))
 
 
+def on_training_images(model: nn.Module, images: np.ndarray, dataset: str, count: int = DEFAULT_IMAGES) -> Calibration:
+    """The calibration of ``model`` on ``count`` of the training ``images`` of ``dataset`` (the sample
+    ``bmhw.data.calibration_sample`` draws, so that the same images give the same record)."""
+    from bmhw.data import calibration_sample
+
+    return measure(model, calibration_sample(images, count), f"{dataset} train split")
+
+
 def record(model: nn.Module, images: np.ndarray, dataset: str, count: int = DEFAULT_IMAGES) -> dict | None:
     """The calibration of a freshly trained or converted ``model`` on a sample of its training ``images``, as a
     checkpoint's metadata entry; None for a network the quantizers do not take (nothing to record)."""
-    from bmhw.data import calibration_sample
-
     try:
-        return measure(model, calibration_sample(images, count), f"{dataset} train split").to_metadata()
+        return on_training_images(model, images, dataset, count).to_metadata()
     except BmhwError:
         return None
 

@@ -26,7 +26,7 @@ from bmhw.nn.layers import _BMNeuron
 from bmhw.ir.widths import infer_widths
 from bmhw.quant.sequence import WEIGHT_MODULES as _WEIGHT_MODULES
 from bmhw.quant.sequence import layer_names as _layer_names
-from bmhw.quant.sequence import layer_sequence
+from bmhw.quant.sequence import float64_copy, layer_sequence
 
 INPUT_SCALE = Fraction(1, 255)  # image bytes, as in training (bmhw.train.to_tensor)
 CORRECTION_SHIFT = 16  # H of docs/datapath.md
@@ -188,7 +188,7 @@ def build_net(model: nn.Module, calibration, act_bits: int, weight_type, make_la
         calibration = measure(model, calibration, "")
     top = (1 << act_bits) - 1
     s_in, q_in = INPUT_SCALE, 255
-    mods = [_double(m) for m in mods]  # the tables are computed from float64 copies
+    mods = [float64_copy(m) for m in mods]  # the tables are computed from float64 copies
     with torch.no_grad():  # the shapes of every stage, from one blank image
         outs, h = [], torch.zeros((1, *calibration.input_shape), dtype=torch.float64)
         try:
@@ -229,10 +229,3 @@ def build_net(model: nn.Module, calibration, act_bits: int, weight_type, make_la
     info = {"bmhw_version": __version__, "options": options, "calib_images": calibration.images, **(meta or {})}
     return QuantizedNet(input_shape=tuple(calibration.input_shape), input_scale=(1, 255), layers=layers,
                         arrays=arrays, meta=info)
-
-
-def _double(mod: nn.Module) -> nn.Module:
-    # Calibration runs in float64 on a copy, so the model passed in keeps its dtype.
-    import copy
-
-    return copy.deepcopy(mod).double()

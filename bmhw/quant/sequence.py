@@ -3,6 +3,8 @@ layers get in the IR."""
 
 from __future__ import annotations
 
+import copy
+
 from torch import nn
 
 from bmhw.errors import BmhwError
@@ -12,6 +14,12 @@ from bmhw.nn.layers import _BMNeuron
 
 # The modules that become weighted IR layers (BM, AdderNet, classical convolutions and linear layers).
 WEIGHT_MODULES = (_BMNeuron, _AdderNeuron, nn.Linear, nn.Conv2d)
+
+
+def float64_copy(mod: nn.Module) -> nn.Module:
+    """A float64 copy of ``mod``: calibration and tables are computed in float64, the model passed in keeps its
+    dtype."""
+    return copy.deepcopy(mod).double()
 
 
 def layer_sequence(model: nn.Module) -> list[nn.Module]:
