@@ -134,8 +134,8 @@ class CNN(SpecMixin, StagedMixin, nn.Module):
         stack = [dict(entry) for entry in stack] if isinstance(stack, (list, tuple)) else stack
         shapes = check_stack(stack, in_channels, input_size)
         self.arch_args = {"stack": stack, "in_channels": in_channels, "input_size": input_size}
-        counts, names, channels = {"conv": 0, "linear": 0}, [], in_channels
-        for entry, shape in zip(stack, shapes):
+        counts, names = {"conv": 0, "linear": 0}, []
+        for entry in stack:
             if entry["op"] in counts:
                 counts[entry["op"]] += 1
                 names.append(f"conv{counts['conv']}" if entry["op"] == "conv" else f"fc{counts['linear']}")
@@ -143,21 +143,19 @@ class CNN(SpecMixin, StagedMixin, nn.Module):
         specs = self._specs(neuron, reduce, alpha, learn_alpha, layers, self.WEIGHT_LAYERS)
         if any(spec["neuron"] == "bise" for spec in specs.values()):
             raise BmhwError("BiSE layers come in the LeNet only so far (--model lenet --neuron bise)")
-        self._ops, fan_in, n = [], None, 0
-        for entry, shape in zip(stack, shapes):
-            if entry["op"] == "conv":
-                layer = conv(specs[names[n]], channels, entry["out"], entry["kernel"], entry.get("stride", 1),
-                             entry.get("padding", 0))
-            elif entry["op"] == "linear":
-                layer = linear(specs[names[n]], fan_in, entry["out"])
-            else:
+        self._ops, weight_names = [], iter(names)
+        for entry, in_shape in zip(stack, [(in_channels, input_size, input_size)] + shapes[:-1]):
+            if entry["op"] not in counts:
                 self._ops.append((entry["op"], entry.get("kernel")))
-                fan_in = shape[0] if entry["op"] == "flatten" else fan_in
                 continue
-            setattr(self, names[n], layer)
-            self._ops.append((names[n], None))
-            n += 1
-            channels, fan_in = shape[0], shape[0]
+            name = next(weight_names)
+            if entry["op"] == "conv":
+                layer = conv(specs[name], in_shape[0], entry["out"], entry["kernel"], entry.get("stride", 1),
+                             entry.get("padding", 0))
+            else:
+                layer = linear(specs[name], in_shape[0], entry["out"])
+            setattr(self, name, layer)
+            self._ops.append((name, None))
         # Weight layer name -> the ops of its stage (itself, then what follows up to the next weight layer); the
         # ops before the first weight layer form its input.
         self._prefix, self._stage_ops, current = [], {}, None
