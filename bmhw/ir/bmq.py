@@ -137,7 +137,7 @@ def load_bmq(path) -> QuantizedNet:
     meta = doc.get("meta")
     net = QuantizedNet(input_shape=tuple(doc["input"]["shape"]), input_scale=tuple(doc["input"]["scale"]),
                        layers=list(doc["layers"]), arrays=arrays, meta=dict(meta) if isinstance(meta, dict) else {})
-    validate.validate(net, path)
+    validate.check_values(net, path)  # the fields, entries, dtypes and shapes were checked as they were read
     return net
 
 

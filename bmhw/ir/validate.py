@@ -110,8 +110,19 @@ def _check_ranges(net, layer: dict, path) -> None:
             raise invalid(path, f"layer {layer['name']!r}: Y shifted left by {-shift} needs more than {MAX_WIDTH} bits")
 
 
+def check_values(net, path="the network") -> None:
+    """The checks that need the tables in place, of the right dtype and shape: what each family's range proof and
+    the golden model assume of the values, and the declared ranges and widths against those proven again."""
+    for layer in net.layers:
+        if OPS[layer["op"]].weighted:
+            family = FAMILIES[OPS[layer["op"]].family]
+            if family.check is not None:
+                family.check(net, layer, path)
+            _check_ranges(net, layer, path)
+
+
 def validate(net, path="the network") -> None:
-    """Every check of a loaded file that needs no archive: fields, tables (dtype, shape, values), ranges."""
+    """Every check of a loaded file on a network in memory: fields, tables (dtype, shape, values), ranges."""
     check_layers(path, {"input": {"shape": list(net.input_shape), "scale": list(net.input_scale)},
                         "layers": net.layers})
     expected = expected_entries(net.layers, path)
@@ -125,13 +136,8 @@ def validate(net, path="the network") -> None:
             check_table(np.asarray(net.arrays[name]), name, dims, path)
         elif required:
             raise invalid(path, f"the table {entry!r} is missing")
-    for layer in net.layers:
-        if OPS[layer["op"]].weighted:
-            family = FAMILIES[OPS[layer["op"]].family]
-            if family.check is not None:  # what the range proofs and the golden model assume of the values
-                family.check(net, layer, path)
-            _check_ranges(net, layer, path)
+    check_values(net, path)
 
 
-__all__ = ["MAX_ELEMENTS", "check_entries", "check_table", "proven_ranges", "read_model_json", "table_shapes",
-           "validate"]
+__all__ = ["MAX_ELEMENTS", "check_entries", "check_table", "check_values", "proven_ranges", "read_model_json",
+           "table_shapes", "validate"]

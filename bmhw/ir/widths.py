@@ -1,5 +1,5 @@
-"""Bit widths of every signal of a weighted layer (BM, classical MAC, adder, BiSE), derived in exact integer arithmetic from its tables and
-code ranges (docs/datapath.md, "Widths"). NumPy only."""
+"""Bit widths of every signal of a weighted layer (BM, classical MAC, adder, BiSE), derived in exact integer arithmetic
+from its tables and code ranges (docs/datapath.md, "Widths"). NumPy only."""
 
 from __future__ import annotations
 
