@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bmhw import ir
 from bmhw.backends.hls.common import (PE_PIPELINE_DEPTH, ap_type, check_input, fold_cycles, geometry, partitions, rom,
-                                      rom_type, shapes_text, weighted_context)
+                                      rom_type, shapes_text, layer_context)
 from bmhw.errors import BmhwError
 
 SIGNALS = ("q_in", "W", "D", "ABS", "ACC", "MUL", "PROD", "B", "Y", "q_out")
@@ -27,7 +27,7 @@ def context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str, pe: int)
     typedefs += [("out_t", out_type)]
     typedefs += [(f"{s.lower()}_rom_t", rom_type(*ranges[s])) for s in ("W", "MUL", "B")]
     config = f"{name}_config::"
-    return weighted_context(
+    return layer_context(
         layer, name, pe, typedefs=typedefs, int_constants=[(k, int(v)) for k, v in constants],
         bool_constants=[("RELU", layer["relu"])], table_list="templates W, multipliers MUL, offsets B",
         out_type=out_type, partitions=partitions([f"{name}_w"], pe),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bmhw import ir
 from bmhw.backends.hls.common import (BIT_TYPE, ap_type, fold_cycles, geometry, partitions, rom, shapes_text,
-                                      weighted_context)
+                                      layer_context)
 from bmhw.errors import BmhwError
 from bmhw.ir.widths import MAX_WIDTH  # the kernels do their rounding shifts in 64-bit integers
 
@@ -45,7 +45,7 @@ def context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str, pe: int)
     x_type, c_type, out_type = _types(layer, in_type, name)
     scores = bool(layer["scores"])
     se, op, neg = (net.table(layer, t) for t in ir.BISE_TABLES)
-    return weighted_context(
+    return layer_context(
         layer, name, pe, typedefs=[("x_t", x_type), ("c_t", c_type), ("out_t", out_type)],
         int_constants=[(k, int(v)) for k, v in geometry(layer) + [("PE", pe)]], bool_constants=[("SCORES", scores)],
         table_list="structuring elements SE, operators OP (0 dilation, 1 erosion), complemented inputs NEG",

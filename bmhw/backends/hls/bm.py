@@ -8,7 +8,7 @@ import numpy as np
 
 from bmhw import ir
 from bmhw.backends.hls.common import (PE_PIPELINE_DEPTH, ap_type, c_literal, check_input, fold_cycles, geometry,
-                                      partitions, rom, rom_type, shapes_text, weighted_context)
+                                      partitions, rom, rom_type, shapes_text, layer_context)
 from bmhw.errors import BmhwError
 from bmhw.ir.widths import MAX_WIDTH  # the kernels do their rounding shifts in 64-bit integers
 
@@ -46,7 +46,7 @@ def context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str, pe: int)
     typedefs += [("acc_t", signal_types["acc"]), ("out_t", out_type)]
     typedefs += [(f"{s.lower()}_rom_t", rom_type(*layer["ranges"][s])) for s in ("LN", "W", "EXP", "B")]
     config = f"{name}_config::"
-    return weighted_context(
+    return layer_context(
         layer, name, pe, typedefs=typedefs, int_constants=[(k, int(v)) for k, v in constants],
         long_constants=[("CSUM", c_literal(layer["csum"]))], bool_constants=[("RELU", layer["relu"])],
         table_list="ln LUT, log-weights, exp LUT, bias", out_type=out_type,

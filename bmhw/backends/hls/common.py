@@ -92,8 +92,8 @@ def check_input(name: str, in_type: str, ir_type: str) -> None:
                         "the .bmq file is inconsistent: re-create it with bmhw quantize")
 
 
-def weighted_context(layer: dict, name: str, pe: int, **entries) -> dict:
-    """The entries every weighted layer's context has, with ``entries`` (typedefs, constants, tables, ...)."""
+def layer_context(layer: dict, name: str, pe: int | None, **entries) -> dict:
+    """The entries every layer's context has, with ``entries`` (typedefs, constants, tables, ...)."""
     return {"name": name, "op": layer["op"], "kernel": layer["op"], "long_constants": [], "bool_constants": [],
             "out_size": size(layer["out_shape"]), "pe": pe, **entries}
 

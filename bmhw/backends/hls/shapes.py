@@ -3,15 +3,13 @@ kernels of the same names in hls/bmhw_layers.h."""
 
 from __future__ import annotations
 
-from bmhw.backends.hls.common import BIT_TYPE, shapes_text, size
+from bmhw.backends.hls.common import BIT_TYPE, layer_context, shapes_text, size
 from bmhw.errors import BmhwError
 
 
 def _context(layer: dict, name: str, typedefs: list, constants: list, out_type: str, summary: str) -> dict:
-    return {"name": name, "op": layer["op"], "kernel": layer["op"], "typedefs": typedefs,
-            "int_constants": [(k, int(v)) for k, v in constants], "out_type": out_type,
-            "out_size": size(layer["out_shape"]), "tables": [], "pe": None, "partitions": [], "long_constants": [],
-            "bool_constants": [], "table_list": "", "summary": summary}
+    return layer_context(layer, name, None, typedefs=typedefs, int_constants=[(k, int(v)) for k, v in constants],
+                         out_type=out_type, tables=[], partitions=[], table_list="", summary=summary)
 
 
 def context(net, layer: dict, in_type: str, name: str, pe) -> dict:
