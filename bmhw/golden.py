@@ -10,6 +10,7 @@ import numpy as np
 
 from bmhw import ir
 from bmhw.errors import BmhwError
+from bmhw.ir.groups import group_starts, groups_of, is_grouped, pair_occupancy
 from bmhw.ir.intmath import round_shift
 
 # Elements of the rows x outputs x fan-in sum tensor formed at once.
@@ -40,6 +41,39 @@ def addmax(ln_codes: np.ndarray, log_weights: np.ndarray, dtype) -> np.ndarray:
     return out
 
 
+def exp_term(m: np.ndarray, exp: np.ndarray, f: int, p: int, g: int) -> np.ndarray:
+    """The exp unit: ``E = round_shift(EXP[r], P - I - G)`` with ``I = floor_div(M, 2^F)``, ``r = M - I 2^F``."""
+    i = m >> f
+    return round_shift(exp[m - (i << f)], p - i - g)
+
+
+def group_sum(net, layer: dict, ln_codes: np.ndarray, dtype) -> np.ndarray:
+    """The max term of a grouped layer (docs/datapath.md, "Several maxima per neuron"): ``D[n, o]``, the sum over the
+    (group, sign) pairs holding a weight of ``+-E`` of the pair's maximum ``max_(k in pair) (LN + W[o, k])``."""
+    w, exp = net.table(layer, "log_weights"), net.table(layer, "exp_lut")
+    f, p, g = (int(layer[k]) for k in ("F", "P", "G"))
+    rows, k = ln_codes.shape
+    o = w.shape[0]
+    sign = net.table(layer, "weight_sign") if layer.get("split_sign") else None
+    starts = np.asarray(group_starts(k, groups_of(layer))[:-1])
+    positive, negative = pair_occupancy(layer, sign)
+    # A weight of the other sign is left out of a pair's maximum by a value below every T; empty pairs add nothing.
+    floor = np.iinfo(dtype).min // 2
+    weights = [(1, positive, w if sign is None else np.where(sign > 0, w, floor).astype(dtype))]
+    if sign is not None:
+        weights.append((-1, negative, np.where(sign < 0, w, floor).astype(dtype)))
+    out = np.zeros((rows, o), dtype=np.int64)
+    step = max(1, CHUNK_ELEMENTS // max(1, o * k))
+    a = ln_codes.astype(dtype)
+    for start in range(0, rows, step):
+        chunk = a[start:start + step, None, :]
+        for pair_sign, occupied, wp in weights:
+            m = np.maximum.reduceat(chunk + wp[None].astype(dtype), starts, axis=2).astype(np.int64)
+            e = np.where(occupied[None], exp_term(np.where(occupied[None], m, 0), exp, f, p, g), 0)
+            out[start:start + step] += pair_sign * e.sum(axis=2)
+    return out
+
+
 def bm_layer(net, layer: dict, codes: np.ndarray) -> np.ndarray:
     """One 1.5-branch BM layer: codes (N, *in_shape) -> codes or logits (N, *out_shape), int64."""
     ln, w, exp, bias = (net.table(layer, t) for t in ("ln_lut", "log_weights", "exp_lut", "bias"))
@@ -47,10 +81,12 @@ def bm_layer(net, layer: dict, codes: np.ndarray) -> np.ndarray:
     n = codes.shape[0]
     x = patches(codes, layer)
     # int32 wherever the proven widths allow: exact, and about twice as fast.
-    dtype = np.int32 if layer["widths"]["T"] <= 32 else np.int64
-    m = addmax(ln[x], w, dtype)
-    i = m >> f
-    e = round_shift(exp[m - (i << f)], p - i - g)
+    dtype = np.int32 if layer["widths"]["T"] <= 30 or (layer["widths"]["T"] <= 32 and not is_grouped(layer)) \
+        else np.int64
+    if is_grouped(layer):
+        e = group_sum(net, layer, ln[x], dtype)
+    else:
+        e = exp_term(addmax(ln[x], w, dtype), exp, f, p, g)
     c = round_shift(x.sum(axis=1, dtype=np.int64) * csum, h)
     d = e - c[:, None]
     sign = net.signs(layer)

@@ -123,6 +123,10 @@ def _weighted(path, layer: dict, spec, in_shape: list) -> list:
         flag(path, layer, key)
     if spec.family == "bm" and "mirrored" in layer:  # files before it have no such field: sign table optional
         flag(path, layer, "mirrored")
+    if spec.family == "bm" and "groups" in layer:  # several maxima per output; absent: one group
+        integer(path, layer, "groups", 1, k)
+    if spec.family == "bm" and "split_sign" in layer:  # absent: no weight_sign table
+        flag(path, layer, "split_sign")
     for key, (lo, hi) in FAMILY_FIELDS[spec.family].items():
         if key != "out_max" or layer["relu"]:  # the logits layer has no output codes
             integer(path, layer, key, lo, hi)

@@ -63,6 +63,8 @@ def _bm_shapes(layer: dict) -> dict:
               "exp_lut": ((1 << int(layer["F"]),), True), "bias": ((o,), True)}
     if layer.get("mirrored") is not False:
         shapes["sign"] = ((o,), layer.get("mirrored") is True)
+    if layer.get("split_sign") is True:  # several maxima split by the weights' signs: a sign per weight
+        shapes["weight_sign"] = ((o, k), True)
     return shapes
 
 
@@ -80,12 +82,15 @@ def _bise_shapes(layer: dict) -> dict:
 
 
 def check_bm(net, layer: dict, path="the network") -> None:
-    """A BM layer's optional ``sign`` table holds +1 or -1 per output (absent: every output +1), its exp table no
-    negative entry (what the range proofs assume)."""
+    """A BM layer's optional ``sign`` table holds +1 or -1 per output (absent: every output +1), a sign-split layer's
+    ``weight_sign`` +1 or -1 per weight, its exp table no negative entry (what the range proofs assume)."""
     signs = net.signs(layer)
     if signs is not None and not np.isin(signs, (-1, 1)).all():
         raise BmhwError(f"{path} is not a valid .bmq file (layer {layer['name']!r} has a sign table that is not one "
                         "+1 or -1 per output); re-create it with bmhw quantize")
+    if layer.get("split_sign") and not np.isin(net.table(layer, "weight_sign"), (-1, 1)).all():
+        raise BmhwError(f"{path} is not a valid .bmq file (layer {layer['name']!r} has a weight_sign table that is not "
+                        "one +1 or -1 per weight); re-create it with bmhw quantize")
     if int(net.table(layer, "exp_lut").min()) < 0:
         raise BmhwError(f"{path} is not a valid .bmq file (layer {layer['name']!r} has a negative entry in its exp "
                         "table); re-create it with bmhw quantize")

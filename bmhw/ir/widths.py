@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bmhw.errors import BmhwError
+from bmhw.ir.groups import group_starts, groups_of, is_grouped, pair_occupancy
 from bmhw.ir.intmath import round_shift, width
 from bmhw.ir.ops import OPS
 
@@ -27,7 +28,10 @@ def signal_ranges(layer: dict, tables: dict) -> dict:
     r["S"] = (0, k * q_in)
     r["S_CSUM"] = (min(0, k * q_in * csum), max(0, k * q_in * csum))
     r["C"] = (round_shift(r["S_CSUM"][0], h), round_shift(r["S_CSUM"][1], h))
-    d = (r["E"][0] - r["C"][1], r["E"][1] - r["C"][0])  # E - C
+    if is_grouped(layer) and width(*r["E"]) <= MAX_WIDTH:  # (a wider E is refused by infer_widths)
+        r["D"] = _group_sum_range(layer, tables, r)
+    terms = r.get("D", r["E"])  # the max term: one E, or the signed sum D of the groups' terms
+    d = (terms[0] - r["C"][1], terms[1] - r["C"][0])  # E - C (or D - C)
     signs = set(np.asarray(tables["sign"]).tolist()) if "sign" in tables else {1}
     # Mirrored outputs (sign -1) take -(E - C): both ranges where both signs occur.
     d_lo = min([d[0]] * (1 in signs) + [-d[1]] * (-1 in signs))
@@ -35,6 +39,27 @@ def signal_ranges(layer: dict, tables: dict) -> dict:
     r["Y"] = (d_lo + r["B"][0], d_hi + r["B"][1])
     r["q_out"] = (0, int(layer["out_max"])) if layer["relu"] else r["Y"]
     return r
+
+
+def _group_sum_range(layer: dict, tables: dict, r: dict) -> tuple:
+    """The range of ``D``, the signed sum of a grouped layer's terms, and of every partial sum of it in any order: for
+    each output, between minus the sum of its negative pairs' largest terms and the sum of its positive pairs'. A
+    pair's maximum ``M`` lies in ``[min LN + w, max LN + w]``, ``w`` its largest log-weight, and ``E`` grows with
+    ``M`` (docs/datapath.md, "Several maxima per neuron")."""
+    f, p, g = (int(layer[k]) for k in ("F", "P", "G"))
+    o, k = int(layer["out_count"]), int(layer["fan_in"])
+    w = np.asarray(tables["log_weights"], dtype=np.int64).reshape(o, k)
+    sign = tables.get("weight_sign") if layer.get("split_sign") else None
+    positive, negative = pair_occupancy(layer, sign)
+    starts = np.asarray(group_starts(k, groups_of(layer))[:-1])
+    floor = np.int64(w.min())  # stands for "no weight of this sign" before the reduction; empty pairs are dropped
+    ends = []
+    for pair_sign, occupied in ((1, positive), (-1, negative)):
+        chosen = w if sign is None else np.where(np.asarray(sign).reshape(o, k) == pair_sign, w, floor)
+        top = np.maximum.reduceat(chosen, starts, axis=1)  # O x N: each pair's largest log-weight
+        e_hi = round_shift(r["EXP"][1], p - ((r["LN"][1] + top) >> f) - g)
+        ends.append(int(np.where(occupied, e_hi, 0).astype(object).sum(axis=1).max()))
+    return (-ends[1], ends[0])
 
 
 def mac_signal_ranges(layer: dict, tables: dict) -> dict:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from bmhw.errors import BmhwError
+from bmhw.ir.groups import group_starts
 
 _PATTERN = re.compile(r"^(?:(?P<n>\d+)|(?P<all>K))(?P<split>s?)$")
 
@@ -66,13 +67,10 @@ class Maxima:
 
 
 def group_bounds(fan_in: int, groups: int) -> tuple[int, ...]:
-    """Bounds ``(0, b_1, ..., K)`` of ``groups`` contiguous groups of nearly equal size; () for one group (the
-    plain product, whose code path stays exactly as it was)."""
-    if not 1 <= groups <= fan_in:
-        raise ValueError(f"groups must lie in 1..{fan_in}, got {groups}")
-    if groups == 1:
-        return ()
-    return tuple((g * fan_in) // groups for g in range(groups + 1))
+    """Bounds ``(0, b_1, ..., K)`` of ``groups`` contiguous groups of nearly equal size (the IR's split,
+    ``bmhw.ir.groups.group_starts``); () for one group (the plain product, whose code path stays exactly as it was)."""
+    starts = group_starts(fan_in, groups)
+    return () if groups == 1 else starts
 
 
 def is_bm_layer(module) -> bool:

@@ -20,10 +20,8 @@ def _calibrated(calibration: Callable, meta: dict) -> tuple:
 
 
 def _bm(model, images: Callable, options: dict, meta: dict):
-    from bmhw.nn.groups import refuse_grouped
     from bmhw.quant.quantize import quantize
 
-    refuse_grouped(model, "the quantizer (and so the HLS, Verilog, integer ONNX and gates backends)")
     check_structure(model, _BMNeuron)
     keys = ("act_bits", "log_frac_bits", "exp_frac_bits", "guard_bits")
     data, meta = _calibrated(images, meta)

@@ -17,7 +17,6 @@ from torch import nn
 
 from bmhw import __version__
 from bmhw.errors import BmhwError
-from bmhw.nn.groups import refuse_grouped
 from bmhw.ir.intmath import rnd
 from bmhw.ir import QuantizedNet
 from bmhw.nn import BMConv2d
@@ -139,12 +138,18 @@ def _bm_tables(mod: _BMNeuron, s_in: Fraction, q_in: int, opts: QuantOptions, g:
     exp_lut = np.array([rnd(2**p * 2 ** (r / 2**f)) for r in range(2**f)], dtype=np.int64)
     b = mod.bias.detach().double().numpy() if mod.bias is not None else np.zeros(mod.out_count)
     sign = mod.sign.detach().double().numpy()
-    # y = s (E - C - dx sum e^v) + b: the constant goes into the bias with the output's sign.
-    bias = to_int64(2.0**g * (b - sign * dx * np.exp(v).sum(axis=1)), "biases")
+    if mod.split_sign:  # y = sum of the pairs' signed terms - dx sum_k s_k e^v_k + b (no dw, no input sum)
+        weight_sign = np.where(sign.reshape(v.shape) < 0, -1, 1).astype(np.int64)
+        offset = dx * (weight_sign * np.exp(v)).sum(axis=1)
+    else:  # y = s (E - C - dx sum e^v) + b: the constant goes into the bias with the output's sign.
+        offset = sign * dx * np.exp(v).sum(axis=1)
+    bias = to_int64(2.0**g * (b - offset), "biases")
     csum = rnd(Fraction(float(mod.delta_w)) * s_in * _pow2(g + CORRECTION_SHIFT))
     tables = {"ln_lut": ln_lut, "log_weights": log_weights, "exp_lut": exp_lut, "bias": bias}
     if mod.signed:
         tables["sign"] = np.where(sign < 0, -1, 1).astype(np.int64)
+    if mod.split_sign:
+        tables["weight_sign"] = weight_sign
     return tables, csum
 
 
@@ -154,7 +159,6 @@ def quantize(model: nn.Module, calib_images: np.ndarray, act_bits=8, log_frac_bi
     """Quantize a 1.5-branch BM network; ``calib_images``: uint8 images (N, C, H, W) for the scales."""
     opts = QuantOptions(act_bits, log_frac_bits, exp_frac_bits, guard_bits)
     opts.check()
-    refuse_grouped(model, "the quantizer (and so the HLS, Verilog, integer ONNX and gates backends)")
 
     def bm_layer(mod, name, s_in, q_in, e_out, relu):
         g = guard_bits - e_out
@@ -165,6 +169,8 @@ def quantize(model: nn.Module, calib_images: np.ndarray, act_bits=8, log_frac_bi
                  "out_max": (1 << act_bits) - 1 if relu else None, "in_scale": [s_in.numerator, s_in.denominator],
                  "out_scale_exp": e_out, "delta_w": float(mod.delta_w), "delta_x": float(mod.delta_x),
                  "mirrored": bool(mod.signed)}
+        if mod.maxima != 1 or mod.split_sign:  # several maxima per output; files of one max keep their bytes
+            layer.update(groups=int(mod.maxima), split_sign=bool(mod.split_sign))
         return layer, tables
 
     return build_net(model, calib_images, act_bits, _BMNeuron, bm_layer, asdict(opts), meta)

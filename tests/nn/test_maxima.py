@@ -297,7 +297,7 @@ def test_exps_per_image_of_the_lenet():
 
 # --- command line --------------------------------------------------------------------------------------------------
 
-def test_cli_convert_with_maxima_and_the_refusals_downstream(tmp_path):
+def test_cli_convert_with_maxima_and_the_float_onnx_refusal(tmp_path):
     teacher = save_checkpoint(tmp_path / "c.pt", lenet())
     out = tmp_path / "g.pt"
     code, _, err = run_main(["convert", teacher, "--maxima", "6s", "--maxima", "fc3=K", "-o", out])
@@ -309,11 +309,10 @@ def test_cli_convert_with_maxima_and_the_refusals_downstream(tmp_path):
     assert code == 0 and f"exps per image: {expected:,} (conv1 " in printed, err
     code, printed, _ = run_main(["eval", teacher, "--limit", "20"])
     assert code == 0 and "exps per image" not in printed
-    for argv in (["quantize", out, "-o", tmp_path / "g.bmq"], ["export", out, "--target", "hls", "-o", tmp_path / "h"],
-                 ["export", out, "--target", "onnx", "-o", tmp_path / "g.onnx"], ["gates", out]):
-        code, _, err = run_main(argv)
-        assert code == 2 and err.count("\n") == 1 and "maxima per neuron" in err, (argv, err)
-    assert not (tmp_path / "g.bmq").exists() and not (tmp_path / "h").exists()
+    # The float ONNX export has no operator for grouped maxima (the integer datapath carries them: tests/quant).
+    code, _, err = run_main(["export", out, "--target", "onnx", "-o", tmp_path / "g.onnx"])
+    assert code == 2 and err.count("\n") == 1 and "maxima per neuron" in err, err
+    assert not (tmp_path / "g.onnx").exists()
 
 
 @pytest.mark.parametrize("maxima, message", [(["fc9=2"], "no weight layer"), (["conv1=26"], "only 25 inputs"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from bmhw import ir
+from bmhw.ir.groups import refuse_grouped_layer
 from bmhw.backends.hls.common import (PE_PIPELINE_DEPTH, ap_type, c_literal, check_input, fold_cycles, geometry,
                                       partitions, rom, rom_type, shapes_text, layer_context)
 from bmhw.errors import BmhwError
@@ -33,6 +34,7 @@ RESULT_WHAT = "logits"
 
 def context(net: ir.QuantizedNet, layer: dict, in_type: str, name: str, pe: int) -> dict:
     signal_types = types(layer)
+    refuse_grouped_layer(layer, "the HLS backend")
     check_input(name, in_type, signal_types["q_in"])
     ln, w, exp, bias = (net.table(layer, t) for t in ir.BM_TABLES)
     signs = net.signs(layer)

@@ -20,6 +20,7 @@ import onnx
 from onnx import TensorProto
 
 from bmhw import ir
+from bmhw.ir.groups import refuse_grouped_layer
 from bmhw.backends.onnx.graph import Graph, save_model
 from bmhw.errors import BmhwError
 
@@ -96,6 +97,7 @@ def _patches(g: _IntGraph, x: str, layer: dict) -> str:
 
 def _bm_neuron(g: _IntGraph, net, layer: dict, x: str) -> str:
     """Steps 1-5 of "The 1.5-branch BM layer" on patches x (..., K): the outputs (..., O)."""
+    refuse_grouped_layer(layer, "the integer ONNX graph")
     name = layer["name"]
     f, p, gg, h, csum = (int(layer[k]) for k in ("F", "P", "G", "H", "csum"))
     table = net.table

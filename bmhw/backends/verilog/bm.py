@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from bmhw import ir
+from bmhw.ir.groups import refuse_grouped_layer
 from bmhw.backends.verilog.common import (check_logits_last, finish_plan, layer_geometry, logits_signed, mem_text,
                                           padded, raise_failed, requantize_params, round_shift_width, signed_width,
                                           weight_words)
@@ -21,6 +22,7 @@ check_network, signed_output = check_logits_last, logits_signed  # the last laye
 def plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int, threshold: int | None = None) -> dict:
     """Parameters of one ``bmhw_bm_layer`` and the contents of its four ROMs."""
     ranges, widths = layer["ranges"], layer["widths"]
+    refuse_grouped_layer(layer, "the Verilog backend")
     params = layer_geometry(layer, pe)
     f, p, g, h, csum = (int(layer[key]) for key in ("F", "P", "G", "H", "csum"))
     folds = -(-params["O"] // pe)
