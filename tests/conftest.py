@@ -79,7 +79,8 @@ def synth_arrays(synth_mnist):
 def build_sequential(spec: dict, classical: bool = False) -> nn.Sequential:
     """A Sequential of BM layers (classical ones with ``classical``) from a spec: {"seed", "in": (C, H, W),
     "convs": [(out, k, stride, pad, pool)], "linears": [outs]}; ReLU after every weight layer but the last,
-    pool after the ReLU."""
+    pool after the ReLU. ``spec["maxima"]`` (BM only, optional): one maxima value per weight layer ("N", "Ns",
+    "K", "Ks" or an int; a count above the layer's fan-in is cut to it)."""
     torch.manual_seed(spec["seed"])
     from bmhw.nn import BMConv2d, BMLinear
 
@@ -90,8 +91,19 @@ def build_sequential(spec: dict, classical: bool = False) -> nn.Sequential:
     modules = []
     n_weight = len(spec["convs"]) + len(spec["linears"])
     index = 0
+    maxima = list(spec.get("maxima") or []) if not classical else []
+
+    def grouping(fan_in):  # the keyword arguments of the next weight layer's maxima
+        if index >= len(maxima):
+            return {}
+        text = str(maxima[index])
+        split = text.endswith("s")
+        count = text[:-1] if split else text
+        count = fan_in if count == "K" else min(int(count), fan_in)
+        return {"maxima": f"{count}{'s' if split else ''}"}
+
     for out, k, stride, pad, pool in spec["convs"]:
-        modules.append(BMConv2d(c, out, k, stride=stride, padding=pad))
+        modules.append(BMConv2d(c, out, k, stride=stride, padding=pad, **grouping(c * k * k)))
         index += 1
         if index < n_weight:
             modules.append(nn.ReLU())
@@ -102,7 +114,7 @@ def build_sequential(spec: dict, classical: bool = False) -> nn.Sequential:
     modules.append(nn.Flatten())
     features = c * h * w
     for out in spec["linears"]:
-        modules.append(BMLinear(features, out))
+        modules.append(BMLinear(features, out, **grouping(features)))
         index += 1
         if index < n_weight:
             modules.append(nn.ReLU())
@@ -113,7 +125,7 @@ def build_sequential(spec: dict, classical: bool = False) -> nn.Sequential:
         g = torch.Generator().manual_seed(spec["seed"])
         with torch.no_grad():
             for m in net:
-                if hasattr(m, "sign"):
+                if hasattr(m, "sign") and not getattr(m, "split_sign", False):
                     m.sign.copy_(torch.where(torch.rand(m.sign.shape, generator=g) < 0.5, -1.0, 1.0))
     return net
 

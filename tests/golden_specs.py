@@ -35,6 +35,21 @@ EDGE_SPECS = [
      "log_frac_bits": 10, "calib_max": 255, "input_seed": 3, "signed": True},
 ]
 
+# Several maxima per output (docs/datapath.md, "Several maxima per neuron"): G from 1 to K, with and without the
+# sign split, fan-in 1, mirrored outputs beside groups, and a dim calibration that saturates later layers.
+GROUPED_SPECS = [
+    # every layer one group per input, split by sign (an exact log-domain dot product), fan-in 1 in the first
+    {"seed": 11, "in": (1, 1, 1), "convs": [(2, 1, 1, 0, 0)], "linears": [3, 2], "act_bits": 6, "log_frac_bits": 5,
+     "calib_max": 255, "input_seed": 4, "maxima": ["Ks", "Ks", "Ks"]},
+    # one max per sign (1s), several contiguous groups (3), G = K without the split
+    {"seed": 12, "in": (2, 6, 5), "convs": [(3, 3, 2, 1, 0), (4, 1, 1, 1, 2)], "linears": [4, 3], "act_bits": 8,
+     "log_frac_bits": 10, "calib_max": 255, "input_seed": 5, "maxima": ["1s", "3", "K", "2s"]},
+    # groups beside mirrored outputs, saturation from a dim calibration, uneven group sizes (7 of 18)
+    {"seed": 13, "in": (2, 5, 5), "convs": [(3, 3, 1, 1, 2)], "linears": [5, 3], "act_bits": 5, "log_frac_bits": 6,
+     "calib_max": 3, "input_seed": 6, "signed": True, "maxima": ["7", "4s", "K"]},
+]
+GROUPED_IDS = ["Ks-fanin1", "1s-3-K-2s", "mirrored-saturating"]
+
 
 def quantize_spec(spec: dict, folder: Path):
     from bmhw.ir import save_bmq
