@@ -51,6 +51,16 @@ GROUPED_SPECS = [
 GROUPED_IDS = ["Ks-fanin1", "1s-3-K-2s", "mirrored-saturating"]
 
 
+@st.composite
+def grouped_specs(draw):
+    """A random BM network with several maxima in some of its layers (values cut to each layer's fan-in)."""
+    spec = draw(net_specs())
+    count = len(spec["convs"]) + len(spec["linears"])
+    values = st.sampled_from(["1", "1s", "2", "2s", "3", "5s", "K", "Ks", "40"])
+    spec["maxima"] = [draw(values) for _ in range(count)]
+    return spec
+
+
 def quantize_spec(spec: dict, folder: Path):
     from bmhw.ir import save_bmq
     from bmhw.quant import quantize

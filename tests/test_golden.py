@@ -25,7 +25,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from torch import nn
-from golden_specs import EDGE_SPECS, mac_specs, net_specs, quantize_spec
+from golden_specs import EDGE_SPECS, GROUPED_IDS, GROUPED_SPECS, grouped_specs, mac_specs, net_specs, quantize_spec
 
 # ---------------------------------------------------------------------------------------------------
 # The reference: docs/datapath.md, transcribed. No bmhw import, no NumPy arithmetic.
@@ -98,7 +98,36 @@ def _bm_tables(layer: dict, tables: dict) -> dict:
     # Optional: the per-output signs of a layer with mirrored outputs (absent: all +1).
     t["sign"] = [int(s) for s in tables[f"{name}/sign"]] if f"{name}/sign" in tables else [1] * O
     assert len(t["sign"]) == O and set(t["sign"]) <= {1, -1}, f"{name}: sign"
+    # Several maxima ("Several maxima per neuron"): N groups, and with split_sign a sign per weight (else all +1).
+    t["N"] = layer.get("groups", 1)
+    assert 1 <= t["N"] <= K, f"{name}: groups"
+    if layer.get("split_sign", False):
+        t["sigma"] = tables[f"{name}/weight_sign"]
+        assert len(t["sigma"]) == O and all(len(row) == K and set(row) <= {1, -1} for row in t["sigma"])
+    else:
+        t["sigma"] = [[1] * K for _ in range(O)]
+    t["bounds"] = [(j * K) // t["N"] for j in range(t["N"] + 1)]  # b_j = floor(j K / N)
     return t
+
+
+def _pairs(t: dict, o: int) -> list:
+    """The non-empty pairs (j, sigma) of output o, each with its inputs k."""
+    pairs = []
+    for j in range(t["N"]):
+        for sigma in (1, -1):
+            ks = [k for k in range(t["bounds"][j], t["bounds"][j + 1]) if t["sigma"][o][k] == sigma]
+            if ks:
+                pairs.append((sigma, ks))
+    return pairs
+
+
+def _exp_of(layer: dict, t: dict, M: int) -> int:
+    """Step 2: E from M."""
+    F, P, G = layer["F"], layer["P"], layer["G"]
+    I = floor_div(M, F)
+    r = M - I * (1 << F)
+    assert 0 <= r < (1 << F)
+    return round_shift(t["exp_lut"][r], P - I - G)
 
 
 def _bm_patch(layer: dict, t: dict, patch: list) -> list:
@@ -115,19 +144,18 @@ def _bm_patch(layer: dict, t: dict, patch: list) -> list:
     C = round_shift(S * CSUM, H)
     outputs = []
     for o in range(layer["out_count"]):
-        # 1. add-max
-        M = None
-        for k in range(layer["fan_in"]):
-            T = LN[patch[k]] + Wt[o][k]
-            if M is None or T > M:
-                M = T
-        # 2. exp
-        I = floor_div(M, F)
-        r = M - I * (1 << F)
-        assert 0 <= r < (1 << F)
-        E = round_shift(EXP[r], P - I - G)
-        # 4. accumulate (a mirrored output negates E - C)
-        Y = t["sign"][o] * (E - C) + B[o]
+        # 1. add-max, one maximum per non-empty pair (one pair of all K inputs in a layer of one max), and
+        # 2. exp per pair; D, the sum of the pairs' signed terms (= E for one max)
+        D = 0
+        for sigma, ks in _pairs(t, o):
+            M = None
+            for k in ks:
+                T = LN[patch[k]] + Wt[o][k]
+                if M is None or T > M:
+                    M = T
+            D += sigma * _exp_of(layer, t, M)
+        # 4. accumulate (a mirrored output negates D - C)
+        Y = t["sign"][o] * (D - C) + B[o]
         # 5. output
         if layer["relu"]:
             outputs.append(clamp(round_shift(Y, G + layer["out_scale_exp"]), 0, layer["out_max"]))
@@ -290,9 +318,21 @@ def ref_ranges(layer: dict, tables: dict) -> dict:
     R["S"] = [0, K * Qin]
     R["S_CSUM"] = [0, K * Qin * CSUM]
     R["C"] = [0, round_shift(K * Qin * CSUM, H)]
+    terms = R["E"]
+    if layer.get("groups", 1) > 1 or layer.get("split_sign", False):
+        # D: between minus the largest sum of the negative pairs' bounds and the largest of the positive pairs'
+        pos, neg = [], []
+        for o in range(layer["out_count"]):
+            ends = {1: 0, -1: 0}
+            for sigma, ks in _pairs(t, o):
+                top = max(t["log_weights"][o][k] for k in ks)
+                ends[sigma] += round_shift(R["EXP"][1], P - floor_div(R["LN"][1] + top, F) - G)
+            pos.append(ends[1])
+            neg.append(ends[-1])
+        R["D"] = terms = [-max(neg), max(pos)]
     lows, highs = [], []
-    for sgn in set(t["sign"]):  # the extremes of sgn (E - C) over E and C in their ranges
-        ends = [sgn * (e - c) for e in R["E"] for c in R["C"]]
+    for sgn in set(t["sign"]):  # the extremes of sgn (D - C) over D and C in their ranges
+        ends = [sgn * (e - c) for e in terms for c in R["C"]]
         lows.append(min(ends))
         highs.append(max(ends))
     R["Y"] = [min(lows) + R["B"][0], max(highs) + R["B"][1]]
@@ -477,6 +517,30 @@ def test_random_mac_twins_match_reference(spec):
 @given(spec=net_specs())
 def test_random_networks_match_reference(spec):
     _run_spec(spec)
+
+
+@pytest.mark.parametrize("spec", GROUPED_SPECS, ids=GROUPED_IDS)
+def test_grouped_networks_match_reference(spec):
+    _run_spec(spec)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=grouped_specs())
+def test_random_grouped_networks_match_reference(spec):
+    _run_spec(spec)
+
+
+def test_one_group_is_the_one_max_layer(tmp_path):
+    """N = 1 without a split written out (groups 1, split_sign false, no weight_sign) computes the layer of one max."""
+    from bmhw import golden
+    from bmhw.ir import QuantizedNet
+
+    _, net, _, codes = quantize_spec(EDGE_SPECS[1], tmp_path)
+    layers = [dict(layer, groups=1, split_sign=False) if layer["op"].startswith("bm_") else layer
+              for layer in net.layers]
+    grouped = QuantizedNet(net.input_shape, net.input_scale, layers, net.arrays, net.meta)
+    want, got = golden.forward(net, codes, return_all=True), golden.forward(grouped, codes, return_all=True)
+    assert all(np.array_equal(want[name], got[name]) for name in want)
 
 
 # ---------------------------------------------------------------------------------------------------

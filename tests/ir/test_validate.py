@@ -120,3 +120,59 @@ def test_a_sign_table_beside_a_layer_declared_without_one_is_refused(tmp_path):
     assert layer["mirrored"] is False
     net.arrays["0/sign"] = np.ones(layer["out_count"], dtype=np.int64)
     assert "unexpected" in refusal(net, tmp_path)
+
+
+def grouped_net():
+    """The random BM network with 2 maxima split by sign in its first layer and 3 groups in its third."""
+    from bmhw.nn import BMConv2d, BMLinear
+    from bmhw.quant import quantize
+    from torch import nn
+
+    model = random_net(0)
+    grouped = nn.Sequential(*[
+        BMConv2d(1, 3, 3, padding=1, maxima="2s") if i == 0 else BMLinear(16, 6, maxima=3) if i == 6 else m
+        for i, m in enumerate(model)]).eval()
+    return quantize(grouped, random_images(8))
+
+
+def test_a_grouped_network_as_made_passes(tmp_path):
+    net = grouped_net()
+    validate(net)
+    first, third = net.bm_layers()[0], net.bm_layers()[2]
+    assert (first["groups"], first["split_sign"], third["groups"], third["split_sign"]) == (2, True, 3, False)
+    assert "D" in first["ranges"] and "D" not in net.bm_layers()[1]["ranges"]
+    assert load_bmq(save_bmq(net, tmp_path / "net.bmq")).layers == net.layers
+
+
+@pytest.mark.parametrize("groups, message", [(0, "expected an integer in [1, 9]"), (10, "expected an integer in [1, 9]"),
+                                             ("2", "expected an integer in [1, 9]")])
+def test_a_group_count_beyond_the_fan_in_is_refused(tmp_path, groups, message):
+    net = grouped_net()
+    net.layers[0]["groups"] = groups
+    assert message in refusal(net, tmp_path)
+
+
+def test_a_weight_sign_that_is_not_plus_or_minus_one_is_refused(tmp_path):
+    net = grouped_net()
+    net.arrays["0/weight_sign"] = net.arrays["0/weight_sign"].copy()
+    net.arrays["0/weight_sign"][1, 2] = 0
+    assert "weight_sign table that is not one +1 or -1 per weight" in refusal(net, tmp_path)
+
+
+def test_a_split_layer_without_its_weight_sign_is_refused(tmp_path):
+    net = grouped_net()
+    del net.arrays["0/weight_sign"]
+    assert "weight_sign" in refusal(net, tmp_path)
+
+
+def test_a_weight_sign_beside_a_layer_without_the_split_is_refused(tmp_path):
+    net = grouped_net()
+    net.layers[0]["split_sign"] = False
+    assert "weight_sign" in refusal(net, tmp_path)
+
+
+def test_a_group_sum_range_that_the_tables_do_not_prove_is_refused(tmp_path):
+    net = grouped_net()
+    lo, hi = net.layers[0]["ranges"]["D"]
+    net.layers[0]["ranges"]["D"] = [lo, hi - 1]
+    assert "D" in refusal(net, tmp_path)
