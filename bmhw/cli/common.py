@@ -84,13 +84,45 @@ def _quantize(args, ckpt=None):
     from bmhw.quant import QuantOptions
     from bmhw.quant.checkpoint import quantize_checkpoint
 
-    opts = QuantOptions(args.act_bits, args.log_frac_bits, args.exp_frac_bits, args.guard_bits)
+    ckpt = ckpt or load_checkpoint(args.checkpoint)
+    frac, bits = _log_widths(args, ckpt)
+    opts = QuantOptions(args.act_bits, frac, args.exp_frac_bits, args.guard_bits, log_weight_bits=bits)
     opts.check()
     _check_positive(calib_images=args.calib_images)
-    ckpt = ckpt or load_checkpoint(args.checkpoint)
     options = {**vars(opts), "weight_bits": args.weight_bits, "scale_bits": getattr(args, "scale_bits", 16)}
     return quantize_checkpoint(ckpt, lambda: _calibration(args, ckpt), options,
                                {"source": Path(args.checkpoint).name})
+
+
+def _log_widths(args, ckpt) -> tuple:
+    """F and the log-weight bits of the BM layers: those given on the command line, else those the checkpoint
+    records (bmhw calibrate --fit-log-widths), else the measured default (bmhw.quant.narrow)."""
+    from bmhw.quant import narrow
+    from bmhw.quant.sequence import WEIGHT_MODULES, layer_names, layer_sequence
+
+    record = narrow.of_checkpoint(ckpt.metadata, args.checkpoint)
+    if record is not None and args.log_frac_bits is None and args.log_weight_bits is None:
+        return record.log_frac_bits, record.log_weight_bits
+    frac = narrow.DEFAULT_LOG_FRAC_BITS if args.log_frac_bits is None else args.log_frac_bits
+    every, per_layer = frac + narrow.DEFAULT_OCTAVE_BITS, {}  # default: 16 octaves below each layer's largest weight
+    for text in args.log_weight_bits or ():
+        name, sep, value = str(text).rpartition("=")
+        if value.strip() != "full" and not value.strip().isdigit():
+            raise BmhwError(f"--log-weight-bits {text}: give a number of bits B, 'full' (every log-weight), or LAYER=B")
+        bits = None if value.strip() == "full" else int(value)
+        if sep:
+            per_layer[name.strip()] = bits
+        else:
+            every = bits
+    if not per_layer:
+        return frac, every
+    mods = layer_sequence(ckpt.model)
+    names = [n for n, m in zip(layer_names(ckpt.model, mods), mods) if isinstance(m, WEIGHT_MODULES)]
+    unknown = sorted(set(per_layer) - set(names))
+    if unknown:
+        raise BmhwError(f"--log-weight-bits {unknown[0]}=...: no weight layer {unknown[0]!r}; this network has "
+                        f"{', '.join(names)}")
+    return frac, {**{name: every for name in names}, **per_layer}
 
 
 def _calibration(args, ckpt):

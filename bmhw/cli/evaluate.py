@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from rich.table import Table
 
 from bmhw import ir
@@ -75,15 +77,26 @@ def _quantize_table(net) -> Table:
 
 def cmd_calibrate(args) -> int:
     from bmhw.models.checkpoint import save_checkpoint
-    from bmhw.quant.calibration import METADATA_KEY
+    from bmhw.quant import narrow
+    from bmhw.quant.calibration import METADATA_KEY, on_training_images
+    from bmhw.quant.checkpoint import checkpoint_family
 
     if args.data is None:
         raise BmhwError("bmhw calibrate needs --data DIR with the training split (calibration never uses test images)")
-    _check_positive(calib_images=args.calib_images)
+    _check_positive(calib_images=args.calib_images, fit_images=args.fit_images)
+    if not 0 <= args.fit_tolerance <= 100:
+        raise BmhwError(f"--fit-tolerance must be between 0 and 100 accuracy points, got {args.fit_tolerance}")
     ckpt = load_checkpoint(args.checkpoint)
-    record = _measured_calibration(args, ckpt.model)
+    if args.fit_log_widths and checkpoint_family(ckpt.config) != "bm":
+        raise BmhwError(f"{args.checkpoint} is not a BM network: --fit-log-widths fits the log-domain widths of BM layers")
+    dataset = _dataset_of(ckpt.model)
+    images, labels = load_dataset(dataset, args.data, "train")
+    record = on_training_images(ckpt.model, images, dataset, args.calib_images)
+    extra = {METADATA_KEY: record.to_metadata()}
+    if args.fit_log_widths:
+        extra[narrow.METADATA_KEY] = _fit_log_widths(args, ckpt, record, images, labels, dataset).to_metadata()
     output = args.output or args.checkpoint
-    save_checkpoint(output, ckpt.model, **{**ckpt.metadata, METADATA_KEY: record.to_metadata()})
+    save_checkpoint(output, ckpt.model, **{**ckpt.metadata, **extra})
     heading(f"bmhw calibrate: {output}")
     table = Table(title=f"largest activation per weight layer, on {record.images} images of the {record.source}")
     table.add_column("layer")
@@ -93,6 +106,26 @@ def cmd_calibrate(args) -> int:
     console.print(table)
     console.print(f"wrote {output}: bmhw quantize and bmhw export use these ranges when no --data is given")
     return 0
+
+
+def _fit_log_widths(args, ckpt, calibration, images, labels, dataset: str):
+    """The narrowest log-domain widths per BM layer on --fit-images training images (bmhw.quant.narrow), printed."""
+    from bmhw.data import calibration_sample
+    from bmhw.quant import narrow
+
+    chosen = calibration_sample(np.arange(len(images)), args.fit_images, seed=1)
+    console.print(f"fitting the log-domain widths on {len(chosen)} images of the {dataset} train split "
+                  f"(tolerance {args.fit_tolerance:g} points)", highlight=False)
+    fitted = narrow.fit(ckpt.model, calibration, images[chosen], labels[chosen], f"{dataset} train split",
+                        args.fit_tolerance / 100, report=lambda line: console.print(f"  {line}", highlight=False))
+    table = Table(title=f"log-domain widths per BM layer: {100 * fitted.integer_accuracy:.2f}% integer against "
+                        f"{100 * fitted.float_accuracy:.2f}% float on those images")
+    for column in ("layer", "F (fraction bits)", "log-weight bits"):
+        table.add_column(column)
+    for name, frac in fitted.log_frac_bits.items():
+        table.add_row(name, str(frac), str(fitted.log_weight_bits[name]))
+    console.print(table)
+    return fitted
 
 
 def cmd_eval(args) -> int:

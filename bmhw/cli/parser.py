@@ -37,7 +37,12 @@ def _add_data_option(p: argparse.ArgumentParser, required_for: str) -> None:
 
 def _add_quant_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--act-bits", type=int, default=8, help="bits of hidden activation codes (default: 8)")
-    p.add_argument("--log-frac-bits", type=int, default=10, help="fraction bits F of the log domain (default: 10)")
+    p.add_argument("--log-frac-bits", type=int, default=None,
+                   help="fraction bits F of the log domain, every BM layer (default: the widths the checkpoint records, "
+                        "bmhw calibrate --fit-log-widths, else 4)")
+    p.add_argument("--log-weight-bits", action="append", default=None, metavar="[LAYER=]B",
+                   help="stored log-weight bits of the BM layers: the top 2^B codes of each layer kept, 'full' for all "
+                        "(repeat LAYER=B per layer; default: the recorded widths, else F + 4, a range of 16 octaves)")
     p.add_argument("--exp-frac-bits", type=int, default=16, help="fraction bits P of the exp table (default: 16)")
     p.add_argument("--guard-bits", type=int, default=8,
                    help="accumulator bits below an output code's step (default: 8)")
@@ -204,6 +209,13 @@ def _add_quantize_commands(sub) -> None:
     p.add_argument("checkpoint", type=Path, help="checkpoint (.pt) to calibrate")
     _add_data_option(p, "folder with the training split (required)")
     p.add_argument("--calib-images", type=int, default=2000, help="calibration images (default: 2000)")
+    p.add_argument("--fit-log-widths", action="store_true",
+                   help="BM networks: also fit the narrowest log-domain bits F and log-weight bits per layer that keep "
+                        "the integer network within --fit-tolerance of the float one on training images, and record "
+                        "them for bmhw quantize and export (docs/datapath.md, 'Narrower memories'; minutes)")
+    p.add_argument("--fit-images", type=int, default=10000, help="training images the fit measures on (default: 10000)")
+    p.add_argument("--fit-tolerance", type=float, default=0.05,
+                   help="accuracy points the fit may lose on those images (default: 0.05)")
     p.add_argument("-o", "--output", type=Path, default=None, help="checkpoint to write (default: update CHECKPOINT)")
 
     p = sub.add_parser("eval", help="test accuracy of a checkpoint, a quantized network or an ONNX model",

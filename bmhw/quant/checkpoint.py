@@ -23,7 +23,7 @@ def _bm(model, images: Callable, options: dict, meta: dict):
     from bmhw.quant.quantize import quantize
 
     check_structure(model, _BMNeuron)
-    keys = ("act_bits", "log_frac_bits", "exp_frac_bits", "guard_bits")
+    keys = ("act_bits", "log_frac_bits", "exp_frac_bits", "guard_bits", "log_weight_bits")
     data, meta = _calibrated(images, meta)
     return quantize(model, data, **{k: options[k] for k in keys if k in options}, meta=meta)
 

@@ -34,15 +34,36 @@ CORRECTION_SHIFT = 16  # H of docs/datapath.md
 @dataclass(frozen=True)
 class QuantOptions:
     act_bits: int = 8
-    log_frac_bits: int = 10
+    log_frac_bits: int | dict = 10  # F, for every layer or per layer name
     exp_frac_bits: int = 16
     guard_bits: int = 8
+    # The stored width of the log-weights: None keeps every trained log-weight, a number b keeps the top 2^b codes
+    # of each layer (smaller weights are raised to the smallest one kept); a dict gives it per layer name.
+    log_weight_bits: int | dict | None = None
 
     def check(self) -> None:
-        for name, value, lo, hi in (("act-bits", self.act_bits, 2, 16), ("log-frac-bits", self.log_frac_bits, 0, 20),
-                                    ("exp-frac-bits", self.exp_frac_bits, 1, 60), ("guard-bits", self.guard_bits, 0, 40)):
+        for name, value, lo, hi in (("act-bits", self.act_bits, 2, 16), ("exp-frac-bits", self.exp_frac_bits, 1, 60),
+                                    ("guard-bits", self.guard_bits, 0, 40)):
             if not lo <= value <= hi:
                 raise BmhwError(f"--{name} must be between {lo} and {hi}, got {value}")
+        for option, values, lo, hi in (("log-frac-bits", self.log_frac_bits, 0, 20),
+                                       ("log-weight-bits", self.log_weight_bits, 1, 30)):
+            for layer, value in (values.items() if isinstance(values, dict) else [(None, values)]):
+                if value is None and option == "log-weight-bits":
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                    where = f" for layer {layer}" if layer is not None else ""
+                    raise BmhwError(f"--{option}{where} must be between {lo} and {hi}, got {value}")
+
+    def frac_bits_of(self, layer: str) -> int:
+        """F of one layer."""
+        bits = self.log_frac_bits
+        return bits.get(layer, 10) if isinstance(bits, dict) else bits
+
+    def weight_bits_of(self, layer: str) -> int | None:
+        """The stored log-weight width of one layer (None: not clipped)."""
+        bits = self.log_weight_bits
+        return bits.get(layer) if isinstance(bits, dict) else bits
 
 
 def check_structure(model: nn.Module, weight_type) -> None:
@@ -126,15 +147,27 @@ def _pow2(e: int) -> Fraction:
     return Fraction(2) ** e
 
 
-def _bm_tables(mod: _BMNeuron, s_in: Fraction, q_in: int, opts: QuantOptions, g: int) -> tuple[dict, int]:
-    f, p = opts.log_frac_bits, opts.exp_frac_bits
+def clip_log_weights(ln_lut: np.ndarray, log_weights: np.ndarray, bits: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Narrower log-weights (docs/datapath.md, "Narrower memories"): keep the top ``2^bits`` codes of the layer, raising
+    every smaller log-weight to the smallest one kept, and move the offset into the ln table, ``LN + lo`` and
+    ``W - lo``, so that the stored log-weights are unsigned ``bits``-bit numbers and every sum ``T = LN + W`` (and so
+    everything after it) is what the clipped weights give. None: unchanged."""
+    if bits is None:
+        return ln_lut, log_weights
+    lo = max(int(log_weights.min()), int(log_weights.max()) - ((1 << bits) - 1))  # fewer bits where they span less
+    return ln_lut + lo, np.maximum(log_weights, lo) - lo
+
+
+def _bm_tables(mod: _BMNeuron, s_in: Fraction, q_in: int, opts: QuantOptions, g: int, f: int,
+               weight_bits: int | None = None) -> tuple[dict, int]:
+    p = opts.exp_frac_bits
     dx = float(mod.delta_x)
     if not dx > 0:  # ln(s q + dx) of the code q = 0
         raise TableError(f"its delta_x is {dx:g}, not positive: retrain the network or restore the checkpoint")
     v = mod.v.detach().double().reshape(mod.out_count, -1).numpy()
     s_float = float(s_in)
     ln_lut = np.array([rnd(2**f * math.log2(s_float * q + dx)) for q in range(q_in + 1)], dtype=np.int64)
-    log_weights = to_int64(2.0**f * v / math.log(2), "log-weights")
+    ln_lut, log_weights = clip_log_weights(ln_lut, to_int64(2.0**f * v / math.log(2), "log-weights"), weight_bits)
     exp_lut = np.array([rnd(2**p * 2 ** (r / 2**f)) for r in range(2**f)], dtype=np.int64)
     b = mod.bias.detach().double().numpy() if mod.bias is not None else np.zeros(mod.out_count)
     sign = mod.sign.detach().double().numpy()
@@ -155,16 +188,25 @@ def _bm_tables(mod: _BMNeuron, s_in: Fraction, q_in: int, opts: QuantOptions, g:
 
 @torch.no_grad()
 def quantize(model: nn.Module, calib_images: np.ndarray, act_bits=8, log_frac_bits=10, exp_frac_bits=16,
-             guard_bits=8, meta: dict | None = None) -> QuantizedNet:
-    """Quantize a 1.5-branch BM network; ``calib_images``: uint8 images (N, C, H, W) for the scales."""
-    opts = QuantOptions(act_bits, log_frac_bits, exp_frac_bits, guard_bits)
+             guard_bits=8, log_weight_bits=None, meta: dict | None = None) -> QuantizedNet:
+    """Quantize a 1.5-branch BM network; ``calib_images``: uint8 images (N, C, H, W) for the scales (or a
+    ``Calibration``); ``log_weight_bits``: the stored log-weight width, for every layer or per layer name."""
+    opts = QuantOptions(act_bits, log_frac_bits, exp_frac_bits, guard_bits, log_weight_bits)
     opts.check()
+    for option, values in (("log-frac-bits", log_frac_bits), ("log-weight-bits", log_weight_bits)):
+        if isinstance(values, dict):
+            mods = layer_sequence(model)
+            names = {n for n, m in zip(_layer_names(model, mods), mods) if isinstance(m, _WEIGHT_MODULES)}
+            unknown = sorted(set(values) - names)
+            if unknown:
+                raise BmhwError(f"--{option} {unknown[0]}=...: no weight layer {unknown[0]!r}; this network has "
+                                f"{', '.join(sorted(names))}")
 
     def bm_layer(mod, name, s_in, q_in, e_out, relu):
-        g = guard_bits - e_out
-        tables, csum = _bm_tables(mod, s_in, q_in, opts, g)
+        g, f = guard_bits - e_out, opts.frac_bits_of(name)
+        tables, csum = _bm_tables(mod, s_in, q_in, opts, g, f, opts.weight_bits_of(name))
         layer = {"op": "bm_conv2d" if isinstance(mod, BMConv2d) else "bm_linear", "name": name,
-                 "fan_in": int(tables["log_weights"].shape[1]), "out_count": mod.out_count, "F": log_frac_bits,
+                 "fan_in": int(tables["log_weights"].shape[1]), "out_count": mod.out_count, "F": f,
                  "P": exp_frac_bits, "G": g, "H": CORRECTION_SHIFT, "csum": csum, "relu": relu, "in_max": q_in,
                  "out_max": (1 << act_bits) - 1 if relu else None, "in_scale": [s_in.numerator, s_in.denominator],
                  "out_scale_exp": e_out, "delta_w": float(mod.delta_w), "delta_x": float(mod.delta_x),
@@ -173,7 +215,10 @@ def quantize(model: nn.Module, calib_images: np.ndarray, act_bits=8, log_frac_bi
             layer.update(groups=int(mod.maxima), split_sign=bool(mod.split_sign))
         return layer, tables
 
-    return build_net(model, calib_images, act_bits, _BMNeuron, bm_layer, asdict(opts), meta)
+    options = asdict(opts)
+    if log_weight_bits is None:  # files quantized without it keep their bytes
+        del options["log_weight_bits"]
+    return build_net(model, calib_images, act_bits, _BMNeuron, bm_layer, options, meta)
 
 
 def build_net(model: nn.Module, calibration, act_bits: int, weight_type, make_layer, options: dict,
