@@ -18,6 +18,9 @@ BIT_TYPE = "ap_uint<1>"
 # Cycle model (docs/hls.md): the fill and drain of one fold's pipelined add-max (or L1) loop plus the exp lookup,
 # the shift and the requantization that follow it. A model constant, not a synthesis result.
 PE_PIPELINE_DEPTH = 8
+# A grouped BM layer (several maxima per output) does the exp lookup and shift of each pair inside its pipelined loop
+# and adds the terms into D there: one adder stage more per fold (docs/hls.md, "Several maxima per output").
+GROUPED_PIPELINE_DEPTH = PE_PIPELINE_DEPTH + 1
 
 
 def ap_type(lo: int, hi: int, bits: int) -> str:

@@ -9,14 +9,18 @@ import jinja2
 
 from bmhw import ir
 from bmhw.backends.hls.bise import BISE_PIPELINE_DEPTH
-from bmhw.backends.hls.common import INPUT_TYPE, PE_PIPELINE_DEPTH, size
+from bmhw.backends.hls.common import GROUPED_PIPELINE_DEPTH, INPUT_TYPE, PE_PIPELINE_DEPTH, size
 from bmhw.backends.hls.cycles import DEFAULT_CLOCK_NS, cycle_summary
 from bmhw.backends.hls.layers import family_module, layer_module
 from bmhw.backends.project import layer_names, resolve_pe, write_project
 from bmhw.errors import BmhwError
+from bmhw.ir.groups import is_grouped
 from bmhw.resources import hls_dir, templates_dir
 
 KERNELS_HEADER = "bmhw_layers.h"
+# The kernels of BM layers with several maxima per output: only the projects with such a layer get (and include)
+# it, so that every other project keeps its files byte for byte.
+GROUPED_HEADER = "bmhw_grouped.h"
 DEFAULT_PART = "xcu250-figd2104-2L-e"
 
 
@@ -49,7 +53,9 @@ def build_context(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: floa
             "readme_family": family.README_PART, "result_what": family.RESULT_WHAT,
             "input_shape": "x".join(map(str, net.input_shape)), "result_type": layers[-1]["out_type"],
             "result_size": layers[-1]["out_size"], "result_layer": layers[-1]["name"],
-            "part": part, "clock_ns": f"{clock_ns:g}", "source": str(net.meta.get("source", "unknown"))}
+            "part": part, "clock_ns": f"{clock_ns:g}", "source": str(net.meta.get("source", "unknown")),
+            "grouped_header": GROUPED_HEADER if any(is_grouped(layer) for layer in net.bm_layers()) else None,
+            "grouped_depth": GROUPED_PIPELINE_DEPTH}
 
 
 def _cell(value) -> str:
@@ -81,6 +87,8 @@ def render(net: ir.QuantizedNet, part: str = DEFAULT_PART, clock_ns: float = DEF
             files[f"firmware/weights/{layer['name']}.h"] = weights.render(context, layer=layer)
     out = {path: text.encode() for path, text in files.items()}
     out[f"firmware/{KERNELS_HEADER}"] = (hls_dir() / KERNELS_HEADER).read_bytes()
+    if context["grouped_header"]:
+        out[f"firmware/{GROUPED_HEADER}"] = (hls_dir() / GROUPED_HEADER).read_bytes()
     out["model.bmq"] = ir.dumps(net)
     return out
 
