@@ -132,9 +132,9 @@ def _exp_of(layer: dict, t: dict, M: int) -> int:
 
 def _bm_patch(layer: dict, t: dict, patch: list) -> list:
     """Steps 1-5 of the spec for one input patch q_1..q_K: the O outputs."""
-    F, P, G, H = layer["F"], layer["P"], layer["G"], layer["H"]
+    G, H = layer["G"], layer["H"]
     CSUM, Qin = layer["csum"], layer["in_max"]
-    LN, Wt, EXP, B = t["ln_lut"], t["log_weights"], t["exp_lut"], t["bias"]
+    LN, Wt, B = t["ln_lut"], t["log_weights"], t["bias"]
     for q in patch:
         assert 0 <= q <= Qin, f"{layer['name']}: input code {q} outside [0, {Qin}]"
     # 3. input sum and correction, shared by all outputs of the patch

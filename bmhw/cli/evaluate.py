@@ -13,7 +13,7 @@ from bmhw import ir
 from bmhw.models.checkpoint import load_checkpoint
 from bmhw.data import load_dataset
 from bmhw.errors import BmhwError
-from bmhw.cli.common import (heading, _check_positive, _dataset_of, _is_bmq, _is_onnx, _limit, _measured_calibration,
+from bmhw.cli.common import (heading, _check_positive, _dataset_of, _is_bmq, _is_onnx, _limit,
                               _quantize, console)
 
 

@@ -6,7 +6,8 @@ which also sizes the exp table, 2^F entries), and ``b``, the stored width (``2^b
 log-weight are kept; smaller weights are raised to the smallest kept). ``fit`` searches them per layer on labelled
 *training* images: starting from a wide setting it lowers ``b``, then ``F`` and ``b`` together (the same range in
 octaves at one bit less), layer by layer from the largest table to the smallest, keeping every step after which the
-integer network's accuracy on those images stays within ``tolerance`` of the float network's. The result travels in
+integer network's accuracy on those images stays within ``tolerance`` of the float network's, and its agreement with
+the float network's predictions within ``tolerance`` of the agreement it started from. The result travels in
 the checkpoint (``LogWidths``, key ``log_widths``; ``bmhw calibrate --fit-log-widths``) so that ``bmhw quantize`` and
 ``bmhw export`` use it; a checkpoint without it gets the measured default below.
 """
@@ -95,33 +96,38 @@ def fit(model, calibration, images: np.ndarray, labels: np.ndarray, source: str,
     labelled ``images`` stays at least the float model's minus ``tolerance``; ``report`` gets one line per trial."""
     from bmhw import golden
     from bmhw.quant.quantize import quantize
-    from bmhw.train.loop import evaluate
+    from bmhw.train.loop import predict
 
     options = dict(quant_options or {})
-    float_acc = evaluate(model, images, labels)
-    target = float_acc - tolerance
+    float_pred = predict(model, images)
+    float_acc = float((float_pred == labels).mean())
     names = [layer["name"] for layer in quantize(model, calibration, **options).bm_layers()]
     frac = {name: START_FRAC_BITS for name in names}
     bits = {name: None for name in names}  # None: every log-weight kept (the full width)
     inputs: dict = {}  # the input codes of each layer under the accepted setting: a trial reruns only what it changes
 
-    def trial(trial_frac, trial_bits, start: str | None = None) -> tuple[float, object, dict]:
+    def trial(trial_frac, trial_bits, start: str | None = None) -> tuple[tuple, object, dict]:
+        """(accuracy, agreement with the float predictions), the network and the layer inputs it computed."""
         net = quantize(model, calibration, **options, log_frac_bits=trial_frac, log_weight_bits=trial_bits)
         first = 0 if start is None else next(i for i, layer in enumerate(net.layers) if layer["name"] == start)
         h, seen = (images.astype(np.int64) if start is None else inputs[start]), {}
         for layer in net.layers[first:]:
             seen[layer["name"]] = h
             h = golden.KERNELS[layer["op"]](net, layer, h)
-        return float((h.argmax(axis=1) == labels).mean()), net, seen
+        pred = h.argmax(axis=1)
+        return (float((pred == labels).mean()), float((pred == float_pred).mean())), net, seen
 
     start = time.perf_counter()
-    acc, net, seen = trial(frac, bits)
+    (acc, agree), net, seen = trial(frac, bits)
     inputs.update(seen)
-    report(f"float {100 * float_acc:.2f}%, integer at F = {START_FRAC_BITS} with every log-weight kept {100 * acc:.2f}% "
-           f"({table_bits(net):,} table bits)")
-    if acc < target:
+    report(f"float {100 * float_acc:.2f}%, integer at F = {START_FRAC_BITS} with every log-weight kept {100 * acc:.2f}%, "
+           f"the float class on {100 * agree:.2f}% ({table_bits(net):,} table bits)")
+    if acc < float_acc - tolerance:
         raise BmhwError(f"the integer network at F = {START_FRAC_BITS} is already {100 * (float_acc - acc):.2f} points "
                         f"below the float one on these images: fit with a larger --fit-tolerance")
+    # A step is kept when neither the accuracy nor the agreement with the float predictions falls by more than the
+    # tolerance from where the search started: the agreement sees the flips that happen to cancel in the accuracy.
+    floor_acc, floor_agree = float_acc - tolerance, agree - tolerance
     for name in sorted(names, key=lambda n: -net.table(_layer(net, n), "log_weights").size):
         bits[name] = int(_layer(net, name)["widths"]["W"])
         for step in ("b", "F and b"):
@@ -130,10 +136,11 @@ def fit(model, calibration, images: np.ndarray, labels: np.ndarray, source: str,
                 trial_bits[name] -= 1
                 if step != "b":
                     trial_frac[name] -= 1
-                trial_acc, trial_net, seen = trial(trial_frac, trial_bits, name)
-                kept = trial_acc >= target
-                report(f"{name}: F = {trial_frac[name]}, b = {trial_bits[name]}: {100 * trial_acc:.2f}% "
-                       f"({'kept' if kept else 'too low'}, {time.perf_counter() - start:.0f} s)")
+                (trial_acc, trial_agree), trial_net, seen = trial(trial_frac, trial_bits, name)
+                kept = trial_acc >= floor_acc and trial_agree >= floor_agree
+                report(f"{name}: F = {trial_frac[name]}, b = {trial_bits[name]}: {100 * trial_acc:.2f}%, float class "
+                       f"on {100 * trial_agree:.2f}% ({'kept' if kept else 'too low'}, "
+                       f"{time.perf_counter() - start:.0f} s)")
                 if not kept:
                     break
                 frac, bits, acc, net = trial_frac, trial_bits, trial_acc, trial_net
