@@ -2,20 +2,25 @@
 
 A mutant changes what the file says, not its bytes at random: a field of model.json (a value, its type, its
 absence), a table (a value, its dtype, its shape, its absence, an unexpected entry, a zip bomb), the order or
-number of the layers. It is re-zipped with valid checksums, so the zip layer never catches it. The property
-(``check_mutant``): ``load_bmq`` refuses it with exactly one line (``BmhwError``), or accepts it, and then the
-golden model runs on valid images with every layer's output inside its proven range, and the integer ONNX graph
-(every family but BiSE) gives the same numbers bit for bit. Used by ``tests/fuzz/test_bmq_fuzz.py`` (a fixed
+number of the layers; in a network with several maxima per output also its ``groups``, ``split_sign`` and
+``weight_sign`` (values, whole rows of one sign, dtype, shape, absence, the fields on another layer). It is
+re-zipped with valid checksums, so the zip layer never catches it. The property (``check_mutant``): ``load_bmq``
+refuses it with exactly one line (``BmhwError``), or accepts it, and then the golden model runs on valid images with
+every layer's output inside its proven range, and the integer ONNX graph (every family but BiSE) gives the same
+numbers bit for bit. Used by ``tests/fuzz/test_bmq_fuzz.py`` (a fixed
 budget in CI) and ``benchmarks/fuzz_bmq.py`` (any number, with the counts).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
+import resource
 import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -133,11 +138,74 @@ def _mutate_table(entries: dict, rng) -> str:
     return f"{name}[{i}] = {flat[i]}"
 
 
+def _grouped(doc: dict) -> list:
+    return [layer for layer in doc["layers"] if "groups" in layer or "split_sign" in layer]
+
+
+def _mutate_grouping(doc: dict, entries: dict, rng) -> str:
+    """The fields and the table of several maxima per output (docs/datapath.md, "Several maxima per neuron"):
+    ``groups``, ``split_sign``, ``weight_sign`` (a value, a whole row, its dtype, shape or absence), and the fields
+    moved to a layer of one max."""
+    layers = _grouped(doc)
+    layer = layers[int(rng.integers(len(layers)))]
+    name, k = layer["name"], int(layer["fan_in"])
+    key = f"{name}/weight_sign.npy"
+    choice = int(rng.integers(13))
+    if choice == 0:
+        new = (1, 2, k - 1, k, k + 1, 0, -1, layer.get("groups", 1) + 1, layer.get("groups", 1) - 1,
+               True, 2.0, None)[int(rng.integers(12))]
+        layer["groups"] = new
+        return f"layer {name}: groups = {new}"
+    if choice == 1:
+        new = (False, True, 0, 1, None, "true")[int(rng.integers(6))]
+        layer["split_sign"] = new
+        return f"layer {name}: split_sign = {new}"
+    if choice == 2:
+        field = ("groups", "split_sign")[int(rng.integers(2))]
+        layer.pop(field, None)
+        return f"layer {name}: {field} removed"
+    if choice == 3:
+        entries.pop(key, None)
+        return f"{key} removed"
+    if key not in entries:  # a layer without a sign table: give it one
+        entries[key] = npy(np.ones((int(layer.get("out_count", 1)), k), np.int64))
+        return f"{key} added"
+    sign = np.load(io.BytesIO(entries[key]), allow_pickle=False)
+    if choice == 4:
+        entries[key] = npy(sign.T if rng.random() < 0.5 else sign[:, :-1])
+        return f"{key} of shape {np.load(io.BytesIO(entries[key])).shape}"
+    if choice == 5:
+        entries[key] = npy(sign.astype((np.int32, np.float64, np.int8)[int(rng.integers(3))]))
+        return f"{key} as another dtype"
+    if choice == 6:  # a whole row of one sign: empty pairs
+        row = int(rng.integers(sign.shape[0]))
+        value = int(rng.choice([1, -1]))
+        sign[row] = value
+        entries[key] = npy(sign)
+        return f"{key} row {row} all {value}"
+    if choice == 7:  # the fields of this layer on another BM layer (of one max, or grouped otherwise)
+        others = [other for other in doc["layers"] if other.get("op", "").startswith("bm_") and other is not layer]
+        others = others or [layer]
+        target = others[int(rng.integers(len(others)))]
+        target.update(groups=layer.get("groups", 1), split_sign=layer.get("split_sign"))
+        return f"layer {target.get('name')}: groups and split_sign of {name}"
+    flat = sign.reshape(-1)
+    i = int(rng.integers(flat.size))
+    flat[i] = (-flat[i], -flat[i], 0, 2, -2)[choice - 8]
+    entries[key] = npy(flat.reshape(sign.shape))
+    return f"{key}[{i}] = {flat[i]}"
+
+
 def mutants(data: bytes, seed: int, count: int):
-    """``count`` mutants of the .bmq bytes ``data``, the same ones for the same seed."""
+    """``count`` mutants of the .bmq bytes ``data``, the same ones for the same seed. A network with several maxima
+    per output also gets the mutations of its groups and signs (a third of its mutants)."""
     rng = np.random.default_rng(seed)
     for _ in range(count):
         doc, entries = read(data)
+        if _grouped(doc) and rng.random() < 1 / 3:
+            what = _mutate_grouping(doc, entries, rng)
+            yield Mutant(what, write(doc, entries))
+            continue
         kind = rng.random()
         if kind < 0.5:
             what = _mutate_field(doc, rng)
@@ -146,6 +214,24 @@ def mutants(data: bytes, seed: int, count: int):
         else:
             what = _mutate_table(entries, rng)
         yield Mutant(what, write(doc, entries))
+
+
+@contextlib.contextmanager
+def memory_cap(gib: float):
+    """Limit the address space to what the process maps now plus ``gib`` GiB while the block runs (Linux; elsewhere
+    no limit): a mutant whose checks ask for more raises MemoryError instead of exhausting the machine."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    try:
+        mapped = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+    except OSError:
+        mapped = None
+    cap = None if mapped is None else mapped + int(gib * (1 << 30))
+    if cap is not None and (hard == resource.RLIM_INFINITY or cap < hard):
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def check_mutant(path, images: np.ndarray) -> str:

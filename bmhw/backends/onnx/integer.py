@@ -20,7 +20,7 @@ import onnx
 from onnx import TensorProto
 
 from bmhw import ir
-from bmhw.ir.groups import refuse_grouped_layer
+from bmhw.ir.groups import group_starts, groups_of, is_grouped
 from bmhw.backends.onnx.graph import Graph, save_model
 from bmhw.errors import BmhwError
 
@@ -29,6 +29,9 @@ LOGITS = "logits"
 KIND = "integer"
 # The datapath's widths stay within 62 bits (docs/datapath.md, "Widths"), and so do its shift amounts.
 MAX_SHIFT = 62
+# The masked log-weight of a grouped layer: an input outside a pair (or a padded slot) adds this instead of W[o, k].
+# Every LN lies in [-2^61, 2^61) (62 bits), so LN + FLOOR < -2^61 <= every T, and it never overflows int64.
+FLOOR = -(1 << 62)
 
 
 class _IntGraph(Graph):
@@ -95,23 +98,78 @@ def _patches(g: _IntGraph, x: str, layer: dict) -> str:
     return patches
 
 
-def _bm_neuron(g: _IntGraph, net, layer: dict, x: str) -> str:
-    """Steps 1-5 of "The 1.5-branch BM layer" on patches x (..., K): the outputs (..., O)."""
-    refuse_grouped_layer(layer, "the integer ONNX graph")
+def _exp(g: _IntGraph, net, layer: dict, m: str, hint: str) -> str:
+    """Step 2, the exp unit, on maxima M of any shape: r = M mod 2^F (0 <= r < 2^F), I = floor_div(M, 2^F),
+    E = round_shift(EXP[r], P - I - G)."""
     name = layer["name"]
-    f, p, gg, h, csum = (int(layer[k]) for k in ("F", "P", "G", "H", "csum"))
+    f, p, gg = (int(layer[k]) for k in ("F", "P", "G"))
+    r = g.op("Mod", [m, g.i64(1 << f, f"two_pow_{f}")], f"{hint}r", fmod=0)
+    i = g.op("Div", [g.op("Sub", [m, r], f"{hint}M_minus_r"), g.i64(1 << f, f"two_pow_{f}")], f"{hint}I")
+    exp_r = g.op("Gather", [g.i64(net.table(layer, "exp_lut"), f"{name}_exp_lut"), r], f"{hint}EXP", axis=0)
+    shift = g.op("Sub", [g.i64(p - gg, f"{name}_P_minus_G"), i], f"{hint}exp_shift")
+    return g.round_shift_by(exp_r, shift, f"{hint}E")
+
+
+def pair_tables(net, layer: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The constant tables of a grouped layer's pairs (docs/datapath.md, "Several maxima per neuron"), pairs in the
+    order (group 0, +), (group 0, -), (group 1, +), ... (no - pairs without ``split_sign``), each padded to the largest
+    group's size Z:
+
+    * ``index`` (pairs, Z): the patch input k of every slot (a padded slot repeats the group's last input);
+    * ``weights`` (O, pairs, Z): ``W[o, k]`` where input k of the slot belongs to the pair for output o, else FLOOR;
+    * ``coefficient`` (O, pairs): the pair's sign, 0 for an empty pair (no input of that sign in the group)."""
+    k = int(layer["fan_in"])
+    starts = group_starts(k, groups_of(layer))
+    size = max(b - a for a, b in zip(starts, starts[1:]))
+    w = net.table(layer, "log_weights")
+    sign = net.table(layer, "weight_sign") if layer.get("split_sign") else np.ones_like(w)
+    signs = (1, -1) if layer.get("split_sign") else (1,)
+    index = np.array([[a + min(s, b - a - 1) for s in range(size)] for a, b in zip(starts, starts[1:])
+                      for _ in signs], dtype=np.int64).reshape(-1, size)
+    real = np.array([[s < b - a for s in range(size)] for a, b in zip(starts, starts[1:]) for _ in signs])
+    pair_sign = np.tile(np.array(signs, dtype=np.int64), len(starts) - 1)
+    member = real[None] & (sign[:, index] == pair_sign[None, :, None])
+    weights = np.where(member, w[:, index], FLOOR).astype(np.int64)
+    coefficient = np.where(member.any(axis=2), pair_sign[None, :], 0).astype(np.int64)
+    return index, weights, coefficient
+
+
+def _group_sum(g: _IntGraph, net, layer: dict, ln: str) -> str:
+    """Steps 1-2 of a grouped layer on LN (..., K): D (..., O), the signed sum of the pairs' exp terms.
+
+    Every pair's inputs are gathered into a slot row of its own (padded to the largest group), the log-weights of the
+    inputs outside the pair (the other sign, the padding) are FLOOR, below every T; then one ReduceMax gives every
+    pair's M, the exp unit its E, and the pair's sign (0 for an empty pair) weighs it in the sum."""
+    name = layer["name"]
+    index, weights, coefficient = pair_tables(net, layer)
+    slots = g.op("Gather", [ln, g.i64(index, f"{name}_pair_index")], f"{name}/LN_pairs", axis=-1)
+    # 1. add-max per pair: T = LN[q_k] + W[o, k] (FLOOR outside the pair), M = max over the pair's slots
+    t = g.op("Add", [g.op("Unsqueeze", [slots, g.i64([-3], "axis_m3")], f"{name}/LN_row"),
+                     g.i64(weights, f"{name}_pair_log_weights")], f"{name}/T")
+    m = g.op("ReduceMax", [t, g.i64([-1], "axis_m1")], f"{name}/M", keepdims=0)
+    # 2. exp per pair, then D = sum of sign * E over the non-empty pairs
+    e = _exp(g, net, layer, m, f"{name}/")
+    if layer.get("split_sign"):
+        e = g.op("Mul", [e, g.i64(coefficient, f"{name}_pair_sign")], f"{name}/signed_E")
+    return g.op("ReduceSum", [e, g.i64([-1], "axis_m1")], f"{name}/D", keepdims=0)
+
+
+def _bm_neuron(g: _IntGraph, net, layer: dict, x: str) -> str:
+    """Steps 1-5 of "The 1.5-branch BM layer" on patches x (..., K): the outputs (..., O); a grouped layer's steps 1-2
+    are those of "Several maxima per neuron" (:func:`_group_sum`)."""
+    name = layer["name"]
+    gg, h, csum = (int(layer[k]) for k in ("G", "H", "csum"))
     table = net.table
     ln = g.op("Gather", [g.i64(table(layer, "ln_lut"), f"{name}_ln_lut"), x], f"{name}/LN", axis=0)
-    # 1. add-max: T = LN[q_k] + W[o, k], M = max_k T
-    t = g.op("Add", [g.op("Unsqueeze", [ln, g.i64([-2], "axis_m2")], f"{name}/LN_row"),
-                     g.i64(table(layer, "log_weights"), f"{name}_log_weights")], f"{name}/T")
-    m = g.op("ReduceMax", [t, g.i64([-1], "axis_m1")], f"{name}/M", keepdims=0)
-    # 2. exp: r = M mod 2^F (0 <= r < 2^F), I = floor_div(M, 2^F), E = round_shift(EXP[r], P - I - G)
-    r = g.op("Mod", [m, g.i64(1 << f, f"two_pow_{f}")], f"{name}/r", fmod=0)
-    i = g.op("Div", [g.op("Sub", [m, r], f"{name}/M_minus_r"), g.i64(1 << f, f"two_pow_{f}")], f"{name}/I")
-    exp_r = g.op("Gather", [g.i64(table(layer, "exp_lut"), f"{name}_exp_lut"), r], f"{name}/EXP", axis=0)
-    shift = g.op("Sub", [g.i64(p - gg, f"{name}_P_minus_G"), i], f"{name}/exp_shift")
-    e = g.round_shift_by(exp_r, shift, f"{name}/E")
+    if is_grouped(layer):
+        e = _group_sum(g, net, layer, ln)
+    else:
+        # 1. add-max: T = LN[q_k] + W[o, k], M = max_k T
+        t = g.op("Add", [g.op("Unsqueeze", [ln, g.i64([-2], "axis_m2")], f"{name}/LN_row"),
+                         g.i64(table(layer, "log_weights"), f"{name}_log_weights")], f"{name}/T")
+        m = g.op("ReduceMax", [t, g.i64([-1], "axis_m1")], f"{name}/M", keepdims=0)
+        # 2. exp: E = round_shift(EXP[r], P - I - G)
+        e = _exp(g, net, layer, m, f"{name}/")
     # 3. input sum and correction: S = sum_k q_k, C = round_shift(S * CSUM, H)
     s = g.op("ReduceSum", [x, g.i64([-1], "axis_m1")], f"{name}/S", keepdims=1)
     c = g.round_shift(g.op("Mul", [s, g.i64(csum, f"{name}_csum")], f"{name}/S_CSUM"), h, f"{name}/C")
@@ -222,7 +280,11 @@ def elements_per_image(net) -> int:
     for layer in net.weight_layers():
         positions = int(np.prod(layer["out_shape"][1:])) if ir.OPS[layer["op"]].conv else 1
         per_output = int(layer["out_count"]) if layer["op"] in ir.BM_OPS + ir.ADDER_OPS else 1
-        largest = max(largest, positions * per_output * int(layer["fan_in"]))
+        inputs = int(layer["fan_in"])
+        if layer["op"] in ir.BM_OPS and is_grouped(layer):  # the pairs' slots: (1 or 2) x N x the largest group
+            starts = group_starts(inputs, groups_of(layer))
+            inputs = (2 if layer.get("split_sign") else 1) * groups_of(layer) * int(np.diff(starts).max())
+        largest = max(largest, positions * per_output * inputs)
     return largest
 
 
