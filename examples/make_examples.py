@@ -9,8 +9,9 @@
    one by layer-wise knowledge distillation with a per-channel re-fit at each step that may mirror an
    output (``bmhw.train.distill.layerwise_distill``), then fine-tuned as a whole by distillation from the
    classical network (``bmhw.train.distill.knowledge_distill``) with the surrogate gradient, in three stages.
-3. ``lenet_bm15_mnist.bmq``: that network quantized with the default options (8-bit activations),
-   calibrated on 2,000 training images (``bmhw quantize ... --data`` gives the same file).
+3. ``lenet_bm15_mnist.bmq``: that network quantized with the exact tables (8-bit activations, F = 10, every
+   log-weight kept), calibrated on 2,000 training images (``bmhw quantize ... --data ... --log-frac-bits 10
+   --log-weight-bits full`` gives the same file).
 4. ``lenet_adder_direct_mnist.pt`` and ``lenet_adder_pkkd_mnist.pt`` (``--only adder``): AdderNet LeNets, one
    trained directly, one by PKKD from the classical one, by the ``bmhw`` commands in ADDER_COMMANDS.
 5. ``lenet_bise_mnist.pt`` (``--only bise``): the binarised BiSE LeNet, by the command in BISE_COMMANDS.
@@ -18,6 +19,8 @@
    by the ``bmhw`` command in MAXIMA_COMMANDS (whole-network distillation with the surrogate gradient).
 7. ``cnn_classical_mnist.pt`` and ``cnn_bm15_mnist.pt`` (``--only cnn``): a 3x3-kernel CNN of five weight layers
    (your own network, docs/own_network.md), classical and exact-max BM, by the commands in CNN_COMMANDS.
+8. The BM checkpoints' log-domain widths (``--only widths``; after each of bm15, maxima and cnn too): fitted on
+   10,000 training images and recorded by ``bmhw calibrate NAME --data ... --fit-log-widths`` (FITTED_WIDTHS).
 
 Prints accuracies and wall times; every figure in README.md comes from a run of this script.
 """
@@ -85,6 +88,24 @@ CNN_COMMANDS = {
     "cnn_bm15_mnist.pt": ["distill", "--teacher", "{out}/cnn_classical_mnist.pt", "--student", "{tmp}/kd6.pt",
                           "--method", "kd", "--epochs", "20", "--surrogate-alpha", "4", "--shift", "1"],
 }
+
+
+# The BM examples whose log-domain widths are fitted on training images and recorded (docs/datapath.md, "Narrower
+# memories"): bmhw quantize and export of them then store narrower tables.
+FITTED_WIDTHS = ("lenet_bm15_mnist.pt", "lenet_bm15_maxima_mnist.pt", "cnn_bm15_mnist.pt")
+
+
+def fit_widths(data: Path, out_dir: Path, names=FITTED_WIDTHS) -> None:
+    """bmhw calibrate NAME --fit-log-widths for each BM example present (its calibration is measured again on the
+    same 2,000 training images, so it does not change)."""
+    from bmhw.cli import main as bmhw_main
+
+    for name in names:
+        if (out_dir / name).exists():
+            start = time.perf_counter()
+            if bmhw_main(["calibrate", str(out_dir / name), "--data", str(data), "--fit-log-widths"]) != 0:
+                raise SystemExit(f"bmhw calibrate {name} --fit-log-widths failed")
+            print(f"{name}: log widths fitted, {time.perf_counter() - start:.0f} s")
 
 
 def make_cnn(data: Path, out_dir: Path) -> None:
@@ -170,7 +191,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data" / "mnist")
     parser.add_argument("--out", type=Path, default=HERE)
-    parser.add_argument("--only", choices=("classical", "bm15", "bmq", "adder", "bise", "maxima", "cnn"), default=None)
+    parser.add_argument("--only", choices=("classical", "bm15", "bmq", "adder", "bise", "maxima", "cnn", "widths"),
+                        default=None)
     parser.add_argument("--widths", default=None, metavar="C1,C2,F1,F2",
                         help="classical and bm15: a LeNet of these widths (the width study of docs/results/mnist.md); "
                         "needs an --out other than examples/, whose networks have the default widths 6,16,120,84")
@@ -196,6 +218,9 @@ def main() -> None:
         make_by_cli(MAXIMA_COMMANDS, args.data, classical, args.out)
     if args.only in (None, "cnn"):
         make_cnn(args.data, args.out)
+    if args.only in (None, "bm15", "maxima", "cnn", "widths"):
+        fit_widths(args.data, args.out, {"bm15": FITTED_WIDTHS[:1], "maxima": FITTED_WIDTHS[1:2],
+                                         "cnn": FITTED_WIDTHS[2:]}.get(args.only, FITTED_WIDTHS))
 
 
 if __name__ == "__main__":

@@ -214,8 +214,9 @@ def _add_quantize_commands(sub) -> None:
                         "the integer network within --fit-tolerance of the float one on training images, and record "
                         "them for bmhw quantize and export (docs/datapath.md, 'Narrower memories'; minutes)")
     p.add_argument("--fit-images", type=int, default=10000, help="training images the fit measures on (default: 10000)")
-    p.add_argument("--fit-tolerance", type=float, default=0.05,
-                   help="accuracy points the fit may lose on those images (default: 0.05)")
+    p.add_argument("--fit-tolerance", type=float, default=0.02,
+                   help="accuracy points (and points of agreement with the float predictions) the fit may lose on "
+                        "those images (default: 0.02)")
     p.add_argument("-o", "--output", type=Path, default=None, help="checkpoint to write (default: update CHECKPOINT)")
 
     p = sub.add_parser("eval", help="test accuracy of a checkpoint, a quantized network or an ONNX model",

@@ -24,7 +24,7 @@ def signal_ranges(layer: dict, tables: dict) -> dict:
     r["T"] = r["M"] = (r["LN"][0] + r["W"][0], r["LN"][1] + r["W"][1])
     r["I"] = (r["M"][0] >> f, r["M"][1] >> f)
     r["r"] = (0, (1 << f) - 1)
-    r["E"] = (round_shift(r["EXP"][0], p - r["I"][0] - g), round_shift(r["EXP"][1], p - r["I"][1] - g))
+    r["E"] = (_exp_shifted(r["EXP"][0], p - r["I"][0] - g), _exp_shifted(r["EXP"][1], p - r["I"][1] - g))
     r["S"] = (0, k * q_in)
     r["S_CSUM"] = (min(0, k * q_in * csum), max(0, k * q_in * csum))
     r["C"] = (round_shift(r["S_CSUM"][0], h), round_shift(r["S_CSUM"][1], h))
@@ -39,6 +39,13 @@ def signal_ranges(layer: dict, tables: dict) -> dict:
     r["Y"] = (d_lo + r["B"][0], d_hi + r["B"][1])
     r["q_out"] = (0, int(layer["out_max"])) if layer["relu"] else r["Y"]
     return r
+
+
+def _exp_shifted(value: int, shift: int) -> int:
+    """``round_shift(value, shift)`` of a non-negative int64 exp entry, with the shift bounded first: a right shift
+    by 128 or more gives 0 as any longer one does, and a left shift by 64 already proves the signal too wide (a
+    damaged table would otherwise have us build a number of 2^40 bits before refusing it)."""
+    return round_shift(value, max(min(shift, 128), -64))
 
 
 def _group_sum_range(layer: dict, tables: dict, r: dict) -> tuple:

@@ -18,12 +18,6 @@ CHECKPOINTS = {"classical": "lenet_classical_mnist.pt", "adder": "lenet_adder_pk
 FAMILIES = ("bm15", "classical", "adder", "bise", "bm15_maxima")
 # The address space one mutant's checks may take beyond what the test process holds (a larger demand is a MemoryError).
 MEMORY_GIB = 6
-# A known finding of the loader, not of the mutations: a table entry of +-2^40 in a BM layer with F = 4 (the default
-# F of the quantizer since the narrower memories) makes the range proof (bmhw/ir/widths.py, signal_ranges: E from
-# round_shift(EXP, P - I - G) with |I| ~ 2^36) build integers of 2^36 bits instead of refusing the file in one line.
-# Seed 2 meets two such mutants of the grouped example; strict, so that the fix shows as an XPASS to remove this.
-LOADER_MEMORY = pytest.mark.xfail(raises=MemoryError, strict=True,
-                                  reason="bmhw/ir/widths.py proves E's range with shifts by ~2^36 bits")
 IMAGES = np.random.default_rng(0).integers(0, 256, (2, 1, 28, 28))
 
 
@@ -66,8 +60,7 @@ def test_a_few_mutants_of_every_family(examples, tmp_path, family):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", [pytest.param(f, marks=LOADER_MEMORY) if f == "bm15_maxima" else f
-                                    for f in FAMILIES])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_250_mutants_of_every_family(examples, tmp_path, family):
     counts = _run(examples, tmp_path, family, seed=2, count=250)
     assert counts["refused"] + counts["accepted"] == 250

@@ -176,3 +176,21 @@ def test_a_group_sum_range_that_the_tables_do_not_prove_is_refused(tmp_path):
     lo, hi = net.layers[0]["ranges"]["D"]
     net.layers[0]["ranges"]["D"] = [lo, hi - 1]
     assert "D" in refusal(net, tmp_path)
+
+
+@pytest.mark.parametrize("table, value", [("ln_lut", 1 << 50), ("log_weights", -(1 << 50)), ("ln_lut", -(1 << 50))])
+def test_a_huge_table_entry_is_refused_without_building_huge_numbers(tmp_path, table, value):
+    """Found by the fuzzer: the range proof shifted the exp entries by ~2^40 bits before refusing the file."""
+    import resource
+
+    net = bm_net()
+    name = net.bm_layers()[-1]["name"]
+    net.arrays[f"{name}/{table}"] = net.arrays[f"{name}/{table}"].copy()
+    net.arrays[f"{name}/{table}"].flat[0] = value
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, hard))  # a 2^40-bit integer alone would take 128 GiB
+    try:
+        message = refusal(net, tmp_path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    assert name in message
