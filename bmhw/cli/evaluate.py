@@ -35,9 +35,10 @@ def cmd_quantize(args) -> int:
     return 0
 
 
-def _bm_row(layer: dict) -> list:
-    return [f"2^{layer['out_scale_exp']}", str(layer["G"]), f"{layer['widths']['T']} bits",
-            f"{layer['widths']['Y']} bits"]
+def _bm_row(layer: dict) -> list:  # F and the stored log-weight width (docs/datapath.md, "Narrower memories") too
+    maxima = f"{layer.get('groups', 1)}{'s' if layer.get('split_sign') else ''}"  # the --maxima form: 6s
+    return [f"2^{layer['out_scale_exp']}", str(layer["G"]), str(layer["F"]), f"{layer['widths']['W']} bits",
+            maxima, f"{layer['widths']['T']} bits", f"{layer['widths']['Y']} bits"]
 
 
 def _mac_row(layer: dict) -> list:
@@ -56,7 +57,7 @@ def _bise_row(layer: dict) -> list:  # binarised: literals counted inside each s
 
 # What bmhw quantize prints per weighted layer, in the terms of each family (by family key): columns, row.
 QUANTIZE_COLUMNS = {
-    "bm": (("output scale", "G", "PE sum T", "accumulator Y"), _bm_row),
+    "bm": (("output scale", "G", "F", "log-weights", "maxima", "PE sum T", "accumulator Y"), _bm_row),
     "mac": (("output scale", "accumulator scale", "product", "accumulator Y"), _mac_row),
     "adder": (("output scale", "shift R", "adder sum", "accumulator Y"), _adder_row),
     "bise": (("literals per output", "count C", "output"), _bise_row),

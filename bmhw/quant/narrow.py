@@ -6,8 +6,9 @@ which also sizes the exp table, 2^F entries), and ``b``, the stored width (``2^b
 log-weight are kept; smaller weights are raised to the smallest kept). ``fit`` searches them per layer on labelled
 *training* images: starting from a wide setting it lowers ``b``, then ``F`` and ``b`` together (the same range in
 octaves at one bit less), layer by layer from the largest table to the smallest, keeping every step after which the
-integer network's accuracy on those images stays within ``tolerance`` of the float network's, and its agreement with
-the float network's predictions within ``tolerance`` of the agreement it started from. The result travels in
+integer network's accuracy on those images stays within ``tolerance`` of the float network's (or of its own at the
+start, where that is lower), and its agreement with the float network's predictions within ``tolerance`` of the
+agreement it started from. The result travels in
 the checkpoint (``LogWidths``, key ``log_widths``; ``bmhw calibrate --fit-log-widths``) so that ``bmhw quantize`` and
 ``bmhw export`` use it; a checkpoint without it gets the measured default below.
 """
@@ -122,12 +123,10 @@ def fit(model, calibration, images: np.ndarray, labels: np.ndarray, source: str,
     inputs.update(seen)
     report(f"float {100 * float_acc:.2f}%, integer at F = {START_FRAC_BITS} with every log-weight kept {100 * acc:.2f}%, "
            f"the float class on {100 * agree:.2f}% ({table_bits(net):,} table bits)")
-    if acc < float_acc - tolerance:
-        raise BmhwError(f"the integer network at F = {START_FRAC_BITS} is already {100 * (float_acc - acc):.2f} points "
-                        f"below the float one on these images: fit with a larger --fit-tolerance")
-    # A step is kept when neither the accuracy nor the agreement with the float predictions falls by more than the
-    # tolerance from where the search started: the agreement sees the flips that happen to cancel in the accuracy.
-    floor_acc, floor_agree = float_acc - tolerance, agree - tolerance
+    # A step is kept when neither the accuracy (from the float network's, or the start's where that is lower) nor the
+    # agreement with the float predictions falls by more than the tolerance from where the search started: the
+    # agreement sees the flips that happen to cancel in the accuracy.
+    floor_acc, floor_agree = min(acc, float_acc) - tolerance, agree - tolerance
     for name in sorted(names, key=lambda n: -net.table(_layer(net, n), "log_weights").size):
         bits[name] = int(_layer(net, name)["widths"]["W"])
         for step in ("b", "F and b"):
