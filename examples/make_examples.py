@@ -93,6 +93,9 @@ CNN_COMMANDS = {
 # The BM examples whose log-domain widths are fitted on training images and recorded (docs/datapath.md, "Narrower
 # memories"): bmhw quantize and export of them then store narrower tables.
 FITTED_WIDTHS = ("lenet_bm15_mnist.pt", "lenet_bm15_maxima_mnist.pt", "cnn_bm15_mnist.pt")
+# The one-max LeNet disagrees with its float network on 0.57% of the training images at the start of the fit (ties of
+# the exact max), and every narrower fc1 moves a few tenths of those: it is fitted with --fit-agreement 0.3.
+FIT_OPTIONS = {"lenet_bm15_mnist.pt": ["--fit-agreement", "0.3"]}
 
 
 def fit_widths(data: Path, out_dir: Path, names=FITTED_WIDTHS) -> None:
@@ -103,7 +106,8 @@ def fit_widths(data: Path, out_dir: Path, names=FITTED_WIDTHS) -> None:
     for name in names:
         if (out_dir / name).exists():
             start = time.perf_counter()
-            if bmhw_main(["calibrate", str(out_dir / name), "--data", str(data), "--fit-log-widths"]) != 0:
+            argv = ["calibrate", str(out_dir / name), "--data", str(data), "--fit-log-widths", *FIT_OPTIONS.get(name, [])]
+            if bmhw_main(argv) != 0:
                 raise SystemExit(f"bmhw calibrate {name} --fit-log-widths failed")
             print(f"{name}: log widths fitted, {time.perf_counter() - start:.0f} s")
 

@@ -85,8 +85,9 @@ def cmd_calibrate(args) -> int:
     if args.data is None:
         raise BmhwError("bmhw calibrate needs --data DIR with the training split (calibration never uses test images)")
     _check_positive(calib_images=args.calib_images, fit_images=args.fit_images)
-    if not 0 <= args.fit_tolerance <= 100:
-        raise BmhwError(f"--fit-tolerance must be between 0 and 100 accuracy points, got {args.fit_tolerance}")
+    for option, value in (("--fit-tolerance", args.fit_tolerance), ("--fit-agreement", args.fit_agreement)):
+        if not 0 <= value <= 100:
+            raise BmhwError(f"{option} must be between 0 and 100 points, got {value}")
     ckpt = load_checkpoint(args.checkpoint)
     if args.fit_log_widths and checkpoint_family(ckpt.config) != "bm":
         raise BmhwError(f"{args.checkpoint} is not a BM network: --fit-log-widths fits the log-domain widths of BM layers")
@@ -116,9 +117,11 @@ def _fit_log_widths(args, ckpt, calibration, images, labels, dataset: str):
 
     chosen = calibration_sample(np.arange(len(images)), args.fit_images, seed=1)
     console.print(f"fitting the log-domain widths on {len(chosen)} images of the {dataset} train split "
-                  f"(tolerance {args.fit_tolerance:g} points)", highlight=False)
+                  f"(tolerance {args.fit_tolerance:g} points of accuracy, {args.fit_agreement:g} of agreement)",
+                  highlight=False)
     fitted = narrow.fit(ckpt.model, calibration, images[chosen], labels[chosen], f"{dataset} train split",
-                        args.fit_tolerance / 100, report=lambda line: console.print(f"  {line}", highlight=False))
+                        args.fit_tolerance / 100, args.fit_agreement / 100,
+                        report=lambda line: console.print(f"  {line}", highlight=False))
     table = Table(title=f"log-domain widths per BM layer: {100 * fitted.integer_accuracy:.2f}% integer against "
                         f"{100 * fitted.float_accuracy:.2f}% float on those images")
     for column in ("layer", "F (fraction bits)", "log-weight bits"):

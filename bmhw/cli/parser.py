@@ -215,8 +215,11 @@ def _add_quantize_commands(sub) -> None:
                         "them for bmhw quantize and export (docs/datapath.md, 'Narrower memories'; minutes)")
     p.add_argument("--fit-images", type=int, default=10000, help="training images the fit measures on (default: 10000)")
     p.add_argument("--fit-tolerance", type=float, default=0.02,
-                   help="accuracy points (and points of agreement with the float predictions) the fit may lose on "
-                        "those images (default: 0.02)")
+                   help="accuracy points the fit may lose on those images (default: 0.02)")
+    p.add_argument("--fit-agreement", type=float, default=0.02,
+                   help="points of agreement with the float network's predictions the fit may lose on those images "
+                        "(default: 0.02; a network whose exact max sits near ties, like the one-max LeNet, may need "
+                        "more to narrow at all)")
     p.add_argument("-o", "--output", type=Path, default=None, help="checkpoint to write (default: update CHECKPOINT)")
 
     p = sub.add_parser("eval", help="test accuracy of a checkpoint, a quantized network or an ONNX model",

@@ -7,7 +7,7 @@ log-weight are kept; smaller weights are raised to the smallest kept). ``fit`` s
 *training* images: starting from a wide setting it lowers ``b``, then ``F`` and ``b`` together (the same range in
 octaves at one bit less), layer by layer from the largest table to the smallest, keeping every step after which the
 integer network's accuracy on those images stays within ``tolerance`` of the float network's (or of its own at the
-start, where that is lower), and its agreement with the float network's predictions within ``tolerance`` of the
+start, where that is lower), and its agreement with the float network's predictions within ``agreement`` of the
 agreement it started from. The result travels in
 the checkpoint (``LogWidths``, key ``log_widths``; ``bmhw calibrate --fit-log-widths``) so that ``bmhw quantize`` and
 ``bmhw export`` use it; a checkpoint without it gets the measured default below.
@@ -92,9 +92,11 @@ def table_bits(net) -> int:
 
 
 def fit(model, calibration, images: np.ndarray, labels: np.ndarray, source: str, tolerance: float = DEFAULT_TOLERANCE,
+        agreement: float = DEFAULT_TOLERANCE,
         quant_options: dict | None = None, report: Callable[[str], None] = lambda line: None) -> LogWidths:
     """The narrowest F and b per BM layer of ``model`` (quantized with ``calibration``) whose integer accuracy on the
-    labelled ``images`` stays at least the float model's minus ``tolerance``; ``report`` gets one line per trial."""
+    labelled ``images`` stays at least the float model's minus ``tolerance`` and whose agreement with the float
+    predictions falls by at most ``agreement`` (fractions); ``report`` gets one line per trial."""
     from bmhw import golden
     from bmhw.quant.quantize import quantize
     from bmhw.train.loop import predict
@@ -126,7 +128,7 @@ def fit(model, calibration, images: np.ndarray, labels: np.ndarray, source: str,
     # A step is kept when neither the accuracy (from the float network's, or the start's where that is lower) nor the
     # agreement with the float predictions falls by more than the tolerance from where the search started: the
     # agreement sees the flips that happen to cancel in the accuracy.
-    floor_acc, floor_agree = min(acc, float_acc) - tolerance, agree - tolerance
+    floor_acc, floor_agree = min(acc, float_acc) - tolerance, agree - agreement
     for name in sorted(names, key=lambda n: -net.table(_layer(net, n), "log_weights").size):
         bits[name] = int(_layer(net, name)["widths"]["W"])
         for step in ("b", "F and b"):

@@ -142,3 +142,29 @@ def test_bad_widths_are_one_line_before_anything_is_written(bm_checkpoint, tmp_p
     code, out, err = run_main(["quantize", bm_checkpoint, *argv, "-o", tmp_path / "x.bmq"])
     assert message in assert_one_line_error(code, err)
     assert not (tmp_path / "x.bmq").exists() and out == ""
+
+
+def test_calibrate_fits_and_records_the_widths_that_quantize_then_uses(synth_mnist, tmp_path):
+    from bmhw.models import create
+    from bmhw.quant.calibration import measure
+
+    path = tmp_path / "bm.pt"
+    model = create("lenet", "bm15", widths=(4, 6, 12, 8))
+    save_checkpoint(path, model, calibration=measure(model, random_images(8, shape=(1, 28, 28)), "r").to_metadata())
+    out = ok(["calibrate", path, "--data", synth_mnist, "--fit-log-widths", "--fit-images", "64",
+              "--fit-tolerance", "0", "--fit-agreement", "0"])
+    assert "log-domain widths per BM layer" in out and "fc1: F = " in out
+    record = load_checkpoint(path).metadata["log_widths"]
+    assert record["images"] == 64 and record["source"] == "mnist train split"
+    ok(["quantize", path, "-o", tmp_path / "n.bmq"])
+    assert [f for f, _ in _layer_f(tmp_path / "n.bmq")] == [record["log_frac_bits"][n] for n in
+                                                          ("conv1", "conv2", "fc1", "fc2", "fc3")]
+
+
+def test_calibrate_refuses_to_fit_a_classical_network(synth_mnist, tmp_path):
+    from bmhw.models import create
+
+    path = save_checkpoint(tmp_path / "c.pt", create("lenet", "classical", widths=(4, 6, 12, 8)))
+    before = path.read_bytes()
+    code, _, err = run_main(["calibrate", path, "--data", synth_mnist, "--fit-log-widths"])
+    assert "not a BM network" in assert_one_line_error(code, err) and path.read_bytes() == before
