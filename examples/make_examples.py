@@ -19,7 +19,7 @@
    by the ``bmhw`` command in MAXIMA_COMMANDS (whole-network distillation with the surrogate gradient).
 7. ``cnn_classical_mnist.pt`` and ``cnn_bm15_mnist.pt`` (``--only cnn``): a 3x3-kernel CNN of five weight layers
    (your own network, docs/own_network.md), classical and exact-max BM, by the commands in CNN_COMMANDS.
-8. The BM checkpoints' log-domain widths (``--only widths``; after each of bm15, maxima and cnn too): fitted on
+8. The BM LeNets' log-domain widths (``--only widths``; after bm15 and maxima too): fitted on
    10,000 training images and recorded by ``bmhw calibrate NAME --data ... --fit-log-widths`` (FITTED_WIDTHS).
 
 Prints accuracies and wall times; every figure in README.md comes from a run of this script.
@@ -92,7 +92,9 @@ CNN_COMMANDS = {
 
 # The BM examples whose log-domain widths are fitted on training images and recorded (docs/datapath.md, "Narrower
 # memories"): bmhw quantize and export of them then store narrower tables.
-FITTED_WIDTHS = ("lenet_bm15_mnist.pt", "lenet_bm15_maxima_mnist.pt", "cnn_bm15_mnist.pt")
+# (Not the CNN: its integer network starts the fit 0.15 points below the float one on training images and ends 0.17
+# below on the test images; docs/results/narrow.md.)
+FITTED_WIDTHS = ("lenet_bm15_mnist.pt", "lenet_bm15_maxima_mnist.pt")
 # The one-max LeNet disagrees with its float network on 0.57% of the training images at the start of the fit (ties of
 # the exact max), and every narrower fc1 moves a few tenths of those: it is fitted with --fit-agreement 0.3.
 FIT_OPTIONS = {"lenet_bm15_mnist.pt": ["--fit-agreement", "0.3"]}
@@ -222,9 +224,9 @@ def main() -> None:
         make_by_cli(MAXIMA_COMMANDS, args.data, classical, args.out)
     if args.only in (None, "cnn"):
         make_cnn(args.data, args.out)
-    if args.only in (None, "bm15", "maxima", "cnn", "widths"):
-        fit_widths(args.data, args.out, {"bm15": FITTED_WIDTHS[:1], "maxima": FITTED_WIDTHS[1:2],
-                                         "cnn": FITTED_WIDTHS[2:]}.get(args.only, FITTED_WIDTHS))
+    if args.only in (None, "bm15", "maxima", "widths"):
+        fit_widths(args.data, args.out, {"bm15": FITTED_WIDTHS[:1], "maxima": FITTED_WIDTHS[1:]}.get(args.only,
+                                                                                                    FITTED_WIDTHS))
 
 
 if __name__ == "__main__":
