@@ -5,7 +5,8 @@ layer, PE processing elements (the --pe knob) working on PE output channels at o
 stage shared by them. What differs is the PE and the per-layer tables and arithmetic:
 
 * ``bm15``: the exported 1.5-branch datapath at the widths of the IR (add, compare, select per PE; ln,
-  exp, weight and bias tables; exp shift, correction, requantization);
+  exp, weight and bias tables; exp shift, correction, requantization); a layer with several maxima per output
+  as its ``bmhw_bm_group_layer`` (a maximum per sign, the exp units, the D accumulators);
 * ``bm4``: the 4-branch neuron: four add-max PEs per output channel (x+/-, w+/-), two ln tables, two
   weight planes, three additions of the four exponentials, no correction;
 * ``mac``: classical integer multiply-accumulate with the same activation codes and ``weight_bits``-bit
@@ -33,6 +34,8 @@ from bmhw.backends.verilog import adder as verilog_adder
 from bmhw.backends.verilog import bise as verilog_bise
 from bmhw.backends.verilog import bm as verilog_bm
 from bmhw.backends.verilog import mac as verilog_mac
+from bmhw.backends.verilog.common import address_width
+from bmhw.ir.groups import is_grouped
 from bmhw.cost.units import (Cost, absolute, add_energy_pj, adder, comparator, incrementer, mul_energy_pj,
                              multiplier, mux, register, rom, shifter)
 
@@ -107,6 +110,36 @@ def _mac_twin_costs(twin: ir.QuantizedNet, layer: dict, name: str, pe: int, posi
     return LayerCost(name, "mac", pe, (mac + hold_register(acc)) * pe + shared, mac, energy, steps)
 
 
+def grouped_bm15_cost(layer: dict, name: str, pe: int, p: dict, correction: Cost, requant: Cost) -> LayerCost:
+    """The ``bm15`` kind of a layer with several maxima per output (bmhw_bm_group_layer, docs/gates.md): per PE the
+    add-max PE with one running maximum per sign (a valid bit each; one maximum and its sign bit where every group
+    is one input), its pairs' hold register, the D accumulator (an adder per slot, the restart, the register) and
+    the drain's hold of D; per exp unit (CLUSTERS x LPC) the exp table, the shift, the rounding and the signed
+    term; shared: the ln, weight (with the sign and group-end bits), window and bias tables, the correction, Y and
+    the requantization, and the delay line that carries a fold's tags to its complete D."""
+    k, o, folds = int(layer["fan_in"]), int(layer["out_count"]), -(-int(layer["out_count"]) // pe)
+    positions = int(p["OUT_H"]) * int(p["OUT_W"])
+    m_w, e_w, d_w, y_w, spe = (int(p[key]) for key in ("M_W", "E_W", "D_W", "Y_W", "SPE"))
+    best = comparator(m_w) + mux(m_w) + register(m_w)
+    if p["MERGE"]:
+        unit = adder(m_w) + register(m_w) + register(1)
+    else:
+        unit = adder(m_w) + best * spe + (register(2) if p["SPLIT"] else Cost())
+    per_pe = register(spe * (m_w + 2)) + adder(d_w) * spe + mux(d_w) + register(d_w) + hold_register(d_w)
+    exp_unit = rom(1 << int(p["F"]), int(p["EXP_W"])) + shifter(int(p["EXP_W"]) + int(p["LMAX"]), int(p["LMAX"])) \
+        + adder(e_w) + adder(d_w) + mux(d_w)
+    delay = register((int(p["ROWS"]) + 5) * (1 + int(p["OUT_AW"]) + address_width(folds * pe) + int(p["C_W"])))
+    word = pe * int(p["WT_W"]) + (pe if p["SPLIT"] else 0) + 1
+    shared = rom(1 << int(p["Q_W"]), int(p["LN_W"])) + rom(folds * k, word) + rom(k, int(p["LN_W"])) \
+        + rom(folds * pe, int(p["B_W"])) + correction + adder(y_w) * 2 + register(y_w) + requant + delay
+    steps, outputs = positions * o * k, positions * o
+    terms = outputs * int(layer.get("groups", 1)) * spe  # exp conversions and accumulations, empty pairs included
+    energy = steps * 2 * add_energy_pj(m_w) + terms * (add_energy_pj(e_w) + add_energy_pj(d_w)) \
+        + outputs * 2 * add_energy_pj(y_w) + positions * k * add_energy_pj(int(p["S_W"]))
+    units = int(p["CLUSTERS"]) * int(p["LPC"])
+    return LayerCost(name, "bm15", pe, (unit + per_pe) * pe + exp_unit * units + shared, unit, energy, steps)
+
+
 def layer_costs(net: ir.QuantizedNet, layer: dict, name: str, pe: int, weight_bits: int = 8,
                 twin: ir.QuantizedNet | None = None) -> dict:
     """``kind -> LayerCost`` for one BM layer of the IR with ``pe`` PEs; with ``twin`` (the MAC twin), the MAC
@@ -135,6 +168,8 @@ def layer_costs(net: ir.QuantizedNet, layer: dict, name: str, pe: int, weight_bi
     energy = steps * 2 * add_energy_pj(m_w) + outputs * (add_energy_pj(e_w) + 2 * add_energy_pj(y_w)) \
         + positions * k * add_energy_pj(int(p["S_W"]))
     costs["bm15"] = LayerCost(name, "bm15", pe, (add_max + hold) * pe + shared, add_max, energy, steps)
+    if is_grouped(layer):  # several maxima per output: bmhw_bm_group_layer as exported
+        costs["bm15"] = grouped_bm15_cost(layer, name, pe, p, correction, requant_bm)
 
     # 4 branches: four add-max PEs per output channel, two ln tables and weight planes, no correction.
     shared = rom(1 << a, int(p["LN_W"])) * 2 + rom(folds * k, pe * 2 * int(p["WT_W"])) \

@@ -213,7 +213,8 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
             continue
         costs = network.layer_costs(net, layer, name, pe, weight_bits, twin)
         all_costs.append(costs)
-        bm = verilog_bm.plan(net, layer, name, pe)["params"]
+        bm_plan = verilog_bm.plan(net, layer, name, pe)
+        bm = bm_plan["params"]
         if twin is not None:
             mac_layer = twin.layers[index]
             mac = verilog_mac.plan(twin, mac_layer, name, pe)["params"]
@@ -223,20 +224,25 @@ def synth_blocks(project: Path, net, pes: list, weight_bits: int = 8, progress=N
             mac = {"Q_W": bm["Q_W"], "WT_W": weight_bits, "ACC_W": acc}
             mac_project, mac_sources = project, sources
         bm_pe = {"LN_W": bm["LN_W"], "WT_W": bm["WT_W"], "M_W": bm["M_W"]}
+        pe_module = "bmhw_addmax_pe"
+        if bm.get("SPLIT"):  # several maxima per output, split by sign: a running maximum per sign
+            pe_module, bm_pe = "bmhw_addmax_group_pe", {**bm_pe, "MERGE": bm["MERGE"]}
         mac_pe = {"X_W": mac["Q_W"], "WT_W": mac["WT_W"], "ACC_W": mac["ACC_W"]}
-        blocks = [("bm15", project, sources, "bmhw_addmax_pe", bm_pe, costs["bm15"].pe_cost, f"{name} PE"),
+        blocks = [("bm15", project, sources, pe_module, bm_pe, costs["bm15"].pe_cost, f"{name} PE"),
                   ("mac", mac_project, mac_sources, "bmhw_mac_pe", mac_pe, costs["mac"].pe_cost, f"{name} PE")]
         if pe > 1:
-            blocks += [("bm15", project, sources, "bmhw_pe_array", {"PE": pe, **bm_pe}, costs["bm15"].pe_cost * pe,
-                        f"{name} PE array of {pe}"),
-                       ("mac", mac_project, mac_sources, "bmhw_mac_array", {"PE": pe, **mac_pe},
-                        costs["mac"].pe_cost * pe, f"{name} PE array of {pe}")]
+            if pe_module == "bmhw_addmax_pe":  # the split PEs have no array module: the layer places them
+                blocks.append(("bm15", project, sources, "bmhw_pe_array", {"PE": pe, **bm_pe},
+                               costs["bm15"].pe_cost * pe, f"{name} PE array of {pe}"))
+            blocks.append(("mac", mac_project, mac_sources, "bmhw_mac_array", {"PE": pe, **mac_pe},
+                           costs["mac"].pe_cost * pe, f"{name} PE array of {pe}"))
         if first is None:
             first = name
             # The schedule and window addressing both layers share, which the model leaves out.
             blocks.append(("both", project, sources, "bmhw_layer_scan", verilog_common.layer_geometry(layer, pe), Cost(),
                            f"{name} control (not modelled)"))
-            blocks.append(("bm15", project, sources, "bmhw_bm_layer", bm, costs["bm15"].cost, f"{name} layer"))
+            blocks.append(("bm15", project, sources, bm_plan.get("module", verilog_bm.MODULE), bm, costs["bm15"].cost,
+                           f"{name} layer"))
             if twin is not None:
                 blocks.append(("mac", mac_project, mac_sources, "bmhw_mac_layer", mac, costs["mac"].cost,
                                f"{name} layer"))

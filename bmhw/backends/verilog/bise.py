@@ -17,6 +17,11 @@ OVERHEAD = 8  # cycles around the loop (docs/verilog.md): the MAC's, a threshold
 OWN_LIBRARY = ("bmhw_bise_array.v", "bmhw_bise_layer.v", "bmhw_bise_pe.v")
 
 
+def cycle_overhead(layer: dict, pe: int) -> int:
+    """The layer's fixed cycles around its loop (docs/verilog.md, "Cycle model")."""
+    return OVERHEAD
+
+
 def signed_output(layer: dict) -> bool:
     """The class scores are read by the arg-max as signed numbers; hidden layers output bits."""
     return bool(layer["scores"])

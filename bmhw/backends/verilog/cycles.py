@@ -15,7 +15,8 @@ OUTPUT_OVERHEAD = 1
 
 def cycle_model(net: ir.QuantizedNet, pes: list) -> list[dict]:
     """Cycles per image of each block: input: one pixel per cycle; weighted layer: positions * folds * K +
-    (outputs of the last fold) + its family's overhead (BM 11, MAC 8, adder 10, BiSE 8); max pooling: outputs
+    (outputs of the last fold) + its family's overhead (BM 11, a grouped BM layer 13 + its exp units' rows per
+    group, MAC 8, adder 10, BiSE 8); max pooling: outputs
     * k^2 + 4; flatten and binarize: none (read in place, folded into the next layer); arg-max: classes + 2,
     and one cycle to raise out_valid."""
     rows = [{"layer": "input", "op": "stream", "pe": None, "positions": None, "folds": None, "k": None,
@@ -27,7 +28,7 @@ def cycle_model(net: ir.QuantizedNet, pes: list) -> list[dict]:
             k, o = int(layer["fan_in"]), int(layer["out_count"])
             folds = -(-o // pe)
             last_fold = o - (folds - 1) * pe
-            overhead = family_module(layer).OVERHEAD
+            overhead = family_module(layer).cycle_overhead(layer, pe)
             row.update(positions=positions, folds=folds, k=k, cycles=positions * folds * k + last_fold + overhead)
         elif layer["op"] == "maxpool2d":
             row["cycles"] = size(layer["out_shape"]) * int(layer["kernel"]) ** 2 + POOL_OVERHEAD

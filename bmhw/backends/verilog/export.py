@@ -12,7 +12,8 @@ from bmhw import __version__, ir
 from bmhw.backends.project import layer_names, resolve_pe, write_project
 from bmhw.backends.verilog.common import INPUT_BITS, address_width, size
 from bmhw.backends.verilog.cycles import DEFAULT_CLOCK_NS, cycle_summary
-from bmhw.backends.verilog.layers import FAMILY_MODULES, family_module, layer_plan
+from bmhw.backends.verilog import bm_groups
+from bmhw.backends.verilog.layers import FAMILY_MODULES, family_module, grouped_network, layer_plan
 from bmhw.errors import BmhwError
 from bmhw.resources import templates_dir
 
@@ -24,11 +25,13 @@ def library_dir() -> Path:
     return templates_dir() / "verilog" / "lib"
 
 
-def library_files(family: str | None = None) -> list[str]:
+def library_files(family: str | None = None, grouped: bool = False) -> list[str]:
     """The hand-written modules a project of ``family`` carries, in a fixed order (dependencies first): every
-    block but those another family owns (``OWN_LIBRARY``), so that adding a family leaves the others'
-    projects unchanged."""
+    block but those another family owns (``OWN_LIBRARY``) and, without a grouped BM layer (``grouped``), the grouped
+    layer's blocks, so that adding a family or a variant leaves the other projects unchanged."""
     others = {name for key, module in FAMILY_MODULES.items() if key != family for name in module.OWN_LIBRARY}
+    if not grouped:
+        others.update(bm_groups.LIBRARY)
     return sorted(p.name for p in library_dir().glob("*.v") if p.name not in others)
 
 
@@ -122,7 +125,8 @@ def design_description(net: ir.QuantizedNet, context: dict) -> dict:
             "input_size": context["input_size"], "input_bits": INPUT_BITS, "classes": context["classes"],
             "logit_bits": context["logit_bits"], "class_bits": context["class_bits"],
             "counter_bits": CYCLE_COUNTER_BITS, "clock_ns": context["clock_ns"],
-            "sources": [f"rtl/lib/{name}" for name in library_files(net.family)] + [f"rtl/{TOP}.v"],
+            "sources": [f"rtl/lib/{name}" for name in library_files(net.family, grouped_network(net))]
+            + [f"rtl/{TOP}.v"],
             "buffers": [{key: b[key] for key in ("name", "layer", "width", "depth", "signed")}
                         for b in context["buffers"]],
             "pe": {name: pe for name, pe in zip(layer_names(net), context["pes"]) if pe is not None},
@@ -148,7 +152,7 @@ def render(net: ir.QuantizedNet, pe: int = 1, pe_layers: dict | None = None,
              "design.json": (json.dumps(design, indent=1, sort_keys=True) + "\n").encode(),
              "model.bmq": ir.dumps(net)}
     files.update(mems)
-    for name in library_files(net.family):
+    for name in library_files(net.family, grouped_network(net)):
         files[f"rtl/lib/{name}"] = (library_dir() / name).read_bytes()
     return files
 

@@ -1,6 +1,7 @@
 """Which module of the Verilog backend plans a weighted layer: one module per neuron family, by the family key
 of ``bmhw.ir.ops``. Each has ``plan`` (the block's parameters and ROM files), ``MODULE`` (the hand-written
-layer block), ``OVERHEAD`` (its fixed cycles), ``OWN_LIBRARY`` (blocks only its projects carry) and
+layer block; a plan may name another, as a grouped BM layer does), ``OVERHEAD`` and ``cycle_overhead(layer, pe)``
+(its fixed cycles), ``OWN_LIBRARY`` (blocks only its projects carry) and
 ``check_network``. The cost model (``bmhw.cost``) reads the same plans."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from types import ModuleType
 from bmhw import ir
 from bmhw.backends.verilog import adder, bise, bm, mac
 from bmhw.errors import BmhwError
+from bmhw.ir.groups import is_grouped
 
 FAMILY_MODULES = {"bm": bm, "mac": mac, "adder": adder, "bise": bise}
 
@@ -27,3 +29,8 @@ def layer_plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int, threshold:
     ``positions``. ``threshold``: a folded ``binarize`` op's (BiSE)."""
     family = family_module(layer)
     return {"module": family.MODULE, **family.plan(net, layer, name, pe, threshold)}
+
+
+def grouped_network(net: ir.QuantizedNet) -> bool:
+    """Whether a layer of the network takes several maxima per output (its project carries the grouped blocks)."""
+    return any(is_grouped(layer) for layer in net.layers if ir.OPS.get(layer["op"]) and ir.OPS[layer["op"]].weighted)

@@ -13,6 +13,11 @@ OWN_LIBRARY = ()  # its blocks go into every project
 check_network, signed_output = check_logits_last, logits_signed  # the last layer gives the signed logits
 
 
+def cycle_overhead(layer: dict, pe: int) -> int:
+    """The layer's fixed cycles around its loop (docs/verilog.md, "Cycle model")."""
+    return OVERHEAD
+
+
 def plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int, threshold: int | None = None) -> dict:
     """Parameters of one ``bmhw_mac_layer`` (the MAC twin) and the contents of its two ROMs."""
     ranges, widths = layer["ranges"], layer["widths"]
