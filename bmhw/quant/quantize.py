@@ -149,13 +149,16 @@ def _pow2(e: int) -> Fraction:
 
 def clip_log_weights(ln_lut: np.ndarray, log_weights: np.ndarray, bits: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Narrower log-weights (docs/datapath.md, "Narrower memories"): keep the top ``2^bits`` codes of the layer, raising
-    every smaller log-weight to the smallest one kept, and move the offset into the ln table, ``LN + lo`` and
-    ``W - lo``, so that the stored log-weights are unsigned ``bits``-bit numbers and every sum ``T = LN + W`` (and so
-    everything after it) is what the clipped weights give. None: unchanged."""
+    every smaller log-weight to the smallest one kept, and move an offset into the ln table, ``LN + c`` and ``W - c``
+    with ``c`` the middle of the kept codes, so that the stored log-weights are signed ``bits``-bit numbers (the
+    backends' signed ROM words) and every sum ``T = LN + W`` (and so everything after it) is what the clipped weights
+    give. None: unchanged."""
     if bits is None:
         return ln_lut, log_weights
     lo = max(int(log_weights.min()), int(log_weights.max()) - ((1 << bits) - 1))  # fewer bits where they span less
-    return ln_lut + lo, np.maximum(log_weights, lo) - lo
+    span = int(log_weights.max()) - lo + 1
+    c = lo + (1 << (max(1, (span - 1).bit_length()) - 1))  # the kept codes lo .. max become -2^(n-1) .. < 2^(n-1)
+    return ln_lut + c, np.maximum(log_weights, lo) - c
 
 
 def _bm_tables(mod: _BMNeuron, s_in: Fraction, q_in: int, opts: QuantOptions, g: int, f: int,

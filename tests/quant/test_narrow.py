@@ -32,8 +32,8 @@ def grouped_model():
 @pytest.mark.parametrize("bits", [3, 5, 8])
 def test_clipped_weights_compute_what_the_clipped_weights_give(make, bits):
     """The expected network is built here from the full one by raising every log-weight below the layer's largest
-    minus 2^b - 1 to that floor, leaving the ln table alone; the quantizer stores the weights unsigned in b bits and
-    moves the floor into the ln table instead. Both must give the same outputs, and the stored tables b bits."""
+    minus 2^b - 1 to that floor, leaving the ln table alone; the quantizer stores the weights as signed b-bit numbers
+    and moves an offset into the ln table instead. Both must give the same outputs, and the stored tables b bits."""
     model, images = make(), random_images(12)
     full = quantize(model, images, log_frac_bits=4)
     arrays = dict(full.arrays)
@@ -45,7 +45,7 @@ def test_clipped_weights_compute_what_the_clipped_weights_give(make, bits):
     validate(narrow)
     for layer in narrow.bm_layers():
         w = narrow.table(layer, "log_weights")
-        assert w.min() >= 0 and w.max() < 2**bits and layer["widths"]["W"] <= bits
+        assert -(2 ** (bits - 1)) <= w.min() and w.max() < 2 ** (bits - 1) and layer["widths"]["W"] <= bits
     want, got = golden.forward(expected, images, return_all=True), golden.forward(narrow, images, return_all=True)
     for name in want:
         assert np.array_equal(want[name], got[name]), name
