@@ -115,7 +115,7 @@ def grouped_bm15_cost(layer: dict, name: str, pe: int, p: dict, correction: Cost
     add-max PE with one running maximum per sign (a valid bit each; one maximum and its sign bit where every group
     is one input), its pairs' hold register, the D accumulator (an adder per slot, the restart, the register) and
     the drain's hold of D; per exp unit (CLUSTERS x LPC) the exp table, the shift, the rounding and the signed
-    term; shared: the ln, weight (with the sign and group-end bits), window and bias tables, the correction, Y and
+    term; shared: the ln, weight (with the sign bits), group-end, window and bias tables, the correction, Y and
     the requantization, and the delay line that carries a fold's tags to its complete D."""
     k, o, folds = int(layer["fan_in"]), int(layer["out_count"]), -(-int(layer["out_count"]) // pe)
     positions = int(p["OUT_H"]) * int(p["OUT_W"])
@@ -129,8 +129,8 @@ def grouped_bm15_cost(layer: dict, name: str, pe: int, p: dict, correction: Cost
     exp_unit = rom(1 << int(p["F"]), int(p["EXP_W"])) + shifter(int(p["EXP_W"]) + int(p["LMAX"]), int(p["LMAX"])) \
         + adder(e_w) + adder(d_w) + mux(d_w)
     delay = register((int(p["ROWS"]) + 5) * (1 + int(p["OUT_AW"]) + address_width(folds * pe) + int(p["C_W"])))
-    word = pe * int(p["WT_W"]) + (pe if p["SPLIT"] else 0) + 1
-    shared = rom(1 << int(p["Q_W"]), int(p["LN_W"])) + rom(folds * k, word) + rom(k, int(p["LN_W"])) \
+    word = pe * int(p["WT_W"]) + (pe if p["SPLIT"] else 0)
+    shared = rom(1 << int(p["Q_W"]), int(p["LN_W"])) + rom(folds * k, word) + rom(k, 1) + rom(k, int(p["LN_W"])) \
         + rom(folds * pe, int(p["B_W"])) + correction + adder(y_w) * 2 + register(y_w) + requant + delay
     steps, outputs = positions * o * k, positions * o
     terms = outputs * int(layer.get("groups", 1)) * spe  # exp conversions and accumulations, empty pairs included

@@ -36,9 +36,9 @@ def test_grouped_layer_cost_by_hand(grouped, pe):
         folds = -(-o // layer_pe)
         m_w, d_w, spe = p["M_W"], p["D_W"], lanes["SPE"]
         exp_units = lanes["CLUSTERS"] * lanes["LPC"]
-        # Tables: ln, weights with their sign and group-end bits, window, bias, and one exp table per exp unit.
-        word = layer_pe * p["WT_W"] + (layer_pe if lanes["SPLIT"] else 0) + 1
-        assert cost.rom_bits == ((1 << p["Q_W"]) * p["LN_W"] + folds * k * word + k * p["LN_W"]
+        # Tables: ln, weights with their sign bits, group ends, window, bias, and one exp table per exp unit.
+        word = layer_pe * p["WT_W"] + (layer_pe if lanes["SPLIT"] else 0)
+        assert cost.rom_bits == ((1 << p["Q_W"]) * p["LN_W"] + folds * k * word + k + k * p["LN_W"]
                                  + folds * layer_pe * p["B_W"] + exp_units * (1 << p["F"]) * p["EXP_W"])
         assert cost.units[f"rom {1 << p['F']}x{p['EXP_W']}b"] == exp_units
         # Flip-flops: per PE its maxima (and valid bits), the pairs' hold, the D accumulator and the drain's hold.
@@ -60,7 +60,7 @@ def test_a_grouped_layer_costs_more_than_one_max(grouped):
     one = network.layer_costs(net, plain, name, 1)["bm15"].cost
     several = network.layer_costs(net, layer, name, 1)["bm15"].cost
     assert several.gate_equivalents > one.gate_equivalents
-    assert several.rom_bits > one.rom_bits  # the group-end bit in every weight word
+    assert several.rom_bits == one.rom_bits + int(layer["fan_in"])  # the group-end ROM, K bits
 
 
 def test_cli_gates_of_a_grouped_network(grouped, tmp_path):

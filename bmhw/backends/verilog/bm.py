@@ -74,13 +74,14 @@ def plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int, threshold: int |
     # The ln LUT is indexed by the full code width.
     if grouped:
         sign = net.table(layer, "weight_sign") if layer.get("split_sign") else None
-        w_mem = mem_text(bm_groups.weight_words(w, sign, bm_groups.group_ends(layer), pe, wt_w),
-                         bm_groups.word_bits(layer, pe, wt_w))
+        w_mem = mem_text(bm_groups.weight_words(w, sign, pe, wt_w), bm_groups.word_bits(layer, pe, wt_w))
     else:
         w_mem = mem_text(weight_words(w, pe, wt_w), pe * wt_w)
     mems = {f"mem/{name}_ln.mem": mem_text(padded(ln, 1 << q_w), ln_w),
             f"mem/{name}_w.mem": w_mem,
             f"mem/{name}_exp.mem": mem_text(exp, exp_w),
             f"mem/{name}_b.mem": mem_text(bias_words, bias_w)}
+    if grouped:  # 1 at the steps that end a group: K bits, the same for every fold and output
+        mems[f"mem/{name}_gl.mem"] = mem_text(bm_groups.group_ends(layer), 1)
     plan_ = finish_plan(params, mems, name, params["OUT_H"] * params["OUT_W"])
     return {**plan_, "module": bm_groups.MODULE} if grouped else plan_

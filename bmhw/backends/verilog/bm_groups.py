@@ -58,10 +58,10 @@ def group_ends(layer: dict) -> np.ndarray:
     return ends
 
 
-def weight_words(w: np.ndarray, sign: np.ndarray | None, ends: np.ndarray, pe: int, wt_w: int) -> list:
+def weight_words(w: np.ndarray, sign: np.ndarray | None, pe: int, wt_w: int) -> list:
     """The weight ROM of a grouped layer at address fold * K + k: the PE log-weights (PE 0 in the low bits, as in
-    ``common.weight_words``), then with the split one sign bit per PE (1: sigma = -1), then the group-end bit on
-    top. Outputs past O read zero weights of sign +1."""
+    ``common.weight_words``), then with the split one sign bit per PE (1: sigma = -1). Outputs past O read zero
+    weights of sign +1. (The group ends, the same in every fold, have their own K-entry ROM: ``group_ends``.)"""
     o, k = w.shape
     folds = -(-o // pe)
     w_pad = np.zeros((folds * pe, k), dtype=np.int64)
@@ -75,7 +75,7 @@ def weight_words(w: np.ndarray, sign: np.ndarray | None, ends: np.ndarray, pe: i
         rows = slice(fold * pe, (fold + 1) * pe)
         block, nblock = w_pad[rows] & ((1 << wt_w) - 1), neg[rows]
         for step in range(k):
-            word = int(ends[step])
+            word = 0
             for lane in reversed(range(sign_bits)):
                 word = (word << 1) | int(nblock[lane, step])
             for lane in reversed(range(pe)):
@@ -90,4 +90,4 @@ def params(layer: dict, pe: int) -> dict:
 
 
 def word_bits(layer: dict, pe: int, wt_w: int) -> int:
-    return pe * wt_w + (pe if layer.get("split_sign") else 0) + 1
+    return pe * wt_w + (pe if layer.get("split_sign") else 0)

@@ -3,8 +3,8 @@
 // bmhw_bm_group_layer: a 1.5-branch BM layer with several maxima per output (docs/datapath.md, "Several
 // maxima per neuron"; docs/verilog.md, "Grouped BM layers"). The schedule, window buffer, ln LUT, input sum
 // and correction are bmhw_bm_layer's (bmhw_layer_scan; one step per cycle, never stalling); what differs:
-//   * the weight ROM word carries, beside the PE log-weights, each weight's sign bit (SPLIT) and on top one
-//     bit that marks the last step of a group (b_j = floor(j K / N), the same in every fold);
+//   * the weight ROM word carries, beside the PE log-weights, each weight's sign bit (SPLIT); a group-end ROM
+//     of K bits marks the last step of a group (b_j = floor(j K / N), the same in every fold);
 //   * the PEs emit each group's maxima (one, or one per sign with a valid bit) after its last step and
 //     restart; CLUSTERS x bmhw_group_exp convert them (LPC exp units each, ROWS cycles per group, ROWS <= the
 //     shortest group) and sum the signed terms into D per output;
@@ -61,7 +61,8 @@ module bmhw_bm_group_layer #(
     parameter LN_FILE = "",
     parameter W_FILE = "",
     parameter EXP_FILE = "",
-    parameter B_FILE = ""
+    parameter B_FILE = "",
+    parameter GL_FILE = ""
 ) (
     input  wire              clk,
     input  wire              rst,
@@ -81,8 +82,8 @@ module bmhw_bm_group_layer #(
     localparam integer WA_W = WROM_DEPTH > 1 ? $clog2(WROM_DEPTH) : 1;
     localparam integer OB_W = BROM_DEPTH > 1 ? $clog2(BROM_DEPTH) : 1;
     localparam integer SLOT_W = M_W + 2;
-    localparam integer SG_W = SPLIT != 0 ? PE : 1;   // sign bits in the weight word (one spare bit without)
-    localparam integer WW = PE * WT_W + (SPLIT != 0 ? PE : 0) + 1;
+    localparam integer SG_W = SPLIT != 0 ? PE : 1;   // sign bits in the weight word (without the split, unused)
+    localparam integer WW = PE * WT_W + (SPLIT != 0 ? PE : 0);
     localparam integer DL = ROWS + 5;                 // group load to complete D (bmhw_group_exp)
 
     // ---------------------------------------------------------------- stages 0 and 1: schedule, window address
@@ -116,6 +117,11 @@ module bmhw_bm_group_layer #(
     bmhw_rom #(.WIDTH(WW), .DEPTH(WROM_DEPTH), .ADDR_W(WA_W), .INIT_FILE(W_FILE)) u_weights (
         .clk(clk), .addr(wa1), .data(w_q)
     );
+    // 1 at the steps that end a group: the same in every fold, so K bits beside the weights, read by the step k.
+    wire gl_q;
+    bmhw_rom #(.WIDTH(1), .DEPTH(K), .ADDR_W(K_W), .INIT_FILE(GL_FILE)) u_group_last (
+        .clk(clk), .addr(k1), .data(gl_q)
+    );
 
     // ---------------------------------------------------------------- stage 2: window buffer
     reg v2, fold0_2, first2, last2, flast2;
@@ -145,6 +151,7 @@ module bmhw_bm_group_layer #(
     reg [OB_W-1:0] fo2b;
     reg [LN_W-1:0] ln_r;
     reg [WW-1:0] w_r;
+    reg gl_r;
     reg [C_W-1:0] c_2b;
     always @(posedge clk) begin
         v2b <= !rst && v2;
@@ -156,11 +163,12 @@ module bmhw_bm_group_layer #(
         fo2b <= fo2;
         ln_r <= ln;
         w_r <= w_q;
+        gl_r <= gl_q;
         c_2b <= c_value;
     end
-    wire gend = w_r[WW-1];  // the step is its group's last
+    wire gend = gl_r;  // the step is its group's last
     /* verilator lint_off UNUSEDSIGNAL */
-    wire [SG_W-1:0] signs = SPLIT != 0 ? w_r[WW-2 -: SG_W] : {SG_W{1'b0}};  // unused without the split
+    wire [SG_W-1:0] signs = SPLIT != 0 ? w_r[WW-1 -: SG_W] : {SG_W{1'b0}};  // unused without the split
     /* verilator lint_on UNUSEDSIGNAL */
     // A group starts at a fold's first step or after a group's last; the fold's first group restarts the sums.
     reg gend_prev, g0;
