@@ -1,6 +1,6 @@
 """The Verilog plan of a BM layer with several maxima per output (docs/verilog.md, "Grouped BM layers"): how many
 exp units convert the groups' maxima so that the PEs never stall, the parameters ``bmhw_bm_group_layer`` adds to
-``bmhw_bm_layer``'s, and its weight ROM (log-weights, sign bits, group ends). A layer of one max never comes here,
+``bmhw_bm_layer``'s, and its weight ROM (log-weights, sign bits) and group-end ROM. A layer of one max never comes here,
 so its files keep their bytes. NumPy only."""
 
 from __future__ import annotations
