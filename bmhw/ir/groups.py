@@ -30,13 +30,6 @@ def is_grouped(layer: dict) -> bool:
     return groups_of(layer) > 1 or bool(layer.get("split_sign", False))
 
 
-def group_of_input(layer: dict) -> np.ndarray:
-    """The group index of every input k of the patch (K entries)."""
-    k = int(layer["fan_in"])
-    starts = group_starts(k, groups_of(layer))
-    return np.repeat(np.arange(len(starts) - 1), np.diff(starts))
-
-
 def pair_occupancy(layer: dict, weight_sign: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """``(positive, negative)``: O x N booleans, whether output ``o``'s group ``j`` holds at least one weight of that
     sign. Without a sign split every group is one positive pair; an empty pair is no maximum and adds nothing."""
@@ -49,12 +42,3 @@ def pair_occupancy(layer: dict, weight_sign: np.ndarray | None) -> tuple[np.ndar
     negative = np.maximum.reduceat((sign < 0).astype(np.int8), starts, axis=1) > 0
     return positive, negative
 
-
-def refuse_grouped_layer(layer: dict, what: str) -> None:
-    """One clear line where a backend that does not carry several maxima per output yet meets a grouped layer."""
-    if is_grouped(layer):
-        from bmhw.errors import BmhwError
-
-        raise BmhwError(f"layer {layer['name']} has {groups_of(layer)} maxima per output"
-                        f"{' split by sign' if layer.get('split_sign') else ''}: {what} takes one max per output so "
-                        "far (the golden model computes it)")

@@ -141,5 +141,5 @@ def refuse_grouped(model, what: str) -> None:
     for name, layer in model.named_modules():
         if is_bm_layer(layer) and (layer.maxima != 1 or layer.split_sign):
             raise BmhwError(f"layer {name} has {Maxima(layer.maxima, layer.split_sign)} maxima per neuron: {what} "
-                            "takes one max per neuron so far (the float network trains and evaluates; quantization "
-                            "and hardware for several maxima are the next step)")
+                            "takes one max per neuron (standard ONNX has no max-plus operator; the integer graph, "
+                            "bmhw export --target onnx-int of its .bmq, carries several maxima)")

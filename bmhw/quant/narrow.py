@@ -31,7 +31,6 @@ FORMAT = 1
 DEFAULT_LOG_FRAC_BITS = 4
 DEFAULT_OCTAVE_BITS = 4  # b = F + 4: 2^4 = 16 octaves of weight magnitudes
 DEFAULT_TOLERANCE = 0.0002  # a fraction: 0.02 points (2 of 10,000 images); 0.05 lost 0.13 points on test images
-DEFAULT_FIT_IMAGES = 10000
 START_FRAC_BITS = 5  # the search starts here: F = 5 is within 0.01 points of F = 10 on the examples
 MIN_FRAC_BITS = 1  # the Verilog blocks need F >= 1
 
