@@ -98,7 +98,7 @@ def _log_widths(args, ckpt) -> tuple:
     """F and the log-weight bits of the BM layers: those given on the command line, else those the checkpoint
     records (bmhw calibrate --fit-log-widths), else the measured default (bmhw.quant.narrow)."""
     from bmhw.quant import narrow
-    from bmhw.quant.sequence import WEIGHT_MODULES, layer_names, layer_sequence
+    from bmhw.quant.sequence import WEIGHT_MODULES, check_layer_options, layer_names, layer_sequence
 
     record = narrow.of_checkpoint(ckpt.metadata, args.checkpoint)
     if record is not None and args.log_frac_bits is None and args.log_weight_bits is None:
@@ -116,12 +116,9 @@ def _log_widths(args, ckpt) -> tuple:
             every = bits
     if not per_layer:
         return frac, every
+    check_layer_options(ckpt.model, "log-weight-bits", per_layer)  # before the calibration is looked for
     mods = layer_sequence(ckpt.model)
     names = [n for n, m in zip(layer_names(ckpt.model, mods), mods) if isinstance(m, WEIGHT_MODULES)]
-    unknown = sorted(set(per_layer) - set(names))
-    if unknown:
-        raise BmhwError(f"--log-weight-bits {unknown[0]}=...: no weight layer {unknown[0]!r}; this network has "
-                        f"{', '.join(names)}")
     return frac, {**{name: every for name in names}, **per_layer}
 
 

@@ -25,7 +25,7 @@ from bmhw.nn.layers import _BMNeuron
 from bmhw.ir.widths import infer_widths
 from bmhw.quant.sequence import WEIGHT_MODULES as _WEIGHT_MODULES
 from bmhw.quant.sequence import layer_names as _layer_names
-from bmhw.quant.sequence import float64_copy, layer_sequence
+from bmhw.quant.sequence import check_layer_options, float64_copy, layer_sequence
 
 INPUT_SCALE = Fraction(1, 255)  # image bytes, as in training (bmhw.train.to_tensor)
 CORRECTION_SHIFT = 16  # H of docs/datapath.md
@@ -196,14 +196,8 @@ def quantize(model: nn.Module, calib_images: np.ndarray, act_bits=8, log_frac_bi
     ``Calibration``); ``log_weight_bits``: the stored log-weight width, for every layer or per layer name."""
     opts = QuantOptions(act_bits, log_frac_bits, exp_frac_bits, guard_bits, log_weight_bits)
     opts.check()
-    for option, values in (("log-frac-bits", log_frac_bits), ("log-weight-bits", log_weight_bits)):
-        if isinstance(values, dict):
-            mods = layer_sequence(model)
-            names = {n for n, m in zip(_layer_names(model, mods), mods) if isinstance(m, _WEIGHT_MODULES)}
-            unknown = sorted(set(values) - names)
-            if unknown:
-                raise BmhwError(f"--{option} {unknown[0]}=...: no weight layer {unknown[0]!r}; this network has "
-                                f"{', '.join(sorted(names))}")
+    check_layer_options(model, "log-frac-bits", log_frac_bits)
+    check_layer_options(model, "log-weight-bits", log_weight_bits)
 
     def bm_layer(mod, name, s_in, q_in, e_out, relu):
         g, f = guard_bits - e_out, opts.frac_bits_of(name)

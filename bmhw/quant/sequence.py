@@ -52,3 +52,16 @@ def layer_names(model: nn.Module, mods: list[nn.Module]) -> list[str]:
         else:
             names.append(f"{type(mod).__name__.lower()}{i}")
     return names
+
+
+def check_layer_options(model: nn.Module, option: str, values) -> None:
+    """Per-layer option values (``{layer name: value}``; anything else passes) name weight layers of ``model``: else one
+    line naming the first unknown one and the layers there are."""
+    if not isinstance(values, dict):
+        return
+    mods = layer_sequence(model)
+    names = [n for n, m in zip(layer_names(model, mods), mods) if isinstance(m, WEIGHT_MODULES)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise BmhwError(f"--{option} {unknown[0]}=...: no weight layer {unknown[0]!r}; this network has "
+                        f"{', '.join(names)}")
