@@ -50,7 +50,7 @@ ADDER_BLOCK_PARAMS = ("Q_W", "WT_W", "D_W", "ABS_W", "ACC_W", "Y_W", "RELU", "OU
 BISE_BLOCKS_TB = "bmhw_bise_blocks_tb"
 BISE_BLOCK_TESTS = ("bise_pe", "bise_array")
 # Parameters of bmhw_blocks_tb taken from the layer's plan.
-BLOCK_PARAMS = ("Q_W", "LN_W", "WT_W", "M_W", "F", "EXP_W", "IMIN", "L_W", "LMAX", "RS", "E_W", "S_W", "SC_W", "H",
+BLOCK_PARAMS = ("Q_W", "LN_W", "WT_W", "M_W", "F", "EXP_W", "IMIN", "LMAX", "RS", "E_W", "S_W", "SC_W", "H",
                 "CSUM", "C_W", "Y_W", "RELU", "OUT_SHIFT", "YR_W", "OUT_D", "LN_FILE", "EXP_FILE")
 
 

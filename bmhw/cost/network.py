@@ -110,12 +110,18 @@ def _mac_twin_costs(twin: ir.QuantizedNet, layer: dict, name: str, pe: int, posi
     return LayerCost(name, "mac", pe, (mac + hold_register(acc)) * pe + shared, mac, energy, steps)
 
 
+def exp_shifter(p: dict) -> Cost:
+    """bmhw_exp_shift's shifter: the table entry, widened by the span of shifts that can give a non-zero E."""
+    span = verilog_bm.exp_shift_span(p)
+    return shifter(int(p["EXP_W"]) + span, span)
+
+
 def grouped_bm15_cost(layer: dict, name: str, pe: int, p: dict, correction: Cost, requant: Cost) -> LayerCost:
     """The ``bm15`` kind of a layer with several maxima per output (bmhw_bm_group_layer, docs/gates.md): per PE the
     add-max PE with one running maximum per sign (a valid bit each; one maximum and its sign bit where every group
-    is one input), its pairs' hold register, the D accumulator (an adder per slot, the restart, the register) and
-    the drain's hold of D; per exp unit (CLUSTERS x LPC) the exp table, the shift, the rounding and the signed
-    term; shared: the ln, weight (with the sign bits), group-end, window and bias tables, the correction, Y and
+    is one input), its pairs' hold register, its D in the cluster's ring and the drain's hold of D; per exp unit
+    (CLUSTERS x LPC) the exp table, the shift, the rounding and the signed term; per cluster the one D adder (with
+    the pair sum where LPC = 2), its operand select (running sum, ring head, restart) and running sum; shared: the ln, weight (with the sign bits), group-end, window and bias tables, the correction, Y and
     the requantization, and the delay line that carries a fold's tags to its complete D."""
     k, o, folds = int(layer["fan_in"]), int(layer["out_count"]), -(-int(layer["out_count"]) // pe)
     positions = int(p["OUT_H"]) * int(p["OUT_W"])
@@ -125,9 +131,10 @@ def grouped_bm15_cost(layer: dict, name: str, pe: int, p: dict, correction: Cost
         unit = adder(m_w) + register(m_w) + register(1)
     else:
         unit = adder(m_w) + best * spe + (register(2) if p["SPLIT"] else Cost())
-    per_pe = register(spe * (m_w + 2)) + adder(d_w) * spe + mux(d_w) + register(d_w) + hold_register(d_w)
-    exp_unit = rom(1 << int(p["F"]), int(p["EXP_W"])) + shifter(int(p["EXP_W"]) + int(p["LMAX"]), int(p["LMAX"])) \
+    per_pe = register(spe * (m_w + 2)) + register(d_w) + hold_register(d_w)
+    exp_unit = rom(1 << int(p["F"]), int(p["EXP_W"])) + exp_shifter(p) \
         + adder(e_w) + adder(d_w) + mux(d_w)
+    cluster = adder(d_w) * int(p["LPC"]) + mux(d_w) * 2 + (register(d_w) if spe // int(p["LPC"]) == 2 else Cost())
     delay = register((int(p["ROWS"]) + 5) * (1 + int(p["OUT_AW"]) + address_width(folds * pe) + int(p["C_W"])))
     word = pe * int(p["WT_W"]) + (pe if p["SPLIT"] else 0)
     shared = rom(1 << int(p["Q_W"]), int(p["LN_W"])) + rom(folds * k, word) + rom(k, 1) + rom(k, int(p["LN_W"])) \
@@ -137,7 +144,8 @@ def grouped_bm15_cost(layer: dict, name: str, pe: int, p: dict, correction: Cost
     energy = steps * 2 * add_energy_pj(m_w) + terms * (add_energy_pj(e_w) + add_energy_pj(d_w)) \
         + outputs * 2 * add_energy_pj(y_w) + positions * k * add_energy_pj(int(p["S_W"]))
     units = int(p["CLUSTERS"]) * int(p["LPC"])
-    return LayerCost(name, "bm15", pe, (unit + per_pe) * pe + exp_unit * units + shared, unit, energy, steps)
+    return LayerCost(name, "bm15", pe, (unit + per_pe) * pe + exp_unit * units + cluster * int(p["CLUSTERS"]) + shared,
+                     unit, energy, steps)
 
 
 def layer_costs(net: ir.QuantizedNet, layer: dict, name: str, pe: int, weight_bits: int = 8,
@@ -155,7 +163,7 @@ def layer_costs(net: ir.QuantizedNet, layer: dict, name: str, pe: int, weight_bi
     add_max = adder(m_w) + comparator(m_w) + mux(m_w) + register(m_w)
     hold = hold_register(m_w)
     requant_bm = adder(int(p["YR_W"])) + mux(out_bits) * 2 if layer["relu"] else Cost()
-    exp_stage = rom(1 << int(p["F"]), int(p["EXP_W"])) + shifter(int(p["EXP_W"]) + int(p["LMAX"]), int(p["LMAX"])) \
+    exp_stage = rom(1 << int(p["F"]), int(p["EXP_W"])) + exp_shifter(p) \
         + adder(e_w) + rom(folds * pe, int(p["B_W"]))
     costs = {}
 

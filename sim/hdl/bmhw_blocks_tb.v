@@ -19,7 +19,6 @@ module bmhw_blocks_tb #(
     parameter integer F = 10,
     parameter integer EXP_W = 17,
     parameter integer IMIN = 0,
-    parameter integer L_W = 1,
     parameter integer LMAX = 0,
     parameter integer RS = 1,
     parameter integer E_W = 17,
@@ -65,7 +64,7 @@ module bmhw_blocks_tb #(
     bmhw_rom #(.WIDTH(EXP_W), .DEPTH(1 << F), .ADDR_W(F), .INIT_FILE(EXP_FILE)) u_exp_rom (
         .clk(clk), .addr(exp_addr), .data(exp_data)
     );
-    bmhw_exp_shift #(.M_W(M_W), .F(F), .EXP_W(EXP_W), .IMIN(IMIN), .L_W(L_W), .LMAX(LMAX), .RS(RS), .E_W(E_W),
+    bmhw_exp_shift #(.M_W(M_W), .F(F), .EXP_W(EXP_W), .IMIN(IMIN), .LMAX(LMAX), .RS(RS), .E_W(E_W),
                      .EXP_FILE(EXP_FILE)) u_exp_shift (.clk(clk), .m(es_m), .e(es_e));
     bmhw_addmax_pe #(.LN_W(LN_W), .WT_W(WT_W), .M_W(M_W)) u_pe (
         .clk(clk), .en(pe_en), .first(pe_first), .ln(pe_ln), .w(pe_w), .m(pe_m)

@@ -33,7 +33,6 @@ module bmhw_layer_tb #(
     parameter integer F = 10,
     parameter integer EXP_W = 17,
     parameter integer IMIN = 0,
-    parameter integer L_W = 1,
     parameter integer LMAX = 0,
     parameter integer RS = 1,
     parameter integer E_W = 17,
@@ -76,7 +75,7 @@ module bmhw_layer_tb #(
     bmhw_bm_layer #(
         .IN_H(IN_H), .IN_W(IN_W), .OUT_H(OUT_H), .OUT_W(OUT_W), .KH(KH), .KW(KW), .SH(SH), .SW(SW), .PH(PH),
         .PW(PW), .K(K), .O(O), .PE(PE), .IN_AW(IN_AW), .OUT_AW(OUT_AW), .Q_W(Q_W), .LN_W(LN_W), .WT_W(WT_W),
-        .M_W(M_W), .F(F), .EXP_W(EXP_W), .IMIN(IMIN), .L_W(L_W), .LMAX(LMAX), .RS(RS), .E_W(E_W), .S_W(S_W),
+        .M_W(M_W), .F(F), .EXP_W(EXP_W), .IMIN(IMIN), .LMAX(LMAX), .RS(RS), .E_W(E_W), .S_W(S_W),
         .SC_W(SC_W), .H(H), .CSUM(CSUM), .C_W(C_W), .B_W(B_W), .Y_W(Y_W), .RELU(RELU), .OUT_SHIFT(OUT_SHIFT),
         .YR_W(YR_W), .OUT_D(OUT_D), .LN_FILE(LN_FILE), .W_FILE(W_FILE), .EXP_FILE(EXP_FILE), .B_FILE(B_FILE)
     ) u_layer (

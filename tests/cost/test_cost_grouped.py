@@ -41,11 +41,13 @@ def test_grouped_layer_cost_by_hand(grouped, pe):
         assert cost.rom_bits == ((1 << p["Q_W"]) * p["LN_W"] + folds * k * word + k + k * p["LN_W"]
                                  + folds * layer_pe * p["B_W"] + exp_units * (1 << p["F"]) * p["EXP_W"])
         assert cost.units[f"rom {1 << p['F']}x{p['EXP_W']}b"] == exp_units
-        # Flip-flops: per PE its maxima (and valid bits), the pairs' hold, the D accumulator and the drain's hold.
+        # Flip-flops: per PE its maxima (and valid bits), the pairs' hold, its D in the ring and the drain's hold;
+        # per cluster the running sum of a PE's two rows (two slots per PE, one exp unit).
         pe_ff = m_w + 1 if lanes["MERGE"] else spe * m_w + (2 if lanes["SPLIT"] else 0)
         per_pe = pe_ff + spe * (m_w + 2) + 2 * d_w
+        running = lanes["CLUSTERS"] * d_w if spe == 2 and lanes["LPC"] == 1 else 0
         delay = (lanes["ROWS"] + 5) * (1 + p["OUT_AW"] + max(1, (folds * layer_pe - 1).bit_length()) + p["C_W"])
-        assert cost.flip_flops == layer_pe * per_pe + p["S_W"] + p["Y_W"] + delay
+        assert cost.flip_flops == layer_pe * per_pe + running + p["S_W"] + p["Y_W"] + delay
         assert row.pe_cost.flip_flops == pe_ff
 
 

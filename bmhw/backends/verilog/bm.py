@@ -21,6 +21,13 @@ OWN_LIBRARY = ()  # its blocks go into every project
 check_network, signed_output = check_logits_last, logits_signed  # the last layer gives the signed logits
 
 
+def exp_shift_span(params: dict) -> int:
+    """How far bmhw_exp_shift's shifter reaches: LMAX - L0, where below L0 = RS - EXP_W every table entry shifts to
+    less than half a unit and E is 0 (docs/verilog.md). The cost model reads it too."""
+    lmax, rs, exp_w = (int(params[key]) for key in ("LMAX", "RS", "EXP_W"))
+    return lmax - min(max(rs - exp_w, 0), lmax)
+
+
 def cycle_overhead(layer: dict, pe: int) -> int:
     """The layer's fixed cycles around its add-max loop (docs/verilog.md, "Cycle model")."""
     return OVERHEAD + (bm_groups.cycle_overhead(layer, pe) if is_grouped(layer) else 0)
@@ -57,7 +64,7 @@ def plan(net: ir.QuantizedNet, layer: dict, name: str, pe: int, threshold: int |
     # Y = s (E - C) + B, or s (D - C) + B with several maxima per output (D: the signed sum of their terms).
     y_w = max(signed_width(*ranges["D"]) if grouped else e_w, c_w, b_w) + 2
     params.update({"Q_W": q_w, "LN_W": ln_w, "WT_W": wt_w, "M_W": m_w, "F": f, "EXP_W": exp_w, "IMIN": i_min,
-                   "L_W": max(1, lmax.bit_length()), "LMAX": lmax, "RS": rs, "E_W": e_w, "S_W": s_w, "SC_W": sc_w,
+                   "LMAX": lmax, "RS": rs, "E_W": e_w, "S_W": s_w, "SC_W": sc_w,
                    "H": h, "CSUM": csum, "C_W": c_w, "B_W": b_w, "Y_W": y_w, "RELU": int(bool(layer["relu"]))})
     if grouped:
         params.update(bm_groups.params(layer, pe))

@@ -34,7 +34,6 @@ module bmhw_bm_group_layer #(
     parameter integer F = 10,
     parameter integer EXP_W = 17,
     parameter integer IMIN = 0,
-    parameter integer L_W = 1,
     parameter integer LMAX = 0,
     parameter integer RS = 1,
     parameter integer E_W = 17,
@@ -223,7 +222,7 @@ module bmhw_bm_group_layer #(
     generate
         for (u = 0; u < CLUSTERS; u = u + 1) begin : g_cluster
             localparam integer NP = (u == CLUSTERS - 1) ? PE - (CLUSTERS - 1) * PPL : PPL;
-            bmhw_group_exp #(.NP(NP), .SPE(SPE), .LPC(LPC), .M_W(M_W), .F(F), .EXP_W(EXP_W), .IMIN(IMIN), .L_W(L_W),
+            bmhw_group_exp #(.NP(NP), .SPE(SPE), .LPC(LPC), .M_W(M_W), .F(F), .EXP_W(EXP_W), .IMIN(IMIN),
                              .LMAX(LMAX), .RS(RS), .E_W(E_W), .D_W(D_W), .EXP_FILE(EXP_FILE)) u_exp (
                 .clk(clk), .rst(rst), .load(v3), .grp0(grp0_3),
                 .slots(slots[u*PPL*SPE*SLOT_W +: NP*SPE*SLOT_W]), .d(d_all[u*PPL*D_W +: NP*D_W]), .busy(cl_busy[u])

@@ -42,7 +42,6 @@ module bmhw_bm_layer #(
     parameter integer F = 10,
     parameter integer EXP_W = 17,
     parameter integer IMIN = 0,
-    parameter integer L_W = 1,
     parameter integer LMAX = 0,
     parameter integer RS = 1,
     parameter integer E_W = 17,
@@ -193,7 +192,7 @@ module bmhw_bm_layer #(
     end
 
     wire [E_W-1:0] e;
-    bmhw_exp_shift #(.M_W(M_W), .F(F), .EXP_W(EXP_W), .IMIN(IMIN), .L_W(L_W), .LMAX(LMAX), .RS(RS), .E_W(E_W),
+    bmhw_exp_shift #(.M_W(M_W), .F(F), .EXP_W(EXP_W), .IMIN(IMIN), .LMAX(LMAX), .RS(RS), .E_W(E_W),
                      .EXP_FILE(EXP_FILE)) u_exp (.clk(clk), .m(post_m), .e(e));
     localparam integer BR_W = B_W + (NEG != 0 ? 1 : 0);
     wire [BR_W-1:0] b_q;

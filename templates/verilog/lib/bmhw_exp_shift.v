@@ -11,7 +11,6 @@ module bmhw_exp_shift #(
     parameter integer F = 10,
     parameter integer EXP_W = 17,
     parameter integer IMIN = 0,
-    parameter integer L_W = 1,
     parameter integer LMAX = 0,
     parameter integer RS = 1,
     parameter integer E_W = 17,
@@ -22,8 +21,14 @@ module bmhw_exp_shift #(
     output reg  [E_W-1:0] e
 );
     localparam integer I_W = M_W - F;
-    localparam integer Z_W = EXP_W + LMAX;
+    // Below L0 = RS - EXP_W every entry shifts to less than half a unit: E = 0 there, so the shifter
+    // spans L0 .. LMAX only (exactly the same E).
+    localparam integer L0 = RS > EXP_W ? (RS - EXP_W > LMAX ? LMAX : RS - EXP_W) : 0;
+    localparam integer SPAN = LMAX - L0;
+    localparam integer S_W = SPAN > 0 ? $clog2(SPAN + 1) : 1;
+    localparam integer Z_W = EXP_W + SPAN;
     localparam [I_W:0] IMIN_V = IMIN[I_W:0];
+    localparam [I_W:0] L0_V = L0[I_W:0];
 
     wire [EXP_W-1:0] exp_q;
     bmhw_rom #(.WIDTH(EXP_W), .DEPTH(1 << F), .ADDR_W(F), .INIT_FILE(EXP_FILE)) u_exp_lut (
@@ -32,23 +37,26 @@ module bmhw_exp_shift #(
 
     // L = I - IMIN lies in [0, LMAX] (the range of I is proven), so its upper bits are zero.
     /* verilator lint_off UNUSEDSIGNAL */
-    wire [I_W:0] l_full = {m[M_W-1], m[M_W-1:F]} - IMIN_V;
+    wire [I_W:0] l_full = {m[M_W-1], m[M_W-1:F]} - IMIN_V - L0_V;
     /* verilator lint_on UNUSEDSIGNAL */
-    reg [L_W-1:0] l_q, l_r;
+    reg [S_W-1:0] l_q, l_r;
+    reg zero_q, zero_r;
     reg [EXP_W-1:0] exp_r;
     always @(posedge clk) begin
-        l_q <= l_full[L_W-1:0];
+        l_q <= l_full[S_W-1:0];
+        zero_q <= l_full[I_W];  // L < L0
         // Registered table output: a block RAM's data leaves slowly; then the shift, then the rounding.
         exp_r <= exp_q;
         l_r <= l_q;
+        zero_r <= zero_q;
     end
 
     wire [Z_W-1:0] exp_x;
     bmhw_extend #(.IN_W(EXP_W), .OUT_W(Z_W), .SIGNED(0)) u_exp (.in(exp_r), .out(exp_x));
     reg [Z_W-1:0] z;
-    always @(posedge clk) z <= exp_x << l_r;
+    always @(posedge clk) z <= zero_r ? {Z_W{1'b0}} : exp_x << l_r;
     wire [E_W-1:0] e_value;
-    bmhw_round_shift #(.IN_W(Z_W), .OUT_W(E_W), .N(RS), .SIGNED(0)) u_round (.in(z), .out(e_value));
+    bmhw_round_shift #(.IN_W(Z_W), .OUT_W(E_W), .N(RS - L0), .SIGNED(0)) u_round (.in(z), .out(e_value));
     always @(posedge clk) e <= e_value;
 endmodule
 `default_nettype wire

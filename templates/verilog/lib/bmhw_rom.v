@@ -13,15 +13,25 @@ module bmhw_rom #(
     input  wire [ADDR_W-1:0] addr,
     output reg  [WIDTH-1:0]  data
 );
-    reg [WIDTH-1:0] mem [0:DEPTH-1];
+    // A table of at most LOGIC_BITS bits (an eighth of an 18-kbit block RAM: the ln and exp tables, small
+    // weight and bias tables) is built from LUTs, where a block RAM would stay seven eighths empty.
+    localparam integer LOGIC_BITS = 2304;
 
-    // The guard keeps tools that elaborate the module with its default parameters quiet.
     generate
-        if (INIT_FILE != "") begin : g_init
-            initial $readmemh(INIT_FILE, mem);
+        if (WIDTH * DEPTH <= LOGIC_BITS) begin : g_logic
+            (* rom_style = "logic" *) reg [WIDTH-1:0] mem [0:DEPTH-1];
+            if (INIT_FILE != "") begin : g_init
+                initial $readmemh(INIT_FILE, mem);
+            end
+            always @(posedge clk) data <= mem[addr];
+        end else begin : g_block
+            reg [WIDTH-1:0] mem [0:DEPTH-1];
+            // The guard keeps tools that elaborate the module with its default parameters quiet.
+            if (INIT_FILE != "") begin : g_init
+                initial $readmemh(INIT_FILE, mem);
+            end
+            always @(posedge clk) data <= mem[addr];
         end
     endgenerate
-
-    always @(posedge clk) data <= mem[addr];
 endmodule
 `default_nettype wire
