@@ -121,7 +121,7 @@ def _dominated(p: dict, points: list) -> bool:
 
 def _rows(results: dict) -> list:
     rows = []
-    for name, (label, checkpoint, dsp) in DESIGNS.items():
+    for name, (label, _, _) in DESIGNS.items():
         design = results["designs"].get(name)
         for pe in PES:
             point = results["points"].get(f"{name}@{pe}")

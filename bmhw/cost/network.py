@@ -120,9 +120,11 @@ def grouped_bm15_cost(layer: dict, name: str, pe: int, p: dict, correction: Cost
     """The ``bm15`` kind of a layer with several maxima per output (bmhw_bm_group_layer, docs/gates.md): per PE the
     add-max PE with one running maximum per sign (a valid bit each; one maximum and its sign bit where every group
     is one input), its pairs' hold register, its D in the cluster's ring and the drain's hold of D; per exp unit
-    (CLUSTERS x LPC) the exp table, the shift, the rounding and the signed term; per cluster the one D adder (with
-    the pair sum where LPC = 2), its operand select (running sum, ring head, restart) and running sum; shared: the ln, weight (with the sign bits), group-end, window and bias tables, the correction, Y and
-    the requantization, and the delay line that carries a fold's tags to its complete D."""
+    (CLUSTERS x LPC) the exp table, the shift, the rounding and the signed term (E or ~E, masked: -E's carry goes
+    into the cluster's adder); per cluster the one D adder (with the pair sum where LPC = 2), its operand select
+    (running sum, ring head, restart) and running sum; shared: the ln, weight (with the sign bits), group-end, window
+    and bias tables, the correction, Y and the requantization, and the delay line that carries a fold's tags to its
+    complete D."""
     k, o, folds = int(layer["fan_in"]), int(layer["out_count"]), -(-int(layer["out_count"]) // pe)
     positions = int(p["OUT_H"]) * int(p["OUT_W"])
     m_w, e_w, d_w, y_w, spe = (int(p[key]) for key in ("M_W", "E_W", "D_W", "Y_W", "SPE"))
@@ -132,8 +134,7 @@ def grouped_bm15_cost(layer: dict, name: str, pe: int, p: dict, correction: Cost
     else:
         unit = adder(m_w) + best * spe + (register(2) if p["SPLIT"] else Cost())
     per_pe = register(spe * (m_w + 2)) + register(d_w) + hold_register(d_w)
-    exp_unit = rom(1 << int(p["F"]), int(p["EXP_W"])) + exp_shifter(p) \
-        + adder(e_w) + adder(d_w) + mux(d_w)
+    exp_unit = rom(1 << int(p["F"]), int(p["EXP_W"])) + exp_shifter(p) + adder(e_w) + mux(d_w)
     cluster = adder(d_w) * int(p["LPC"]) + mux(d_w) * 2 + (register(d_w) if spe // int(p["LPC"]) == 2 else Cost())
     delay = register((int(p["ROWS"]) + 5) * (1 + int(p["OUT_AW"]) + address_width(folds * pe) + int(p["C_W"])))
     word = pe * int(p["WT_W"]) + (pe if p["SPLIT"] else 0)
